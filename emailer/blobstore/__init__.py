@@ -1,0 +1,1 @@
+"""Blob store adapters: content-addressed bytes (attachments) kept apart from messages and rows."""

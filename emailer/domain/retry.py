@@ -1,0 +1,37 @@
+"""When to try again after a transient provider failure, and when to give up."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, capped, inside an overall budget.
+
+    ``retry_after`` from the provider (a 429's Retry-After) is honoured: the next
+    attempt is never earlier than it.
+    """
+
+    first_delay: timedelta = timedelta(seconds=5)
+    factor: float = 2.0
+    max_delay: timedelta = timedelta(minutes=10)
+    budget: timedelta = timedelta(hours=24)
+    jitter: float = 0.2
+    unknown_outcome_wait: timedelta = timedelta(hours=1)
+    dispatch_lease: timedelta = timedelta(minutes=2)
+
+    def delay(self, failed_attempts: int, retry_after: timedelta | None = None) -> timedelta:
+        """Delay before the next attempt, after ``failed_attempts`` (>= 1) failures."""
+        base = self.first_delay.total_seconds() * self.factor ** max(0, failed_attempts - 1)
+        base = min(base, self.max_delay.total_seconds())
+        base *= 1 + random.uniform(-self.jitter, self.jitter)
+        delay = timedelta(seconds=max(0.0, base))
+        if retry_after is not None and retry_after > delay:
+            delay = retry_after
+        return delay
+
+    def deadline(self, created_at: datetime) -> datetime:
+        return created_at + self.budget

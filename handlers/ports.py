@@ -1,0 +1,138 @@
+"""The ports handlers talk through: storage, blobs, provider, clock. Adapters implement them.
+
+Handlers never see kombu, SQLAlchemy or HTTP; they see these small interfaces,
+and tests give them in-memory fakes of the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from contracts import Address
+from emailer.domain import Email
+
+
+class EmailRepository(Protocol):
+    def add(self, email: Email) -> None: ...
+
+    def get(self, email_id: str) -> Email | None:
+        """The email, or None. Loading marks it as seen: its changes are saved on commit."""
+
+    def due(self, now: datetime, limit: int) -> list[Email]:
+        """Emails the scheduler should act on now (queued and due, or waiting past their window).
+
+        Rows are locked for this transaction where the database can (``SKIP LOCKED``),
+        so competing schedulers take different emails.
+        """
+
+
+class Inbox(Protocol):
+    """Incoming message ids already handled (deduplication of redeliveries)."""
+
+    def seen(self, message_id: str) -> bool: ...
+
+    def record(self, message_id: str, message_type: str) -> None: ...
+
+
+class ProviderEvents(Protocol):
+    """Provider callback ids already applied (deduplication of webhook retries)."""
+
+    def seen(self, provider: str, event_id: str) -> bool: ...
+
+    def record(self, provider: str, event_id: str, email_id: str) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes: the key of a blob is the sha256 of its content (hex)."""
+
+    def put(self, data: bytes, content_type: str = "application/octet-stream") -> str: ...
+
+    def get(self, key: str) -> bytes:
+        """The blob's bytes; raises KeyError if there is no such blob."""
+
+    def size(self, key: str) -> int | None:
+        """Size in bytes of the blob, or None if there is no such blob."""
+
+    def delete(self, key: str) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Timezone-aware current time (UTC)."""
+
+
+# --------------------------------------------------------------------------- provider
+
+
+@dataclass(frozen=True)
+class OutgoingAttachment:
+    filename: str
+    content_type: str
+    content: bytes
+    disposition: str = "attachment"
+    content_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """What a provider is asked to send: provider-neutral, with attachment bytes resolved."""
+
+    email_id: str
+    from_: Address
+    to: list[Address]
+    subject: str | None
+    cc: list[Address] = field(default_factory=list)
+    bcc: list[Address] = field(default_factory=list)
+    reply_to: Address | None = None
+    text: str | None = None
+    html: str | None = None
+    template_id: str | None = None
+    template_data: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    categories: list[str] = field(default_factory=list)
+    attachments: list[OutgoingAttachment] = field(default_factory=list)
+
+    def all_recipients(self) -> Iterator[Address]:
+        yield from self.to
+        yield from self.cc
+        yield from self.bcc
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    """The provider took the email."""
+    REJECTED = "rejected"
+    """The provider refused it for good (400, 413): retrying would not help."""
+    TRANSIENT = "transient"
+    """It did not reach the provider, or the provider asked us to come back (429, 5xx)."""
+    UNKNOWN = "unknown"
+    """The request was sent but no answer came: it may or may not have been taken."""
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    outcome: Outcome
+    provider_message_id: str | None = None
+    reason: str | None = None
+    status: int | None = None
+    retry_after: timedelta | None = None
+
+    @classmethod
+    def accepted(cls, provider_message_id: str | None, status: int | None = None) -> SendOutcome:
+        return cls(Outcome.ACCEPTED, provider_message_id=provider_message_id, status=status)
+
+
+class UnsupportedFeature(Exception):
+    """The provider cannot do what the email asks (raised loudly, never silently dropped)."""
+
+
+class Provider(Protocol):
+    """Sends one email. Returns a normalized outcome; raises only for programming errors."""
+
+    name: str
+
+    def send(self, email: OutgoingEmail) -> SendOutcome: ...

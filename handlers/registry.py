@@ -1,0 +1,33 @@
+"""Which handler takes which message, and whether it runs inside the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from contracts import Message
+
+
+@dataclass(frozen=True)
+class Route:
+    """``handler(message, uow)`` with its other dependencies already bound by bootstrap.
+
+    ``transactional`` handlers run inside a unit of work the pipeline opens (and
+    may share with other messages of a batch); the others open their own.
+    """
+
+    message_type: type[Message]
+    handler: Callable[[Any, Any], None]
+    transactional: bool = True
+
+
+class Registry:
+    def __init__(self, routes: list[Route]) -> None:
+        self._routes = {r.message_type.type_name(): r for r in routes}
+
+    def route(self, type_name: str) -> Route | None:
+        return self._routes.get(type_name)
+
+    def message_types(self) -> list[str]:
+        return sorted(self._routes)

@@ -1,0 +1,59 @@
+"""SendEmail: store the email (attachments into the blob store first) and queue its dispatch."""
+
+from __future__ import annotations
+
+import structlog
+
+from contracts import Attachment, AttachmentRef, DispatchEmail, SendEmail
+from emailer.domain import Email, RetryPolicy
+from handlers.errors import InvalidMessage
+from handlers.ports import BlobStore, Clock
+from handlers.unit_of_work import AbstractUnitOfWork
+
+log = structlog.get_logger(__name__)
+
+
+def send_email(
+    command: SendEmail,
+    uow: AbstractUnitOfWork,
+    blobs: BlobStore,
+    clock: Clock,
+    policy: RetryPolicy,
+) -> None:
+    """Runs inside the caller's transaction; the caller commits (and records the inbox)."""
+    if uow.emails.get(command.email_id) is not None:
+        log.info("send_email.duplicate_email_id", email_id=command.email_id)
+        return
+    refs = [store_attachment(a, blobs) for a in command.attachments]
+    now = clock.now()
+    email = Email.queue(command, refs, now, policy)
+    if email.is_due(now):
+        email.lease_dispatch(now, policy)
+        uow.send(DispatchEmail(email_id=email.id))
+    uow.emails.add(email)
+
+
+def store_attachment(attachment: Attachment, blobs: BlobStore) -> AttachmentRef:
+    """Move inline bytes into the blob store (or check a reference) and return the claim check."""
+    if attachment.content is not None:
+        key = blobs.put(attachment.content, attachment.content_type)
+        size = len(attachment.content)
+    else:
+        assert attachment.sha256 is not None  # the contract guarantees one of the two
+        key = attachment.sha256
+        found = blobs.size(key)
+        if found is None:
+            raise InvalidMessage(f"attachment {attachment.filename!r}: no blob {key} in the blob store")
+        if attachment.size is not None and attachment.size != found:
+            raise InvalidMessage(
+                f"attachment {attachment.filename!r}: size {attachment.size} given, blob has {found}"
+            )
+        size = found
+    return AttachmentRef(
+        filename=attachment.filename,
+        content_type=attachment.content_type,
+        disposition=attachment.disposition,
+        content_id=attachment.content_id,
+        sha256=key,
+        size=size,
+    )

@@ -1,0 +1,131 @@
+"""The unit of work: one database transaction, and the outbox it owns.
+
+Handlers change aggregates and ``send`` commands; the unit of work collects the
+events the aggregates emitted, encodes them with the headers of the message
+being handled, and on ``commit`` writes them as outbox rows in the same
+transaction as the state. What was written is then handed to the relay.
+
+One unit of work may span several incoming messages (a batch): the caller sets
+``context`` before each and calls ``collect`` after each, so every outgoing
+message carries the headers of the message that caused it.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from types import TracebackType
+from typing import Self
+
+from contracts import Command
+from emailer.domain import Email
+from handlers.context import ENDPOINT, MessageContext, OutgoingMessage, outgoing
+from handlers.ports import Clock, EmailRepository, Inbox, ProviderEvents
+
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8e-9a51-2f0e7e5b1c11")
+
+
+def event_message_id(email_id: str, sequence: int) -> str:
+    """The stable message id of an email's n-th event: the same however often it is published."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{email_id}/{sequence}"))
+
+
+class AbstractUnitOfWork(abc.ABC):
+    emails: EmailRepository
+    inbox: Inbox
+    provider_events: ProviderEvents
+
+    def __init__(self, clock: Clock, input_queue: str = ENDPOINT) -> None:
+        self.clock = clock
+        self.input_queue = input_queue
+        self.context: MessageContext = MessageContext.originating()
+        self._staged: list[OutgoingMessage] = []
+        self.committed: list[OutgoingMessage] = []
+        """Everything this unit of work's commits wrote to the outbox, for the relay to publish."""
+        self._open = False
+
+    # ------------------------------------------------------------ transaction
+
+    def __enter__(self) -> Self:
+        self._staged = []
+        self._begin()
+        self._open = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._open:
+            self.rollback()
+
+    def commit(self) -> list[OutgoingMessage]:
+        """Save the aggregates and the outbox rows atomically; return what the outbox got."""
+        self.collect()
+        written = self._staged
+        self._flush(written)
+        self._commit()
+        self._open = False
+        self._staged = []
+        self.committed.extend(written)
+        return written
+
+    def take_committed(self) -> list[OutgoingMessage]:
+        taken, self.committed = self.committed, []
+        return taken
+
+    def rollback(self) -> None:
+        self._staged = []
+        self._open = False
+        self._rollback()
+
+    # ---------------------------------------------------------------- outbox
+
+    def send(self, command: Command, destination: str | None = None) -> None:
+        """Stage a command (to our own input queue unless told otherwise)."""
+        self._staged.append(
+            outgoing(
+                command,
+                self.context,
+                message_id=str(uuid.uuid4()),
+                now=self.clock.now(),
+                reply_to=self.input_queue,
+                destination=destination or self.input_queue,
+            )
+        )
+
+    def collect(self) -> None:
+        """Stage the events the touched aggregates emitted, under the current context."""
+        now = self.clock.now()
+        for email in self._touched():
+            for sequence, event in email.pull_events():
+                self._staged.append(
+                    outgoing(
+                        event,
+                        self.context,
+                        message_id=event_message_id(email.id, sequence),
+                        now=now,
+                        reply_to=self.input_queue,
+                    )
+                )
+
+    # ------------------------------------------------------- adapter hooks
+
+    @abc.abstractmethod
+    def _begin(self) -> None: ...
+
+    @abc.abstractmethod
+    def _touched(self) -> list[Email]:
+        """Aggregates added or loaded in this transaction."""
+
+    @abc.abstractmethod
+    def _flush(self, outbox: list[OutgoingMessage]) -> None:
+        """Write changed aggregates and the outbox rows (inside the transaction)."""
+
+    @abc.abstractmethod
+    def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _rollback(self) -> None: ...

@@ -1,0 +1,92 @@
+"""Fixtures for the real services the tests talk to, and the CI rule about them.
+
+Outside CI, a test that needs a service that is not reachable is skipped, and
+``-ra`` makes the run say which and why. In CI (``CI=true``) the same thing is
+a failure: a missing service must never pass as a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+AMQP_URL = os.environ.get("EMAILER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+POSTGRES_URL = os.environ.get(
+    "EMAILER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/emailer_test"
+)
+
+
+def unavailable(service: str, why: str) -> None:
+    """Skip (locally) or fail (in CI) a test whose service cannot be reached."""
+    message = f"{service} not reachable: {why}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing service is a failure)", pytrace=False)
+    pytest.skip(message)
+
+
+def _tcp_probe(url: str, default_port: int) -> str | None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return None
+    except OSError as exc:
+        return f"{host}:{port}: {exc}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    problem = _tcp_probe(AMQP_URL, 5672)
+    if problem is None:
+        from kombu import Connection
+
+        try:
+            with Connection(AMQP_URL, connect_timeout=3) as conn:
+                conn.ensure_connection(max_retries=1)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
+            problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        unavailable("RabbitMQ", problem)
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A database of our own on the test server (created if missing)."""
+    problem = _tcp_probe(POSTGRES_URL.replace("+psycopg", ""), 5432)
+    if problem is None:
+        try:
+            _ensure_database(POSTGRES_URL)
+        except Exception as exc:  # noqa: BLE001
+            problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        unavailable("PostgreSQL", problem)
+    return POSTGRES_URL
+
+
+def _ensure_database(url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{parsed.database}"')
+
+
+@pytest.fixture
+def unique_name() -> Iterator[str]:
+    """A name no other test uses (for queues, exchanges, schemas)."""
+    yield f"t{uuid.uuid4().hex[:12]}"

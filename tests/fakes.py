@@ -1,0 +1,157 @@
+"""In-memory fakes of our own ports: unit tests of the domain and handlers use these, never mocks."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+from emailer.domain import Email
+from handlers.context import OutgoingMessage
+from handlers.errors import ConcurrencyConflict
+from handlers.ports import OutgoingEmail, SendOutcome
+from handlers.unit_of_work import AbstractUnitOfWork
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+
+
+class FakeBlobStore:
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def put(self, data: bytes, content_type: str = "application/octet-stream") -> str:
+        key = hashlib.sha256(data).hexdigest()
+        self.blobs[key] = data
+        return key
+
+    def get(self, key: str) -> bytes:
+        return self.blobs[key]
+
+    def size(self, key: str) -> int | None:
+        return len(self.blobs[key]) if key in self.blobs else None
+
+    def delete(self, key: str) -> None:
+        self.blobs.pop(key, None)
+
+
+class RecordingProvider:
+    """Records what it was asked to send; prime it with outcomes to return (else: accepted)."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.sent: list[OutgoingEmail] = []
+        self.outcomes: list[SendOutcome] = []
+
+    def send(self, email: OutgoingEmail) -> SendOutcome:
+        self.sent.append(email)
+        if self.outcomes:
+            return self.outcomes.pop(0)
+        return SendOutcome.accepted(f"fake-{len(self.sent)}", status=202)
+
+
+class _Store:
+    """What the fake 'database' holds between transactions."""
+
+    def __init__(self) -> None:
+        self.emails: dict[str, Email] = {}
+        self.inbox: dict[str, str] = {}
+        self.provider_events: set[tuple[str, str]] = set()
+        self.outbox: list[OutgoingMessage] = []
+        self.timeline: dict[str, list[str]] = {}
+
+
+class _FakeEmails:
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+        self.seen: dict[str, Email] = {}
+        self.versions: dict[str, int] = {}
+
+    def add(self, email: Email) -> None:
+        self.seen[email.id] = email
+
+    def get(self, email_id: str) -> Email | None:
+        if email_id not in self.seen and email_id in self.store.emails:
+            self.seen[email_id] = copy.deepcopy(self.store.emails[email_id])
+            self.versions[email_id] = self.seen[email_id].version
+        return self.seen.get(email_id)
+
+    def due(self, now: datetime, limit: int) -> list[Email]:
+        ids = [e.id for e in self.store.emails.values() if e.due_at is not None and e.due_at <= now]
+        return [e for e in (self.get(i) for i in ids[:limit]) if e is not None]
+
+
+class _FakeInbox:
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+        self.staged: dict[str, str] = {}
+
+    def seen(self, message_id: str) -> bool:
+        return message_id in self.store.inbox or message_id in self.staged
+
+    def record(self, message_id: str, message_type: str) -> None:
+        self.staged[message_id] = message_type
+
+
+class _FakeProviderEvents:
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+        self.staged: set[tuple[str, str]] = set()
+
+    def seen(self, provider: str, event_id: str) -> bool:
+        return (provider, event_id) in self.store.provider_events | self.staged
+
+    def record(self, provider: str, event_id: str, email_id: str) -> None:
+        self.staged.add((provider, event_id))
+
+
+class FakeUnitOfWork(AbstractUnitOfWork):
+    """Transactions over dicts: nothing is visible to the next transaction until commit."""
+
+    def __init__(self, clock: FakeClock, store: _Store | None = None) -> None:
+        super().__init__(clock)
+        self.store = store or _Store()
+        self.commits = 0
+
+    def _begin(self) -> None:
+        self.emails = _FakeEmails(self.store)
+        self.inbox = _FakeInbox(self.store)
+        self.provider_events = _FakeProviderEvents(self.store)
+
+    def _touched(self) -> list[Email]:
+        return list(self.emails.seen.values())
+
+    def _flush(self, outbox: list[OutgoingMessage]) -> None:
+        for email in self.emails.seen.values():
+            stored = self.store.emails.get(email.id)
+            loaded = self.emails.versions.get(email.id)
+            if stored is not None and loaded is not None and stored.version != loaded:
+                raise ConcurrencyConflict(email.id)
+            if stored is None or email.dirty:
+                email.version += 1
+                self.store.timeline.setdefault(email.id, []).extend(t.kind for t in email.new_timeline)
+                email.new_timeline.clear()
+                email.dirty = False
+                self.store.emails[email.id] = copy.deepcopy(email)
+        self.store.inbox.update(self.inbox.staged)
+        self.store.provider_events |= self.provider_events.staged
+        self.store.outbox.extend(outbox)
+
+    def _commit(self) -> None:
+        self.commits += 1
+
+    def _rollback(self) -> None:
+        pass
+
+    # test helpers
+    def published(self, type_name: str | None = None) -> list[OutgoingMessage]:
+        return [m for m in self.store.outbox if type_name is None or m.message_type == type_name]

@@ -1,0 +1,169 @@
+"""The SQL adapters (repository, unit of work, outbox, migrations) on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, func, select
+
+from emailer.domain import Email, EmailStatus, RetryPolicy
+from emailer.persistence import schema
+from emailer.persistence.outbox_store import OutboxStore
+from emailer.persistence.queries import email_view
+from emailer.persistence.tables import emails, inbox, metadata, outbox
+from emailer.persistence.unit_of_work import SqlUnitOfWork
+from handlers.context import MessageContext
+from handlers.errors import ConcurrencyConflict
+from handlers.send_email import store_attachment
+from tests.factories import send_email
+from tests.fakes import FakeBlobStore, FakeClock
+
+POLICY = RetryPolicy(jitter=0.0)
+
+
+def count(engine: Engine, table) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def add_email(engine: Engine, clock: FakeClock, message_id: str = "m-1", **changes) -> Email:  # type: ignore[no-untyped-def]
+    command = send_email(**changes)
+    refs = [store_attachment(a, FakeBlobStore()) for a in command.attachments]
+    email = Email.queue(command, refs, clock.now(), POLICY)
+    uow = SqlUnitOfWork(engine, clock)
+    with uow:
+        uow.context = MessageContext(message_id, "SendEmail")
+        uow.emails.add(email)
+        uow.inbox.record(message_id, "SendEmail")
+        uow.commit()
+    return email
+
+
+def test_round_trip_keeps_every_field(engine: Engine) -> None:
+    clock = FakeClock()
+    email = add_email(engine, clock, send_at=(clock.now() + timedelta(hours=1)).isoformat())
+    uow = SqlUnitOfWork(engine, clock)
+    with uow:
+        loaded = uow.emails.get(email.id)
+    assert loaded is not None
+    for attr in ("id", "status", "content", "metadata", "attachments", "created_at", "send_at", "due_at"):
+        assert getattr(loaded, attr) == getattr(email, attr), attr
+    assert [(r.address, r.kind, r.name) for r in loaded.recipients] == [
+        (r.address, r.kind, r.name) for r in email.recipients
+    ]
+    assert loaded.version == 1 and loaded.event_seq == 1
+
+
+def test_state_inbox_and_outbox_commit_together_or_not_at_all(engine: Engine) -> None:
+    clock = FakeClock()
+    add_email(engine, clock)
+    assert (count(engine, emails), count(engine, inbox), count(engine, outbox)) == (1, 1, 1)
+    uow = SqlUnitOfWork(engine, clock)
+    with uow:  # no commit: rolled back
+        uow.emails.add(Email.queue(send_email(attachments=[]), [], clock.now(), POLICY))
+        uow.inbox.record("m-2", "SendEmail")
+    assert (count(engine, emails), count(engine, inbox), count(engine, outbox)) == (1, 1, 1)
+    with SqlUnitOfWork(engine, clock) as uow2:
+        assert uow2.inbox.seen("m-1") and not uow2.inbox.seen("m-2")
+
+
+def test_a_stale_update_is_a_conflict(engine: Engine) -> None:
+    clock = FakeClock()
+    email = add_email(engine, clock)
+    first, second = SqlUnitOfWork(engine, clock), SqlUnitOfWork(engine, clock)
+    with first:
+        a = first.emails.get(email.id)
+        assert a is not None
+        a.start_attempt(clock.now(), POLICY)
+        first.commit()
+    with second, pytest.raises(ConcurrencyConflict):
+        b = second.emails.get(email.id)
+        assert b is not None
+        b.version = 1  # as if loaded before the first commit
+        second.emails._loaded_version[email.id] = 1
+        b.give_up_waiting(clock.now())
+        second.commit()
+
+
+def test_due_emails_and_the_read_side(engine: Engine) -> None:
+    clock = FakeClock()
+    now_email = add_email(engine, clock)
+    later = add_email(engine, clock, "m-2", send_at=(clock.now() + timedelta(hours=1)).isoformat())
+    with SqlUnitOfWork(engine, clock) as uow:
+        assert [e.id for e in uow.emails.due(clock.now(), 10)] == [now_email.id]
+    view = email_view(engine, later.id)
+    assert view is not None and view["status"] == "queued"
+    assert view["timeline"][0]["kind"] == "queued" and view["attachments"][0]["filename"] == "invoice.pdf"
+    assert email_view(engine, "nope") is None
+
+
+@pytest.mark.postgres
+def test_competing_schedulers_take_different_rows(pg_engine: Engine) -> None:
+    """SKIP LOCKED is PostgreSQL's; on SQLite writers are serialised (BEGIN IMMEDIATE) instead."""
+    engine = pg_engine
+    clock = FakeClock()
+    for i in range(4):
+        add_email(engine, clock, f"m-{i}")
+    holding, release = threading.Event(), threading.Event()
+    taken: list[str] = []
+
+    def first() -> None:
+        with SqlUnitOfWork(engine, clock) as uow:
+            taken.extend(e.id for e in uow.emails.due(clock.now(), 2))
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert holding.wait(10)
+    with SqlUnitOfWork(engine, clock) as uow:
+        others = [e.id for e in uow.emails.due(clock.now(), 10)]
+    release.set()
+    t.join()
+    assert len(taken) == 2 and len(others) == 2 and not set(taken) & set(others)
+
+
+def test_outbox_sweep_publishes_pending_rows_once(engine: Engine) -> None:
+    clock = FakeClock()
+    add_email(engine, clock)
+    store = OutboxStore(engine)
+    published: list[str] = []
+    assert store.sweep(lambda rows: published.extend(r.message_id for r in rows), clock.now(), timedelta(0)) == 1
+    assert store.sweep(lambda rows: published.extend(r.message_id for r in rows), clock.now(), timedelta(0)) == 0
+    assert len(published) == 1 and store.pending_count() == 0
+
+
+def test_a_failed_publish_leaves_rows_pending(engine: Engine) -> None:
+    clock = FakeClock()
+    add_email(engine, clock)
+    store = OutboxStore(engine)
+
+    def broken(rows: object) -> None:
+        raise ConnectionError("broker down")
+
+    with pytest.raises(ConnectionError):
+        store.sweep(broken, clock.now(), timedelta(0))
+    assert store.pending_count() == 1
+
+
+def test_models_match_the_migration(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_upgrade_downgrade_upgrade(engine: Engine) -> None:
+    head = schema.head_revision()
+    schema.downgrade(engine, "base")
+    assert schema.current_revision(engine) is None
+    with pytest.raises(schema.SchemaNotAtHead, match="emailer db upgrade"):
+        schema.check_at_head(engine)
+    schema.upgrade(engine)
+    assert schema.current_revision(engine) == head
+    schema.check_at_head(engine)
+    add_email(engine, FakeClock())
+    assert count(engine, emails) == 1
