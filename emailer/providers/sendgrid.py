@@ -1,0 +1,222 @@
+"""SendGrid's v3 Mail Send behind the ``Provider`` port, through the official ``sendgrid`` client.
+
+The email id travels in ``custom_args`` (top level and in the personalization),
+so SendGrid echoes it in every Event Webhook callback and the callbacks can be
+matched back to the email. Outcomes follow SendGrid's status codes; network
+failures are split by whether the request could have reached SendGrid.
+
+The API key goes into the Authorization header and nowhere else: no reason,
+log line or repr carries it.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import re
+import urllib.error
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import sendgrid  # type: ignore[import-untyped]
+from python_http_client.exceptions import HTTPError  # type: ignore[import-untyped]
+
+from contracts import Address
+from handlers.ports import Outcome, OutgoingAttachment, OutgoingEmail, SendOutcome
+
+DEFAULT_BASE_URL = "https://api.sendgrid.com"
+MAX_REASON_CHARS = 2000
+_BEARER = re.compile(r"Bearer\s+[^\s'\",}]+")
+
+
+class _RedactBearer(logging.Filter):
+    """python_http_client logs request headers, Authorization included, at DEBUG: mask the key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Bearer" in message:
+            record.msg, record.args = _BEARER.sub("Bearer ***", message), None
+        return True
+
+
+def _guard_client_logger() -> None:
+    client_logger = logging.getLogger("python_http_client.client")
+    if not any(isinstance(f, _RedactBearer) for f in client_logger.filters):
+        client_logger.addFilter(_RedactBearer())
+
+
+class SendGridProvider:
+    """Sends through SendGrid (or the sandbox: point ``base_url`` at it)."""
+
+    name = "sendgrid"
+
+    def __init__(self, api_key: str, base_url: str = DEFAULT_BASE_URL, timeout: float = 30.0) -> None:
+        if not api_key:
+            raise ValueError("a SendGrid API key is required")
+        self._api_key = api_key
+        self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/"))
+        self._client.client.timeout = timeout
+        self.base_url = base_url
+        _guard_client_logger()
+
+    def __repr__(self) -> str:
+        return f"SendGridProvider(base_url={self.base_url!r})"
+
+    def send(self, email: OutgoingEmail) -> SendOutcome:
+        body = build_request_body(email)
+        # Where each failure comes from (urllib.request.AbstractHTTPHandler.do_open, reached via
+        # python_http_client.Client._make_request -> opener.open):
+        # - an OSError while connecting or writing the request (refused, DNS, connect timeout,
+        #   TLS handshake) is re-raised as urllib.error.URLError: SendGrid never got a whole
+        #   request, so it cannot have taken the email -> TRANSIENT.
+        # - h.getresponse() is outside that wrapper: a timeout, reset or http.client error
+        #   there (or while Response reads the body) escapes as TimeoutError / OSError /
+        #   HTTPException after the request was sent -> UNKNOWN, never a blind resend.
+        # - any non-2xx answer comes back as urllib's HTTPError, which _make_request turns
+        #   into python_http_client.exceptions.HTTPError carrying status, body and headers.
+        # URLError subclasses OSError, so it must be caught first.
+        try:
+            response = self._client.client.mail.send.post(request_body=body)
+        except HTTPError as err:
+            return outcome_for_status(err.status_code, err.body, err.headers, self._redact)
+        except urllib.error.URLError as err:
+            return SendOutcome(Outcome.TRANSIENT, reason=self._redact(f"not sent: {err.reason}"))
+        except (OSError, http.client.HTTPException) as err:
+            reason = f"sent, but no answer came: {type(err).__name__}: {err}"
+            return SendOutcome(Outcome.UNKNOWN, reason=self._redact(reason))
+        return outcome_for_status(response.status_code, response.body, response.headers, self._redact)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***")
+
+
+def build_request_body(email: OutgoingEmail) -> dict[str, Any]:
+    """The v3 Mail Send body for one email: one personalization, the email id in custom_args."""
+    custom_args = {"email_id": email.email_id}
+    personalization: dict[str, Any] = {"to": [_address(a) for a in email.to]}
+    if email.cc:
+        personalization["cc"] = [_address(a) for a in email.cc]
+    if email.bcc:
+        personalization["bcc"] = [_address(a) for a in email.bcc]
+    personalization["custom_args"] = dict(custom_args)
+    body: dict[str, Any] = {
+        "personalizations": [personalization],
+        "from": _address(email.from_),
+        "custom_args": dict(custom_args),
+    }
+    if email.reply_to is not None:
+        body["reply_to"] = _address(email.reply_to)
+    if email.subject:
+        body["subject"] = email.subject
+    content = [
+        {"type": kind, "value": value}
+        for kind, value in (("text/plain", email.text), ("text/html", email.html))
+        if value
+    ]
+    if content:
+        body["content"] = content
+    if email.template_id:
+        body["template_id"] = email.template_id
+        if email.template_data is not None:
+            body["dynamic_template_data"] = email.template_data
+    if email.attachments:
+        body["attachments"] = [_attachment(a) for a in email.attachments]
+    if email.headers:
+        body["headers"] = dict(email.headers)
+    if email.categories:
+        body["categories"] = list(email.categories)
+    return body
+
+
+def outcome_for_status(
+    status: int,
+    body: bytes | None,
+    headers: Message | None,
+    redact: Callable[[str], str] = str,
+) -> SendOutcome:
+    """Map SendGrid's answer to the port's outcome (see ``Outcome`` for what each one means).
+
+    ``redact`` scrubs secrets from SendGrid's error text before it becomes a reason.
+    """
+    if 200 <= status < 300:
+        message_id = headers.get("X-Message-Id") if headers is not None else None
+        return SendOutcome.accepted(message_id, status=status)
+    if status in (401, 403):
+        # A wrong or revoked key is an operator's fix, made within the retry budget.
+        reason = f"SendGrid refused the API key (HTTP {status}): check EMAILER_SENDGRID_API_KEY"
+        return SendOutcome(Outcome.TRANSIENT, reason=reason, status=status)
+    detail = redact(_error_messages(body))
+    if status == 429:
+        return SendOutcome(
+            Outcome.TRANSIENT,
+            reason=f"SendGrid rate limit (HTTP 429): {detail}",
+            status=status,
+            retry_after=_retry_after(headers),
+        )
+    if 400 <= status < 500:
+        return SendOutcome(
+            Outcome.REJECTED,
+            reason=f"SendGrid rejected the email (HTTP {status}): {detail}",
+            status=status,
+        )
+    return SendOutcome(
+        Outcome.TRANSIENT,
+        reason=f"SendGrid could not take it (HTTP {status}): {detail}",
+        status=status,
+    )
+
+
+def _address(address: Address) -> dict[str, str]:
+    result = {"email": str(address.email)}
+    if address.name:
+        result["name"] = address.name
+    return result
+
+
+def _attachment(attachment: OutgoingAttachment) -> dict[str, str]:
+    result = {
+        "content": base64.b64encode(attachment.content).decode("ascii"),
+        "type": attachment.content_type,
+        "filename": attachment.filename,
+        "disposition": attachment.disposition,
+    }
+    if attachment.content_id:
+        result["content_id"] = attachment.content_id
+    return result
+
+
+def _error_messages(body: bytes | None) -> str:
+    """SendGrid's ``{"errors": [{"message", "field"}]}`` as one line; raw text otherwise."""
+    text = (body or b"").decode("utf-8", errors="replace")
+    try:
+        errors = json.loads(text)["errors"]
+        parts = [f"{e['message']} ({e['field']})" if e.get("field") else str(e["message"]) for e in errors]
+        summary = "; ".join(parts)
+    except (ValueError, KeyError, TypeError):
+        summary = text.strip() or "no details"
+    return summary[:MAX_REASON_CHARS]
+
+
+def _retry_after(headers: Message | None) -> timedelta | None:
+    """Retry-After in seconds or as an HTTP date; else SendGrid's X-RateLimit-Reset (epoch)."""
+    if headers is None:
+        return None
+    value = (headers.get("Retry-After") or "").strip()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    if value:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None and when.tzinfo is not None:
+            return max(when - datetime.now(UTC), timedelta(0))
+    reset = (headers.get("X-RateLimit-Reset") or "").strip()
+    if reset.isdigit():
+        return max(datetime.fromtimestamp(int(reset), UTC) - datetime.now(UTC), timedelta(0))
+    return None

@@ -1,0 +1,136 @@
+"""The message pipeline on fakes: batches, dedupe, ack after commit, failures never dropped."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from contracts import DispatchEmail, SendEmail
+from emailer.domain import RetryPolicy
+from emailer.endpoint.pipeline import IMMEDIATE_RETRIES, MessagePipeline
+from handlers.registry import Registry, Route
+from handlers.send_email import send_email as handle_send_email
+from tests.factories import send_email_payload
+from tests.fakes import FakeBlobStore, FakeClock, FakeUnitOfWork, _Store
+
+
+@dataclass
+class FakeDelivery:
+    message_id: str
+    message_type: str | None
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    redelivered: bool = False
+    acked: bool = False
+    requeued: int = 0
+
+    def ack(self) -> None:
+        self.acked = True
+
+    def requeue(self) -> None:
+        self.requeued += 1
+
+
+class FakeErrorQueue:
+    def __init__(self) -> None:
+        self.messages: list[tuple[FakeDelivery, str]] = []
+
+    def send_to_error(self, delivery, reason, exc=None) -> None:  # type: ignore[no-untyped-def]
+        self.messages.append((delivery, reason))
+        delivery.ack()
+
+
+class FakeRelay:
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    def publish_committed(self, messages) -> bool:  # type: ignore[no-untyped-def]
+        self.published.extend(m.message_type for m in messages)
+        return True
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.store = _Store()
+        self.blobs = FakeBlobStore()
+        self.errors = FakeErrorQueue()
+        self.relay = FakeRelay()
+        self.calls = 0
+        self.fail_on: set[str] = set()
+        registry = Registry([Route(SendEmail, self._send), Route(DispatchEmail, lambda m, u: None, False)])
+        self.pipeline = MessagePipeline(registry, self.new_uow, self.relay, self.errors)  # type: ignore[arg-type]
+
+    def new_uow(self) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self.clock, self.store)
+
+    def _send(self, message: SendEmail, uow: FakeUnitOfWork) -> None:
+        self.calls += 1
+        if message.email_id in self.fail_on:
+            raise RuntimeError("database hiccup")
+        handle_send_email(message, uow, self.blobs, self.clock, RetryPolicy())
+
+
+def delivery(message_id: str, **changes) -> FakeDelivery:  # type: ignore[no-untyped-def]
+    body = json.dumps(send_email_payload(**changes)).encode()
+    return FakeDelivery(message_id, "SendEmail", body)
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+def test_a_batch_commits_once_then_acks_all_and_relays(h: Harness) -> None:
+    batch = [delivery(f"m{i}") for i in range(5)]
+    h.pipeline.handle_batch(batch)
+    assert all(d.acked for d in batch)
+    assert len(h.store.emails) == 5 and len(h.store.inbox) == 5
+    assert h.relay.published.count("EmailQueued") == 5
+
+
+def test_the_same_message_twice_is_handled_once(h: Harness) -> None:
+    first = delivery("same", email_id="e1")
+    again = FakeDelivery("same", "SendEmail", first.body, redelivered=True)
+    h.pipeline.handle_batch([first])
+    h.pipeline.handle_batch([again])
+    assert again.acked and h.calls == 1
+    assert h.relay.published.count("EmailQueued") == 1
+
+
+def test_one_failing_message_does_not_cost_the_others(h: Harness) -> None:
+    h.fail_on = {"bad"}
+    good, bad = delivery("m1", email_id="good"), delivery("m2", email_id="bad")
+    h.pipeline.handle_batch([good, bad])
+    assert good.acked and not bad.acked and bad.requeued == 1
+    assert set(h.store.emails) == {"good"}
+
+
+def test_a_message_that_keeps_failing_goes_to_the_error_queue(h: Harness) -> None:
+    h.fail_on = {"bad"}
+    bad = delivery("m1", email_id="bad")
+    for _ in range(IMMEDIATE_RETRIES + 1):
+        h.pipeline.handle_batch([bad])
+    assert bad.requeued == IMMEDIATE_RETRIES
+    [(moved, reason)] = h.errors.messages
+    assert moved is bad and "database hiccup" in reason
+
+
+@pytest.mark.parametrize(
+    ("message_type", "body", "reason"),
+    [
+        ("SendEmail", b"{not json", "invalid SendEmail"),
+        ("SendEmail", json.dumps(send_email_payload(subject="a\r\nBcc: x@example.com")).encode(), "subject"),
+        ("SendEmail", json.dumps(send_email_payload(to=[{"email": "nope"}])).encode(), "to.0.email"),
+        ("ChargeCard", b"{}", "does not handle 'ChargeCard'"),
+        (None, b"{}", "no message type"),
+    ],
+)
+def test_invalid_messages_go_to_the_error_queue_with_the_reason(h: Harness, message_type, body, reason) -> None:
+    bad = FakeDelivery("m1", message_type, body)
+    h.pipeline.handle_batch([bad])
+    [(moved, why)] = h.errors.messages
+    assert moved is bad and reason in why
+    assert h.store.emails == {} and h.calls == 0
