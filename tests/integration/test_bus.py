@@ -1,0 +1,472 @@
+# mypy: allow-untyped-calls
+"""Contract tests for the bus adapter: one suite, run on ``memory://`` and on RabbitMQ.
+
+Every test gets its own queue and exchange names and removes them afterwards.
+Waits are bounded polls on a real condition, never a sleep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kombu.connection import Connection
+from kombu.entity import Queue
+from kombu.message import Message
+from kombu.messaging import Producer
+
+from emailer.bus import BusUnavailable, Delivery, Envelope, KombuBus, PublishFailed, Topology
+from emailer.bus.failure import MAX_STACK_TRACE_BYTES, failure_headers
+
+WAIT = 5.0  # seconds: the longest any condition below may take to become true
+
+
+# -- fixtures -------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("rabbitmq_url")
+    return url
+
+
+@pytest.fixture
+def topology(unique_name: str) -> Topology:
+    return Topology(
+        input_queue=f"{unique_name}.in",
+        events_exchange=f"{unique_name}.events",
+        error_queue=f"{unique_name}.error",
+    )
+
+
+class Broker:
+    """The test's own view of the broker: subscriber queues, peeking, foreign senders."""
+
+    def __init__(self, url: str, topology: Topology) -> None:
+        self.topology = topology
+        self.connection = Connection(url, transport_options={"polling_interval": 0.005})
+        self.channel = self.connection.channel()
+        self.channel.auto_decode = False  # py-amqp would hand utf-8 bodies back as str
+        self.queues = [topology.input_queue, topology.error_queue]
+
+    def subscribe(self, name: str, *routing_keys: str) -> str:
+        queue = self.topology.subscriber_queue(name, routing_keys)
+        queue.declare(channel=self.channel)
+        self.queues.append(name)
+        return name
+
+    def get(self, queue: str) -> Message | None:
+        """Take one message off ``queue`` (acked), or None if it is empty."""
+        message: Message | None = Queue(queue, no_declare=True).bind(self.channel).get(no_ack=True)
+        return message
+
+    def wait_get(self, queue: str) -> Message:
+        deadline = time.monotonic() + WAIT
+        while (message := self.get(queue)) is None:
+            assert time.monotonic() < deadline, f"nothing arrived on {queue} within {WAIT}s"
+            time.sleep(0.005)
+        return message
+
+    def depth(self, queue: str) -> int:
+        """Messages ready on ``queue`` (RabbitMQ: not counting unacked ones)."""
+        count: int = self.channel.queue_declare(queue=queue, passive=True).message_count
+        return count
+
+    def send_raw(self, body: bytes, **kwargs: Any) -> None:
+        """Publish as a foreign sender would: no envelope, only what is given."""
+        Producer(self.channel).publish(
+            body, exchange="", routing_key=self.topology.input_queue, delivery_mode=2, **kwargs
+        )
+
+    def remove_everything(self) -> None:
+        for queue in self.queues:
+            self.channel.queue_delete(queue)
+        self.channel.exchange_delete(self.topology.events_exchange)
+        self.connection.release()
+
+
+@pytest.fixture
+def bus(broker_url: str, topology: Topology) -> Iterator[KombuBus]:
+    with KombuBus(broker_url, topology, connect_timeout=3) as bus:
+        yield bus
+
+
+@pytest.fixture
+def broker(bus: KombuBus, broker_url: str, topology: Topology) -> Iterator[Broker]:
+    broker = Broker(broker_url, topology)
+    yield broker
+    broker.remove_everything()
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.005)
+
+
+def stop_when(condition: Callable[[], bool], timeout: float = WAIT) -> Callable[[], bool]:
+    """A ``should_stop`` that fires when ``condition`` holds, or (then the test fails) late."""
+    deadline = time.monotonic() + timeout
+    return lambda: condition() or time.monotonic() > deadline
+
+
+@contextmanager
+def consuming(bus: KombuBus, on_batch: Callable[[list[Delivery]], None]) -> Iterator[None]:
+    """Run ``bus.consume`` in a thread for the duration of the block."""
+    stop = threading.Event()
+    crashed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            bus.consume(on_batch, should_stop=stop.is_set, idle_timeout=0.05)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            crashed.append(exc)
+
+    thread = threading.Thread(target=run, name="test-consumer", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(WAIT)
+    assert not thread.is_alive(), "consume did not stop"
+    assert not crashed, crashed
+
+
+def collect_all(bus: KombuBus, count: int, settle: str = "ack") -> list[Delivery]:
+    """Consume until ``count`` deliveries arrived, settling each with ``settle``."""
+    seen: list[Delivery] = []
+
+    def on_batch(batch: list[Delivery]) -> None:
+        for delivery in batch:
+            getattr(delivery, settle)()
+        seen.extend(batch)
+
+    bus.consume(on_batch, should_stop=stop_when(lambda: len(seen) >= count), idle_timeout=0.05)
+    assert len(seen) == count, [d.message_id for d in seen]
+    return seen
+
+
+def envelope(n: int, topology: Topology, **overrides: Any) -> Envelope:
+    fields: dict[str, Any] = {
+        "message_id": f"msg-{n}",
+        "message_type": "SendEmail",
+        "body": b'{"email_id": "e-%d"}' % n,
+        "headers": {"NServiceBus.MessageId": f"msg-{n}"},
+        "intent": "Send",
+        "destination": topology.input_queue,
+    }
+    fields.update(overrides)
+    return Envelope(**fields)
+
+
+# -- the contract ---------------------------------------------------------------------
+
+
+def test_send_lands_on_the_input_queue_intact(bus: KombuBus, broker: Broker) -> None:
+    headers = {
+        "NServiceBus.MessageId": "m-1",
+        "NServiceBus.EnclosedMessageTypes": "SendEmail, Emailer.Contracts;ICommand",
+        "NServiceBus.CorrelationId": "corr-1",
+        "NServiceBus.ConversationId": "conv-1",
+        "NServiceBus.MessageIntent": "Send",
+        "NServiceBus.ContentType": "application/json",
+        "Custom.Ünïcode": "välue ✓",
+    }
+    body = '{"email_id": "e-1", "subject": "héllo"}'.encode()
+    sent = Envelope("m-1", "SendEmail", body, headers, "Send", broker.topology.input_queue)
+    received: list[Delivery] = []
+
+    def on_batch(batch: list[Delivery]) -> None:
+        for delivery in batch:
+            delivery.ack()
+        received.extend(batch)
+
+    with consuming(bus, on_batch):  # publishing from this thread while another consumes
+        bus.publish([sent])
+        wait_until(lambda: len(received) == 1)
+
+    (delivery,) = received
+    assert delivery.message_id == "m-1"
+    assert delivery.message_type == "SendEmail"
+    assert delivery.body == body and isinstance(delivery.body, bytes)
+    assert delivery.headers == headers
+    assert delivery.redelivered is False
+    assert delivery.state == "acked"
+    assert broker.depth(broker.topology.input_queue) == 0
+
+
+def test_id_and_type_fall_back_to_amqp_properties(bus: KombuBus, broker: Broker) -> None:
+    bus.publish([envelope(1, broker.topology, headers={"X-Only": "this"})])
+
+    (delivery,) = collect_all(bus, 1)
+
+    assert delivery.message_id == "msg-1"
+    assert delivery.message_type == "SendEmail"
+    assert delivery.headers == {"X-Only": "this"}
+
+
+def test_headers_win_over_amqp_properties(bus: KombuBus, broker: Broker) -> None:
+    broker.send_raw(
+        b"{}",
+        content_type="application/json",
+        content_encoding="utf-8",
+        message_id="amqp-id",
+        type="AmqpType",
+        headers={
+            "NServiceBus.MessageId": "nsb-id",
+            "NServiceBus.EnclosedMessageTypes": "Emailer.SendEmail, Emailer.Contracts, Version=1;ICommand",
+        },
+    )
+
+    (delivery,) = collect_all(bus, 1)
+
+    assert (delivery.message_id, delivery.message_type) == ("nsb-id", "Emailer.SendEmail")
+
+
+def test_publish_reaches_subscribers_bound_to_its_type(bus: KombuBus, broker: Broker) -> None:
+    exact = broker.subscribe(f"{broker.topology.input_queue}.exact", "EmailQueued")
+    everything = broker.subscribe(f"{broker.topology.input_queue}.all", "#")
+    other = broker.subscribe(f"{broker.topology.input_queue}.other", "EmailCancelled")
+    event = Envelope(
+        "ev-1",
+        "EmailQueued",
+        b'{"email_id": "e-1"}',
+        {"NServiceBus.MessageId": "ev-1", "NServiceBus.MessageIntent": "Publish"},
+        "Publish",
+        "EmailQueued",
+    )
+
+    bus.publish([event])  # confirmed: routing is done once this returns
+
+    for queue in (exact, everything):
+        message = broker.wait_get(queue)
+        assert message.body == event.body
+        assert message.headers["NServiceBus.MessageId"] == "ev-1"
+        assert message.properties["message_id"] == "ev-1"
+        assert message.properties["type"] == "EmailQueued"
+        assert broker.get(queue) is None
+    assert broker.get(other) is None
+    assert broker.depth(broker.topology.input_queue) == 0
+
+
+def test_batches_respect_max_batch_and_unacked_come_again(bus: KombuBus, broker: Broker) -> None:
+    bus.publish([envelope(n, broker.topology) for n in range(30)])
+    held_back = {"msg-0", "msg-10", "msg-20"}
+    batches: list[list[Delivery]] = []
+
+    def on_batch(batch: list[Delivery]) -> None:
+        batches.append(batch)
+        for delivery in batch:
+            if delivery.message_id not in held_back:
+                delivery.ack()
+
+    seen = lambda: sum(len(batch) for batch in batches)  # noqa: E731
+    bus.consume(
+        on_batch,
+        prefetch=10,
+        max_batch=10,
+        should_stop=stop_when(lambda: seen() >= 30),
+        idle_timeout=0.05,
+    )
+
+    ids = [delivery.message_id for batch in batches for delivery in batch]
+    assert sorted(ids) == sorted(f"msg-{n}" for n in range(30))  # all, each once
+    assert max(len(batch) for batch in batches) <= 10
+    assert not any(delivery.redelivered for batch in batches for delivery in batch)
+
+    again = collect_all(bus, 3)
+    assert {delivery.message_id for delivery in again} == held_back
+    assert all(delivery.redelivered for delivery in again)
+    assert broker.depth(broker.topology.input_queue) == 0
+
+
+def test_a_failing_on_batch_loses_nothing(bus: KombuBus, broker: Broker) -> None:
+    bus.publish([envelope(n, broker.topology) for n in range(5)])
+    failed_batch: list[Delivery] = []
+    later: list[Delivery] = []
+
+    def on_batch(batch: list[Delivery]) -> None:
+        if not failed_batch:
+            failed_batch.extend(batch)
+            batch[0].ack()  # settled before the failure: must not come again
+            raise OSError("disk full")  # a handler error, not a lost broker connection
+        for delivery in batch:
+            delivery.ack()
+        later.extend(batch)
+
+    all_acked = lambda: len(failed_batch) >= 1 and len(later) >= 5 - 1  # noqa: E731
+    bus.consume(on_batch, should_stop=stop_when(all_acked), idle_timeout=0.05)
+
+    assert failed_batch[0].state == "acked"
+    assert all(d.state == "requeued" for d in failed_batch[1:])
+    assert sorted(d.message_id for d in [failed_batch[0], *later]) == [f"msg-{n}" for n in range(5)]
+    again = {d.message_id for d in later if d.redelivered}
+    assert again == {d.message_id for d in failed_batch[1:]}
+    assert broker.depth(broker.topology.input_queue) == 0
+
+
+def test_send_to_error_moves_the_message_with_failure_headers(bus: KombuBus, broker: Broker) -> None:
+    sent = envelope(
+        1,
+        broker.topology,
+        headers={"NServiceBus.MessageId": "msg-1", "NServiceBus.CorrelationId": "corr-9"},
+    )
+    bus.publish([sent])
+
+    handled: list[Delivery] = []
+
+    def on_batch(batch: list[Delivery]) -> None:
+        for delivery in batch:
+            try:
+                raise ValueError("no recipients")
+            except ValueError as exc:
+                bus.send_to_error(
+                    delivery, "invalid SendEmail: no recipients", exc, {"NServiceBus.Retries": "0"}
+                )
+        handled.extend(batch)
+
+    bus.consume(on_batch, should_stop=stop_when(lambda: bool(handled)), idle_timeout=0.05)
+
+    assert [d.state for d in handled] == ["acked"]
+
+    failed = broker.wait_get(broker.topology.error_queue)
+    headers = failed.headers
+    assert failed.body == sent.body
+    assert failed.properties["message_id"] == "msg-1"
+    assert failed.properties["correlation_id"] == "corr-9"
+    assert headers["NServiceBus.MessageId"] == "msg-1"
+    assert headers["NServiceBus.CorrelationId"] == "corr-9"
+    assert headers["NServiceBus.FailedQ"] == broker.topology.input_queue
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{6} Z", headers["NServiceBus.TimeOfFailure"])
+    assert headers["NServiceBus.ExceptionInfo.ExceptionType"] == "ValueError"
+    assert headers["NServiceBus.ExceptionInfo.Message"] == "invalid SendEmail: no recipients"
+    assert headers["NServiceBus.ExceptionInfo.Source"] == "emailer"
+    assert "ValueError: no recipients" in headers["NServiceBus.ExceptionInfo.StackTrace"]
+    assert headers["NServiceBus.ProcessingEndpoint"] == "emailer"
+    assert headers["NServiceBus.Retries"] == "0"
+    assert broker.depth(broker.topology.input_queue) == 0
+
+
+def test_message_id_falls_back_to_a_body_hash_stable_on_redelivery(bus: KombuBus, broker: Broker) -> None:
+    body = b'{"from": "a sender that sets no message id"}'
+    broker.send_raw(body, content_type="application/json", content_encoding="utf-8")
+
+    (first,) = collect_all(bus, 1, settle="requeue")
+    (second,) = collect_all(bus, 1)
+
+    assert first.message_id == second.message_id == "sha256:" + hashlib.sha256(body).hexdigest()
+    assert first.message_type is None
+    assert (first.redelivered, second.redelivered) == (False, True)
+
+
+def test_bodies_are_delivered_raw_never_decoded_or_auto_acked(bus: KombuBus, broker: Broker) -> None:
+    bodies = [b"\xff\xfe not even utf-8", b"plain text, not json", b"\x1f\x8b broken"]
+    broker.send_raw(bodies[0], content_type="application/json", content_encoding="utf-8")
+    broker.send_raw(bodies[1], content_type="application/json", content_encoding="utf-8")
+    broker.send_raw(
+        bodies[2],
+        content_type="application/json",
+        content_encoding="binary",
+        headers={"compression": "application/x-no-such-codec"},
+    )
+
+    first = collect_all(bus, 3, settle="requeue")  # nothing was acked behind our back...
+    second = collect_all(bus, 3)  # ...so all three come again
+
+    for round_ in (first, second):
+        assert sorted(d.body for d in round_) == sorted(bodies)
+        assert all(isinstance(d.body, bytes) for d in round_)
+    assert all(d.redelivered for d in second)
+    assert broker.depth(broker.topology.input_queue) == 0
+
+
+def test_ping(bus: KombuBus, broker: Broker) -> None:
+    assert bus.ping() is True
+
+
+# -- not transport-specific -----------------------------------------------------------
+
+
+def test_an_unreachable_broker_is_reported_without_the_password() -> None:
+    bus = KombuBus("amqp://guest:s3cret@127.0.0.1:1//", Topology(), connect_timeout=1)
+
+    with pytest.raises(BusUnavailable) as caught:
+        bus.connect(max_retries=0)
+
+    assert "s3cret" not in str(caught.value) and "s3cret" not in caught.value.url
+    assert "127.0.0.1:1" in str(caught.value)
+    assert bus.ping(timeout=1) is False
+
+
+def test_the_stack_trace_header_is_capped_at_16_kb() -> None:
+    try:
+        raise ValueError("x" * 100_000)
+    except ValueError as exc:
+        error = exc
+    headers = failure_headers(failed_queue="q", reason="r", exc=error, now=datetime.now(UTC))
+
+    trace = headers["NServiceBus.ExceptionInfo.StackTrace"]
+    assert len(trace.encode()) <= MAX_STACK_TRACE_BYTES
+    assert trace.startswith("...(truncated)")
+
+
+# -- RabbitMQ only: surviving a dropped connection ------------------------------------
+
+
+@pytest.mark.rabbitmq
+def test_consumer_and_publisher_survive_a_dropped_connection(rabbitmq_url: str, topology: Topology) -> None:
+    broker = Broker(rabbitmq_url, topology)
+    received: list[Delivery] = []
+
+    def on_batch(batch: list[Delivery]) -> None:
+        for delivery in batch:
+            delivery.ack()
+        received.extend(batch)
+
+    try:
+        with KombuBus(rabbitmq_url, topology, connect_timeout=3) as bus, consuming(bus, on_batch):
+            bus.publish([envelope(1, topology)])
+            wait_until(lambda: len(received) == 1)
+
+            _drop(bus._consumer)  # the broker going away, as the consumer sees it
+            _drop(bus._publisher)
+            bus.publish([envelope(2, topology)])  # reconnects, then confirmed
+            wait_until(lambda: len(received) == 2)
+    finally:
+        broker.remove_everything()
+
+    assert [d.message_id for d in received] == ["msg-1", "msg-2"]
+
+
+def _drop(connection: Connection) -> None:
+    connection.connection.sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.rabbitmq
+def test_a_send_rabbitmq_cannot_route_raises(rabbitmq_url: str, topology: Topology) -> None:
+    broker = Broker(rabbitmq_url, topology)
+    try:
+        with KombuBus(rabbitmq_url, topology, connect_timeout=3) as bus:
+            with pytest.raises(PublishFailed, match="unroutable"):
+                bus.publish([envelope(1, topology, destination=f"{topology.input_queue}.nowhere")])
+            bus.publish([envelope(2, topology)])  # the channel is still usable, confirms in step
+            assert broker.wait_get(topology.input_queue).properties["message_id"] == "msg-2"
+            assert broker.get(topology.input_queue) is None
+    finally:
+        broker.remove_everything()
