@@ -132,8 +132,12 @@ def test_outbox_sweep_publishes_pending_rows_once(engine: Engine) -> None:
     add_email(engine, clock)
     store = OutboxStore(engine)
     published: list[str] = []
-    assert store.sweep(lambda rows: published.extend(r.message_id for r in rows), clock.now(), timedelta(0)) == 1
-    assert store.sweep(lambda rows: published.extend(r.message_id for r in rows), clock.now(), timedelta(0)) == 0
+    assert (
+        store.sweep(lambda rows: published.extend(r.message_id for r in rows), clock.now(), timedelta(0)) == 1
+    )
+    assert (
+        store.sweep(lambda rows: published.extend(r.message_id for r in rows), clock.now(), timedelta(0)) == 0
+    )
     assert len(published) == 1 and store.pending_count() == 0
 
 

@@ -153,7 +153,9 @@ def test_async_bounce_after_delivery_wins_and_deferral_emits() -> None:
     email.start_attempt(T0, POLICY)
     email.delivery_started("sendgrid", "m", T0)
     email.pull_events()
-    email.apply_report(report(ReportKind.DEFERRED, T0 + timedelta(seconds=1), recipient="bob@example.org"), T0)
+    email.apply_report(
+        report(ReportKind.DEFERRED, T0 + timedelta(seconds=1), recipient="bob@example.org"), T0
+    )
     email.apply_report(report(ReportKind.DELIVERED, T0 + timedelta(seconds=2)), T0)
     email.apply_report(report(ReportKind.BOUNCED, T0 + timedelta(seconds=3)), T0)
     events = [e for _, e in email.pull_events()]

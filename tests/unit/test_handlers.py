@@ -55,7 +55,9 @@ def accept(uow: FakeUnitOfWork, blobs: FakeBlobStore, clock: FakeClock, **change
 
 
 def dispatch(uow, blobs, provider, clock, email_id: str, breaker: CircuitBreaker | None = None) -> None:
-    dispatch_email(DispatchEmail(email_id=email_id), uow, blobs, provider, clock, POLICY, breaker or CircuitBreaker())
+    dispatch_email(
+        DispatchEmail(email_id=email_id), uow, blobs, provider, clock, POLICY, breaker or CircuitBreaker()
+    )
 
 
 def test_send_email_stores_and_queues_dispatch_in_one_commit(uow, blobs, clock) -> None:

@@ -128,7 +128,9 @@ def test_a_message_that_keeps_failing_goes_to_the_error_queue(h: Harness) -> Non
         (None, b"{}", "no message type"),
     ],
 )
-def test_invalid_messages_go_to_the_error_queue_with_the_reason(h: Harness, message_type, body, reason) -> None:
+def test_invalid_messages_go_to_the_error_queue_with_the_reason(
+    h: Harness, message_type, body, reason
+) -> None:
     bad = FakeDelivery("m1", message_type, body)
     h.pipeline.handle_batch([bad])
     [(moved, why)] = h.errors.messages

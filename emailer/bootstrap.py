@@ -1,0 +1,154 @@
+"""Build the object graph from settings, at run time (nothing is wired at import time)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+
+from contracts import CancelEmail, DispatchEmail, RecordDeliveryReports, SendEmail
+from emailer.config import Settings
+from emailer.domain import RetryPolicy
+from emailer.endpoint.pipeline import MessagePipeline
+from emailer.endpoint.relay import OutboxRelay
+from handlers.cancel_email import cancel_email
+from handlers.circuit_breaker import CircuitBreaker
+from handlers.context import OutgoingMessage
+from handlers.dispatch_email import dispatch_email
+from handlers.ports import BlobStore, Clock, Provider
+from handlers.record_delivery_reports import record_delivery_reports
+from handlers.registry import Registry, Route
+from handlers.send_email import send_email
+from handlers.unit_of_work import AbstractUnitOfWork
+
+if TYPE_CHECKING:
+    from emailer.bus import KombuBus
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    bus: KombuBus
+    blobs: BlobStore
+    provider: Provider
+    clock: Clock
+    policy: RetryPolicy
+    breaker: CircuitBreaker
+    registry: Registry
+    relay: OutboxRelay
+    pipeline: MessagePipeline
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def new_uow(self) -> AbstractUnitOfWork:
+        from emailer.persistence.unit_of_work import SqlUnitOfWork
+
+        return SqlUnitOfWork(self.engine, self.clock, self.settings.input_queue)
+
+    def close(self) -> None:
+        self.bus.close()
+        self.engine.dispose()
+
+
+def build_blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_store == "local":
+        from emailer.blobstore.local import LocalBlobStore
+
+        return LocalBlobStore(settings.effective_blob_dir)
+    raise NotImplementedError("the S3 / MinIO blob store comes with the attachments work")
+
+
+def build_provider(settings: Settings) -> Provider:
+    if settings.provider == "sendgrid":
+        from emailer.providers.sendgrid import SendGridProvider
+
+        assert settings.sendgrid_api_key is not None  # checked by Settings
+        return SendGridProvider(
+            api_key=settings.sendgrid_api_key.get_secret_value(),
+            base_url=settings.sendgrid_base_url,
+            timeout=settings.sendgrid_timeout,
+        )
+    from emailer.providers.file import FileProvider
+
+    return FileProvider(settings.effective_mail_dir)
+
+
+def build_bus(settings: Settings) -> KombuBus:
+    from emailer.bus import KombuBus, Topology
+
+    topology = Topology(
+        input_queue=settings.input_queue,
+        events_exchange=settings.events_exchange,
+        error_queue=settings.error_queue,
+    )
+    return KombuBus(settings.bus_url, topology)
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    bus: KombuBus | None = None,
+    provider: Provider | None = None,
+    blobs: BlobStore | None = None,
+    clock: Clock | None = None,
+) -> App:
+    from emailer.clock import SystemClock
+    from emailer.persistence.engine import make_engine
+    from emailer.persistence.outbox_store import OutboxStore
+
+    engine = engine or make_engine(settings.effective_database_url)
+    bus = bus or build_bus(settings)
+    provider = provider or build_provider(settings)
+    blobs = blobs or build_blob_store(settings)
+    clock = clock or SystemClock()
+    policy = settings.retry_policy()
+    breaker = CircuitBreaker(settings.circuit_threshold, timedelta(seconds=settings.circuit_cooldown))
+
+    def publish(messages: Sequence[OutgoingMessage]) -> None:
+        from emailer.bus import Envelope
+
+        bus.publish(
+            [
+                Envelope(
+                    message_id=m.message_id,
+                    message_type=m.message_type,
+                    body=m.body,
+                    headers=m.headers,
+                    intent=m.intent,
+                    destination=m.destination,
+                )
+                for m in messages
+            ]
+        )
+
+    relay = OutboxRelay(publish, OutboxStore(engine), clock)
+    registry = Registry(
+        [
+            Route(SendEmail, lambda m, uow: send_email(m, uow, blobs, clock, policy)),
+            Route(CancelEmail, lambda m, uow: cancel_email(m, uow, clock)),
+            Route(RecordDeliveryReports, lambda m, uow: record_delivery_reports(m, uow, clock)),
+            Route(
+                DispatchEmail,
+                lambda m, uow: dispatch_email(m, uow, blobs, provider, clock, policy, breaker),
+                transactional=False,
+            ),
+        ]
+    )
+    app = App(
+        settings=settings,
+        engine=engine,
+        bus=bus,
+        blobs=blobs,
+        provider=provider,
+        clock=clock,
+        policy=policy,
+        breaker=breaker,
+        registry=registry,
+        relay=relay,
+        pipeline=MessagePipeline(registry, lambda: app.new_uow(), relay, bus, settings.crash_at),
+    )
+    return app

@@ -1,0 +1,59 @@
+"""Turning a transport delivery into a typed message (and refusing what cannot be one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from contracts import Message
+from handlers.context import MessageContext
+from handlers.errors import InvalidMessage
+from handlers.registry import Registry, Route
+
+
+class IncomingDelivery(Protocol):
+    message_id: str
+    message_type: str | None
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Decoded:
+    route: Route
+    message: Message
+    context: MessageContext
+
+
+def type_name(raw: str) -> str:
+    """``SendEmail``, ``contracts.SendEmail`` or ``Contracts.SendEmail, Contracts`` -> ``SendEmail``."""
+    return raw.split(";")[0].split(",")[0].strip().rsplit(".", 1)[-1]
+
+
+def decode(delivery: IncomingDelivery, registry: Registry) -> Decoded:
+    if not delivery.message_type:
+        raise InvalidMessage(
+            "no message type: set the NServiceBus.EnclosedMessageTypes header (or the AMQP type)"
+        )
+    name = type_name(delivery.message_type)
+    route = registry.route(name)
+    if route is None:
+        raise InvalidMessage(
+            f"Emailer does not handle {name!r}; it handles {', '.join(registry.message_types())}"
+        )
+    try:
+        message = route.message_type.model_validate_json(delivery.body)
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid {name}: {describe(exc)}") from None
+    return Decoded(route, message, MessageContext(delivery.message_id, name, delivery.headers))
+
+
+def describe(exc: ValidationError) -> str:
+    """Pydantic's errors as ``field: problem; field: problem``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

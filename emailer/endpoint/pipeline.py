@@ -1,0 +1,181 @@
+"""The message pipeline: deliveries in, handlers run, state committed, deliveries acked, outbox relayed.
+
+A batch of deliveries (up to the prefetch window) is handled in ONE
+transaction when every handler in it is transactional: the inbox check and
+record, the handler's changes and the outbox rows of all its messages commit
+together, and only then is each delivery acked. If anything in the batch
+fails, the transaction is rolled back and the messages are handled one by one,
+so one bad message costs only itself.
+
+Failures never vanish: an invalid message goes to the error queue with the
+reason at once; any other exception is retried a few times (the delivery is
+requeued), then goes to the error queue.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from contracts import Message
+from emailer.domain import DomainError
+from emailer.endpoint.codec import Decoded, IncomingDelivery, decode
+from emailer.endpoint.relay import OutboxRelay
+from emailer.faults import AFTER_COMMIT_BEFORE_PUBLISH, crash_point
+from handlers.context import MessageContext, OutgoingMessage
+from handlers.errors import InvalidMessage
+from handlers.registry import Registry
+from handlers.unit_of_work import AbstractUnitOfWork
+
+log = structlog.get_logger(__name__)
+
+IMMEDIATE_RETRIES = 3
+PERMANENT = (InvalidMessage, DomainError)
+
+
+class Delivery(IncomingDelivery, Protocol):
+    redelivered: bool
+
+    def ack(self) -> None: ...
+
+    def requeue(self) -> None: ...
+
+
+class ErrorQueue(Protocol):
+    def send_to_error(self, delivery: Delivery, reason: str, exc: BaseException | None = None) -> None: ...
+
+
+class MessagePipeline:
+    def __init__(
+        self,
+        registry: Registry,
+        uow_factory: Callable[[], AbstractUnitOfWork],
+        relay: OutboxRelay,
+        errors: ErrorQueue,
+        crash_at: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.uow_factory = uow_factory
+        self.relay = relay
+        self.errors = errors
+        self.crash_at = crash_at
+        self._failures: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ from the bus
+
+    def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        decoded: list[tuple[Delivery, Decoded]] = []
+        for delivery in deliveries:
+            try:
+                decoded.append((delivery, decode(delivery, self.registry)))
+            except InvalidMessage as exc:
+                self._to_error_queue(delivery, exc)
+        together = [(d, x) for d, x in decoded if x.route.transactional]
+        if together:
+            self._handle_together(together)
+        for delivery, item in decoded:
+            if not item.route.transactional:
+                self._handle_alone(delivery, item)
+
+    def _handle_together(self, items: list[tuple[Delivery, Decoded]]) -> None:
+        try:
+            written = self._run_transaction([x for _, x in items])
+        except Exception as exc:
+            if len(items) == 1:
+                self._failed(items[0][0], exc)
+            else:
+                log.info("pipeline.batch_failed_one_by_one", size=len(items), error=str(exc))
+                for item in items:
+                    self._handle_together([item])
+            return
+        self._after_commit([d for d, _ in items], written)
+
+    def _run_transaction(self, items: list[Decoded]) -> list[OutgoingMessage]:
+        uow = self.uow_factory()
+        with uow:
+            for item in items:
+                with structlog.contextvars.bound_contextvars(
+                    message_id=item.context.message_id,
+                    correlation_id=item.context.correlation_id,
+                    message_type=item.context.message_type,
+                ):
+                    uow.context = item.context
+                    if uow.inbox.seen(item.context.message_id):
+                        log.info("pipeline.duplicate_message_ignored")
+                        continue
+                    item.route.handler(item.message, uow)
+                    uow.inbox.record(item.context.message_id, item.context.message_type)
+                    uow.collect()
+            return uow.commit()
+
+    def _handle_alone(self, delivery: Delivery, item: Decoded) -> None:
+        uow = self.uow_factory()
+        uow.context = item.context
+        with structlog.contextvars.bound_contextvars(
+            message_id=item.context.message_id,
+            correlation_id=item.context.correlation_id,
+            message_type=item.context.message_type,
+        ):
+            try:
+                item.route.handler(item.message, uow)
+            except Exception as exc:
+                self.relay.publish_committed(uow.take_committed())
+                self._failed(delivery, exc)
+                return
+        self._after_commit([delivery], uow.take_committed())
+
+    def _after_commit(self, deliveries: list[Delivery], written: list[OutgoingMessage]) -> None:
+        crash_point(AFTER_COMMIT_BEFORE_PUBLISH, self.crash_at)
+        for delivery in deliveries:
+            delivery.ack()
+            self._forget(delivery.message_id)
+        self.relay.publish_committed(written)
+
+    # ----------------------------------------------------------- in process
+
+    def handle_local(self, message: Message, context: MessageContext) -> None:
+        """Handle a message in this process (the embedded gateway); raises on failure."""
+        route = self.registry.route(message.type_name())
+        if route is None or not route.transactional:
+            raise InvalidMessage(f"{message.type_name()} cannot be handled in process")
+        written = self._run_transaction([Decoded(route, message, context)])
+        crash_point(AFTER_COMMIT_BEFORE_PUBLISH, self.crash_at)
+        self.relay.publish_committed(written)
+
+    # ------------------------------------------------------------ failures
+
+    def _failed(self, delivery: Delivery, exc: Exception) -> None:
+        if isinstance(exc, PERMANENT):
+            self._to_error_queue(delivery, exc)
+            return
+        with self._lock:
+            count = self._failures.get(delivery.message_id, 0) + 1
+            self._failures[delivery.message_id] = count
+        if count > IMMEDIATE_RETRIES:
+            self._to_error_queue(delivery, exc)
+            return
+        log.warning(
+            "pipeline.handler_failed_retrying",
+            message_id=delivery.message_id,
+            attempt=count,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        delivery.requeue()
+
+    def _to_error_queue(self, delivery: Delivery, exc: Exception) -> None:
+        log.error(
+            "pipeline.moved_to_error_queue",
+            message_id=delivery.message_id,
+            message_type=delivery.message_type,
+            reason=str(exc),
+        )
+        self.errors.send_to_error(delivery, str(exc), exc)
+        self._forget(delivery.message_id)
+
+    def _forget(self, message_id: str) -> None:
+        with self._lock:
+            self._failures.pop(message_id, None)

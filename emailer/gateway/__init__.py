@@ -1,0 +1,1 @@
+"""The HTTP ingress: the command API, the query side, health; provider webhooks come next."""

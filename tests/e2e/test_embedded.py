@@ -1,0 +1,107 @@
+"""End to end on the embedded defaults: `emailer run`, then `emailer send` and `emailer status`."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from emailer.faults import AFTER_COMMIT_BEFORE_PUBLISH
+from tests.e2e.harness import Process, base_env, free_port, wait_until
+from tests.factories import send_email_payload
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "emailer.cli", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def start_run(workdir: Path, env: dict[str, str]) -> Process:
+    process = Process(["run"], env, workdir)
+    process.wait_for_line("Emailer is running", timeout=60)
+    return process
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**base_env(tmp_path), "EMAILER_GATEWAY_PORT": str(free_port()), "EMAILER_SCHEDULER_INTERVAL": "0.2",
+            "EMAILER_OUTBOX_SWEEP_INTERVAL": "0.2", "EMAILER_OUTBOX_SWEEP_AFTER": "0"}  # fmt: skip
+
+
+def test_send_with_an_attachment_lands_as_an_eml_file(tmp_path: Path, env: dict[str, str]) -> None:
+    run = start_run(tmp_path, env)
+    try:
+        attachment = tmp_path / "report.bin"
+        attachment.write_bytes(bytes(range(256)) * 4)
+        sent = cli(tmp_path, env, "send", "--to", "ann@example.com", "--cc", "bob@example.org",
+                   "--subject", "Quarterly report", "--text", "See attached.", "--attach", str(attachment),
+                   "--email-id", "report-q3")  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        eml = tmp_path / "var" / "mail" / "report-q3.eml"
+        wait_until(eml.exists, 30, "the .eml file")
+        message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        assert message["Subject"] == "Quarterly report"
+        assert message["To"] == "ann@example.com" and message["Cc"] == "bob@example.org"
+        [part] = list(message.iter_attachments())
+        assert part.get_filename() == "report.bin" and part.get_content() == attachment.read_bytes()
+        assert message.get_body(("plain",)).get_content().strip() == "See attached."
+
+        status = cli(tmp_path, env, "status", "report-q3")
+        assert status.returncode == 0, status.stderr
+        assert "ACCEPTED" in status.stdout
+        for step in ("queued", "attempt_started", "accepted"):
+            assert step in status.stdout
+        as_json = json.loads(cli(tmp_path, env, "status", "report-q3", "--json").stdout)
+        assert as_json["attachments"][0]["size"] == 1024
+    finally:
+        run.stop()
+
+
+def test_a_command_committed_before_a_crash_is_sent_after_restart(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    crashing = start_run(tmp_path, {**env, "EMAILER_CRASH_AT": AFTER_COMMIT_BEFORE_PUBLISH})
+    payload = send_email_payload()
+    with pytest.raises(httpx.HTTPError):  # the process dies after the commit, before answering
+        httpx.post(f"http://127.0.0.1:{env['EMAILER_GATEWAY_PORT']}/v1/emails", json=payload, timeout=30)
+    assert crashing.wait_exit(30) == -9
+    eml = tmp_path / "var" / "mail" / f"{payload['email_id']}.eml"
+    assert not eml.exists()
+    run = start_run(tmp_path, env)
+    try:
+        wait_until(eml.exists, 30, "the email to go out after the restart")
+        status = json.loads(cli(tmp_path, env, "status", payload["email_id"], "--json").stdout)
+        assert status["status"] == "accepted" and status["attempts"] == 1
+        assert len(list((tmp_path / "var" / "mail").glob("*.eml"))) == 1
+    finally:
+        run.stop()
+
+
+def test_bad_configuration_stops_start_up_naming_the_variable(tmp_path: Path, env: dict[str, str]) -> None:
+    result = cli(tmp_path, {**env, "EMAILER_PREFETCH": "lots"}, "show-config")
+    assert result.returncode == 2 and "EMAILER_PREFETCH" in result.stderr
+    result = cli(tmp_path, {**env, "EMAILER_PROVIDER": "sendgrid"}, "show-config")
+    assert result.returncode == 2 and "EMAILER_SENDGRID_API_KEY" in result.stderr
+
+
+def test_show_config_masks_secrets(tmp_path: Path, env: dict[str, str]) -> None:
+    secret = "SG.this-must-not-be-printed"
+    result = cli(tmp_path, {**env, "EMAILER_PROVIDER": "sendgrid", "EMAILER_SENDGRID_API_KEY": secret,
+                            "EMAILER_BUS_URL": "amqp://user:hunter2@127.0.0.1:5672//"}, "show-config")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout and "hunter2" not in result.stdout
+    assert json.loads(result.stdout)["provider"] == "sendgrid"

@@ -1,0 +1,157 @@
+"""End to end: `emailer worker` and `emailer sandbox` as real processes on RabbitMQ and PostgreSQL.
+
+Commands come from a separate kombu client, events are read from a subscriber
+queue of our own, and the sandbox tells what reached "SendGrid".
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from kombu import Connection
+from sqlalchemy.engine import make_url
+
+from emailer.faults import AFTER_COMMIT_BEFORE_PUBLISH
+from emailer.sandbox.client import SandboxClient
+from tests.e2e.harness import EventTap, Stack, wait_until
+from tests.factories import send_email_payload
+
+pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+def sql(stack: Stack, query: str, *args: object) -> list[tuple]:  # type: ignore[type-arg]
+    dsn = make_url(stack.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def sent_for(sandbox: SandboxClient, email_id: str) -> list[dict]:  # type: ignore[type-arg]
+    return sandbox.messages(email_id=email_id)
+
+
+def test_send_email_is_queued_then_delivery_started(stack: Stack, tap: EventTap, sandbox_client) -> None:  # type: ignore[no-untyped-def]
+    stack.start_worker()
+    payload = send_email_payload()
+    stack.send_command(payload, correlation_id="checkout-77")
+    queued = tap.wait_for("EmailQueued", payload["email_id"])
+    started = tap.wait_for("EmailDeliveryStarted", payload["email_id"])
+    assert tap.events.index(next(e for e in tap.events if e.type == "EmailQueued")) < tap.events.index(
+        next(e for e in tap.events if e.type == "EmailDeliveryStarted")
+    )
+    for event in (queued, started):
+        assert event.headers["NServiceBus.CorrelationId"] == "checkout-77"
+        assert event.body["metadata"] == {"order": "1234"}
+    assert "content" not in queued.body["attachments"][0]
+    [request] = sent_for(sandbox_client, payload["email_id"])
+    assert request["body"]["personalizations"][0]["custom_args"]["email_id"] == payload["email_id"]
+    assert started.body["provider_message_id"] == request["message_id"]
+
+
+def test_duplicates_yield_one_email_one_request_one_event(
+    stack: Stack, tap: EventTap, sandbox_client
+) -> None:  # type: ignore[no-untyped-def]
+    payload = send_email_payload()
+    message_id = str(uuid.uuid4())
+    stack.send_command(payload, message_id=message_id)
+    stack.send_command(payload, message_id=message_id)  # the same message delivered twice
+    stack.send_command({**payload, "subject": "resent"})  # same email_id, new message id
+    sentinel = send_email_payload()
+    stack.send_command(sentinel)  # handled after the duplicates: when it is done, they are too
+    stack.start_worker()
+    tap.wait_for("EmailDeliveryStarted", sentinel["email_id"])
+    tap.wait_for("EmailDeliveryStarted", payload["email_id"])
+    assert sql(stack, "SELECT count(*) FROM emails WHERE id = %s", payload["email_id"]) == [(1,)]
+    assert len(sent_for(sandbox_client, payload["email_id"])) == 1
+    assert len(tap.of("EmailQueued", payload["email_id"])) == 1
+    assert len(tap.of("EmailDeliveryStarted", payload["email_id"])) == 1
+
+
+def test_a_crash_between_commit_and_publish_loses_nothing(
+    stack: Stack, tap: EventTap, sandbox_client
+) -> None:  # type: ignore[no-untyped-def]
+    crashing = stack.start_worker(extra_env={"EMAILER_CRASH_AT": AFTER_COMMIT_BEFORE_PUBLISH})
+    payload = send_email_payload()
+    stack.send_command(payload)
+    assert crashing.wait_exit(30) == -9  # SIGKILL, right after the commit
+    assert sql(stack, "SELECT count(*) FROM emails WHERE id = %s", payload["email_id"]) == [(1,)]
+    pending = sql(stack, "SELECT message_type FROM outbox WHERE dispatched_at IS NULL ORDER BY message_type")
+    assert pending == [("DispatchEmail",), ("EmailQueued",)]
+    assert tap.of("EmailQueued") == []  # nothing was published before the crash
+    stack.start_worker()
+    tap.wait_for("EmailDeliveryStarted", payload["email_id"])
+    assert len(tap.of("EmailQueued", payload["email_id"])) == 1
+    assert len(sent_for(sandbox_client, payload["email_id"])) == 1
+    assert sql(stack, "SELECT count(*) FROM outbox WHERE dispatched_at IS NULL") == [(0,)]
+
+
+def test_a_request_sendgrid_rejects_ends_in_delivery_failed(
+    stack: Stack, tap: EventTap, sandbox_client
+) -> None:  # type: ignore[no-untyped-def]
+    stack.start_worker()
+    payload = send_email_payload(categories=["orders", "orders"])  # SendGrid wants unique categories
+    stack.send_command(payload)
+    failed = tap.wait_for("EmailDeliveryFailed", payload["email_id"])
+    assert "categor" in failed.body["reason"] and failed.body["provider_status"] == 400
+    assert sent_for(sandbox_client, payload["email_id"]) == []
+    assert tap.of("EmailDeliveryStarted", payload["email_id"]) == []
+
+
+def test_an_outage_delays_email_then_each_goes_once(stack: Stack, tap: EventTap, sandbox_client) -> None:  # type: ignore[no-untyped-def]
+    sandbox_client.set_mode("outage")
+    stack.start_worker()
+    payloads = [send_email_payload() for _ in range(3)]
+    for payload in payloads:
+        stack.send_command(payload)
+
+    def retried() -> bool:
+        attempts = sql(stack, "SELECT min(attempts) FROM emails WHERE status = 'queued'")[0][0]
+        return sql(stack, "SELECT count(*) FROM emails")[0][0] == 3 and (attempts or 0) >= 2
+
+    wait_until(retried, 30, "every email to have failed at least twice against the outage")
+    assert sandbox_client.stats()["accepted"] == 0
+    sandbox_client.set_mode("normal")
+    for payload in payloads:
+        tap.wait_for("EmailDeliveryStarted", payload["email_id"])
+    for payload in payloads:
+        assert len(sent_for(sandbox_client, payload["email_id"])) == 1
+        assert len(tap.of("EmailDeliveryStarted", payload["email_id"])) == 1
+    assert tap.of("EmailDeliveryFailed") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (send_email_payload(to=[{"email": "not-an-address"}]), "to.0.email"),
+        (send_email_payload(subject="Hi\r\nBcc: everyone@example.com"), "subject"),
+        ("{not json", "invalid SendEmail"),
+    ],
+)
+def test_an_invalid_command_goes_to_the_error_queue_with_the_reason(stack: Stack, body, reason) -> None:  # type: ignore[no-untyped-def]
+    stack.start_worker()
+    if isinstance(body, str):
+        with Connection(stack.amqp_url) as conn:
+            conn.Producer().publish(
+                body, exchange="", routing_key=stack.topology.input_queue, content_type="application/json",
+                headers={"NServiceBus.EnclosedMessageTypes": "SendEmail", "NServiceBus.MessageId": "bad-json"},
+            )  # fmt: skip
+    else:
+        stack.send_command(body)
+    with Connection(stack.amqp_url) as conn:
+        channel = conn.channel()
+        message = wait_until(
+            lambda: channel.basic_get(stack.topology.error_queue, no_ack=True), 30, "error queue"
+        )
+    headers = message.headers
+    assert reason in headers["NServiceBus.ExceptionInfo.Message"]
+    assert headers["NServiceBus.FailedQ"] == stack.topology.input_queue
+    assert sql(stack, "SELECT count(*) FROM emails") == [(0,)]
+
+
+def test_the_worker_refuses_a_database_not_at_head(stack: Stack) -> None:
+    downgrade = stack.start("db", "downgrade", "base")
+    assert downgrade.wait_exit(60) == 0
+    worker = stack.start("worker")
+    assert worker.wait_exit(60) == 3
+    assert "emailer db upgrade" in "".join(worker.output)
