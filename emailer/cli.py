@@ -5,7 +5,6 @@ Each subcommand imports its implementation lazily: ``--help`` touches no server.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -196,4 +195,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 import structlog
-from amqp.exceptions import MessageNacked  # type: ignore[import-untyped]
+from amqp.exceptions import MessageNacked
 from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 from kombu.message import Message

@@ -6,7 +6,7 @@ nothing and emit nothing; an open or click implies delivery.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 from contracts import (
     DeliveryReport,
@@ -41,7 +41,7 @@ def _report_deferred(email: Email, r: Recipient, report: DeliveryReport) -> None
 
 def _report_failed(email: Email, r: Recipient, report: DeliveryReport) -> None:
     if email._set_recipient(r, RecipientStatus.FAILED, report):
-        failure = report.kind.value
+        failure = cast(Literal["bounced", "dropped", "blocked"], report.kind.value)
         email._record(
             report.occurred_at,
             "recipient_failed",
@@ -51,7 +51,7 @@ def _report_failed(email: Email, r: Recipient, report: DeliveryReport) -> None:
             EmailRecipientDeliveryFailed(
                 **email._recipient_event_fields(r, report),
                 failure=failure,
-                reason=report.reason,  # type: ignore[arg-type]
+                reason=report.reason,
             )
         )
 

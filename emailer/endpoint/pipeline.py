@@ -21,8 +21,9 @@ from typing import Protocol
 import structlog
 
 from contracts import Message
+from emailer.bus.envelope import Delivery
 from emailer.domain import DomainError
-from emailer.endpoint.codec import Decoded, IncomingDelivery, decode
+from emailer.endpoint.codec import Decoded, decode
 from emailer.endpoint.relay import OutboxRelay
 from emailer.faults import AFTER_COMMIT_BEFORE_PUBLISH, crash_point
 from handlers.context import MessageContext, OutgoingMessage
@@ -34,14 +35,6 @@ log = structlog.get_logger(__name__)
 
 IMMEDIATE_RETRIES = 3
 PERMANENT = (InvalidMessage, DomainError)
-
-
-class Delivery(IncomingDelivery, Protocol):
-    redelivered: bool
-
-    def ack(self) -> None: ...
-
-    def requeue(self) -> None: ...
 
 
 class ErrorQueue(Protocol):

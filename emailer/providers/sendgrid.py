@@ -23,8 +23,8 @@ from email.message import Message
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import sendgrid  # type: ignore[import-untyped]
-from python_http_client.exceptions import HTTPError  # type: ignore[import-untyped]
+import sendgrid
+from python_http_client.exceptions import HTTPError
 
 from contracts import Address
 from handlers.ports import Outcome, OutgoingAttachment, OutgoingEmail, SendOutcome

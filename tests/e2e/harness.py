@@ -123,7 +123,7 @@ class EventTap:
         try:
             while True:
                 self.conn.drain_events(timeout=0.05)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             pass
 
     def of(self, type_name: str, email_id: str | None = None) -> list[Event]:

@@ -38,8 +38,13 @@ def start_run(workdir: Path, env: dict[str, str]) -> Process:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {**base_env(tmp_path), "EMAILER_GATEWAY_PORT": str(free_port()), "EMAILER_SCHEDULER_INTERVAL": "0.2",
-            "EMAILER_OUTBOX_SWEEP_INTERVAL": "0.2", "EMAILER_OUTBOX_SWEEP_AFTER": "0"}  # fmt: skip
+    return {
+        **base_env(tmp_path),
+        "EMAILER_GATEWAY_PORT": str(free_port()),
+        "EMAILER_SCHEDULER_INTERVAL": "0.2",
+        "EMAILER_OUTBOX_SWEEP_INTERVAL": "0.2",
+        "EMAILER_OUTBOX_SWEEP_AFTER": "0",
+    }
 
 
 def test_send_with_an_attachment_lands_as_an_eml_file(tmp_path: Path, env: dict[str, str]) -> None:
@@ -47,9 +52,23 @@ def test_send_with_an_attachment_lands_as_an_eml_file(tmp_path: Path, env: dict[
     try:
         attachment = tmp_path / "report.bin"
         attachment.write_bytes(bytes(range(256)) * 4)
-        sent = cli(tmp_path, env, "send", "--to", "ann@example.com", "--cc", "bob@example.org",
-                   "--subject", "Quarterly report", "--text", "See attached.", "--attach", str(attachment),
-                   "--email-id", "report-q3")  # fmt: skip
+        sent = cli(
+            tmp_path,
+            env,
+            "send",
+            "--to",
+            "ann@example.com",
+            "--cc",
+            "bob@example.org",
+            "--subject",
+            "Quarterly report",
+            "--text",
+            "See attached.",
+            "--attach",
+            str(attachment),
+            "--email-id",
+            "report-q3",
+        )
         assert sent.returncode == 0, sent.stderr
         eml = tmp_path / "var" / "mail" / "report-q3.eml"
         wait_until(eml.exists, 30, "the .eml file")
@@ -100,8 +119,16 @@ def test_bad_configuration_stops_start_up_naming_the_variable(tmp_path: Path, en
 
 def test_show_config_masks_secrets(tmp_path: Path, env: dict[str, str]) -> None:
     secret = "SG.this-must-not-be-printed"
-    result = cli(tmp_path, {**env, "EMAILER_PROVIDER": "sendgrid", "EMAILER_SENDGRID_API_KEY": secret,
-                            "EMAILER_BUS_URL": "amqp://user:hunter2@127.0.0.1:5672//"}, "show-config")  # fmt: skip
+    result = cli(
+        tmp_path,
+        {
+            **env,
+            "EMAILER_PROVIDER": "sendgrid",
+            "EMAILER_SENDGRID_API_KEY": secret,
+            "EMAILER_BUS_URL": "amqp://user:hunter2@127.0.0.1:5672//",
+        },
+        "show-config",
+    )
     assert result.returncode == 0, result.stderr
     assert secret not in result.stdout and "hunter2" not in result.stdout
     assert json.loads(result.stdout)["provider"] == "sendgrid"

@@ -133,9 +133,15 @@ def test_an_invalid_command_goes_to_the_error_queue_with_the_reason(stack: Stack
     if isinstance(body, str):
         with Connection(stack.amqp_url) as conn:
             conn.Producer().publish(
-                body, exchange="", routing_key=stack.topology.input_queue, content_type="application/json",
-                headers={"NServiceBus.EnclosedMessageTypes": "SendEmail", "NServiceBus.MessageId": "bad-json"},
-            )  # fmt: skip
+                body,
+                exchange="",
+                routing_key=stack.topology.input_queue,
+                content_type="application/json",
+                headers={
+                    "NServiceBus.EnclosedMessageTypes": "SendEmail",
+                    "NServiceBus.MessageId": "bad-json",
+                },
+            )
     else:
         stack.send_command(body)
     with Connection(stack.amqp_url) as conn:

@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, select
 
-from emailer.domain import Email, EmailStatus, RetryPolicy
+from emailer.domain import Email, RetryPolicy
 from emailer.persistence import schema
 from emailer.persistence.outbox_store import OutboxStore
 from emailer.persistence.queries import email_view
