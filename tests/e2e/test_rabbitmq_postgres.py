@@ -161,3 +161,23 @@ def test_the_worker_refuses_a_database_not_at_head(stack: Stack) -> None:
     worker = stack.start("worker")
     assert worker.wait_exit(60) == 3
     assert "emailer db upgrade" in "".join(worker.output)
+
+
+def test_emailer_send_goes_straight_onto_the_bus(
+    stack: Stack, tap: EventTap, sandbox_client, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    stack.start_worker()
+    note = tmp_path / "note.txt"
+    note.write_text("attached")
+    send = stack.start(
+        "send", "--to", "ann@example.com", "--subject", "Hello", "--text", "Hi", "--attach", str(note),
+        "--email-id", "cli-over-bus",
+    )  # fmt: skip
+    assert send.wait_exit(60) == 0, "".join(send.output)
+    assert "on queue" in "".join(send.output)
+    tap.wait_for("EmailDeliveryStarted", "cli-over-bus")
+    [request] = sandbox_client.messages(email_id="cli-over-bus")
+    assert request["body"]["attachments"][0]["filename"] == "note.txt"
+    status = stack.start("status", "cli-over-bus", "--from-db")
+    assert status.wait_exit(60) == 0
+    assert "ACCEPTED" in "".join(status.output)

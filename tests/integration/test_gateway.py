@@ -104,3 +104,43 @@ def test_health_and_readiness(client: TestClient) -> None:
 def test_the_openapi_document_describes_send_email(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert "SendEmail" in json.dumps(spec["components"]["schemas"])
+
+
+@pytest.mark.rabbitmq
+def test_with_rabbitmq_202_means_the_command_is_on_the_broker(
+    tmp_path, unique_name: str, rabbitmq_url: str
+) -> None:
+    from kombu import Connection
+
+    from emailer.gateway.app import create_app, http_message_id
+
+    settings = load_settings(
+        var_dir=tmp_path,
+        bus_url=rabbitmq_url,
+        input_queue=f"{unique_name}.in",
+        events_exchange=f"{unique_name}.events",
+        error_queue=f"{unique_name}.error",
+    )
+    application = bootstrap(settings)
+    schema.upgrade(application.engine)
+    application.bus.connect()
+    try:
+        payload = send_email_payload()
+        with TestClient(create_app(application)) as c:
+            assert (
+                c.post("/v1/emails", json=payload, headers={"X-Correlation-Id": "cart-5"}).status_code == 202
+            )
+        with Connection(rabbitmq_url) as conn:
+            channel = conn.channel()
+            message = channel.basic_get(settings.input_queue, no_ack=True)
+            assert message is not None
+            assert message.headers["NServiceBus.EnclosedMessageTypes"] == "SendEmail"
+            assert message.headers["NServiceBus.MessageId"] == http_message_id(payload["email_id"])
+            assert message.headers["NServiceBus.CorrelationId"] == "cart-5"
+            assert json.loads(message.body)["email_id"] == payload["email_id"]
+            channel.queue_delete(settings.input_queue)
+            channel.queue_delete(settings.error_queue)
+            channel.exchange_delete(settings.events_exchange)
+        assert rows(application, emails) == 0  # the worker stores it, not the gateway
+    finally:
+        application.close()
