@@ -25,7 +25,7 @@ from handlers.send_email import send_email
 from handlers.unit_of_work import AbstractUnitOfWork
 
 if TYPE_CHECKING:
-    from emailer.bus import KombuBus
+    from emailer.bus import Envelope, KombuBus
 
 
 @dataclass
@@ -87,6 +87,20 @@ def build_bus(settings: Settings) -> KombuBus:
     return KombuBus(settings.bus_url, topology)
 
 
+def to_envelope(message: OutgoingMessage) -> Envelope:
+    """An outbox message as the bus carries it (the same fields, in the bus's type)."""
+    from emailer.bus import Envelope
+
+    return Envelope(
+        message_id=message.message_id,
+        message_type=message.message_type,
+        body=message.body,
+        headers=message.headers,
+        intent=message.intent,
+        destination=message.destination,
+    )
+
+
 def bootstrap(
     settings: Settings,
     *,
@@ -109,21 +123,7 @@ def bootstrap(
     breaker = CircuitBreaker(settings.circuit_threshold, timedelta(seconds=settings.circuit_cooldown))
 
     def publish(messages: Sequence[OutgoingMessage]) -> None:
-        from emailer.bus import Envelope
-
-        bus.publish(
-            [
-                Envelope(
-                    message_id=m.message_id,
-                    message_type=m.message_type,
-                    body=m.body,
-                    headers=m.headers,
-                    intent=m.intent,
-                    destination=m.destination,
-                )
-                for m in messages
-            ]
-        )
+        bus.publish([to_envelope(m) for m in messages])
 
     relay = OutboxRelay(publish, OutboxStore(engine), clock)
     registry = Registry(

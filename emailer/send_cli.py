@@ -91,8 +91,7 @@ def submit(command: SendEmail, settings: Settings, gateway_url: str | None) -> s
 
 
 def _submit_to_bus(command: SendEmail, settings: Settings) -> str:
-    from emailer.bootstrap import build_bus
-    from emailer.bus import Envelope
+    from emailer.bootstrap import build_bus, to_envelope
     from handlers.context import MessageContext, outgoing
 
     bus = build_bus(settings)
@@ -106,7 +105,7 @@ def _submit_to_bus(command: SendEmail, settings: Settings) -> str:
             now=datetime.now(UTC),
             destination=settings.input_queue,
         )
-        bus.publish([Envelope(m.message_id, m.message_type, m.body, m.headers, m.intent, m.destination)])
+        bus.publish([to_envelope(m)])
     finally:
         bus.close()
     return f"on queue {settings.input_queue!r} at {bus.safe_url}"

@@ -9,8 +9,6 @@ email that needs one is rejected with a reason.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address as HeaderAddress
@@ -19,6 +17,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from contracts import Address
+from emailer.atomic import write_atomically
 from handlers.ports import Outcome, OutgoingEmail, SendOutcome
 
 MESSAGE_ID_DOMAIN = "emailer.local"
@@ -49,7 +48,7 @@ class FileProvider:
         if path.exists():
             return SendOutcome.accepted(message_id)
         self.directory.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, build_message(email).as_bytes())
+        write_atomically(path, build_message(email).as_bytes())
         return SendOutcome.accepted(message_id)
 
     def path_for(self, email_id: str) -> Path:
@@ -133,17 +132,3 @@ def _split_type(content_type: str) -> tuple[str, str]:
 
 def _angle(content_id: str) -> str:
     return content_id if content_id.startswith("<") else f"<{content_id}>"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers see no file or the whole file: write a temporary beside it, then rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
