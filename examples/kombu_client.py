@@ -4,7 +4,6 @@ Run it against an Emailer worker on RabbitMQ:
     python examples/kombu_client.py amqp://guest:guest@localhost:5672//
 """
 
-import json
 import sys
 import uuid
 
