@@ -82,6 +82,15 @@ def _ensure_database(url: str) -> None:
             conn.execute(f'CREATE DATABASE "{parsed.database}"')
 
 
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """A test that configures structlog (the CLI does) must not leak that into the next one."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()
+
+
 @pytest.fixture
 def unique_name() -> Iterator[str]:
     """A name no other test uses (for queues, exchanges, schemas)."""

@@ -136,3 +136,22 @@ def test_invalid_messages_go_to_the_error_queue_with_the_reason(
     [(moved, why)] = h.errors.messages
     assert moved is bad and reason in why
     assert h.store.emails == {} and h.calls == 0
+
+
+def test_every_log_line_of_a_message_carries_its_ids(h: Harness) -> None:
+    import structlog
+
+    captured = structlog.testing.LogCapture()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, captured])
+    try:
+        payload = send_email_payload()
+        first = FakeDelivery(
+            "m1", "SendEmail", json.dumps(payload).encode(), {"NServiceBus.CorrelationId": "c-1"}
+        )
+        again = FakeDelivery("m1", "SendEmail", first.body, {"NServiceBus.CorrelationId": "c-1"})
+        h.pipeline.handle_batch([first])
+        h.pipeline.handle_batch([again])  # logs "duplicate message ignored"
+    finally:
+        structlog.reset_defaults()
+    lines = [e for e in captured.entries if e["event"] == "pipeline.duplicate_message_ignored"]
+    assert lines and all(e["message_id"] == "m1" and e["correlation_id"] == "c-1" for e in lines)
