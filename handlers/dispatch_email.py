@@ -9,9 +9,11 @@ the email waits in ``dispatching`` for the provider's callback (the rule is in
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import structlog
 
-from contracts import Address, DispatchEmail
+from contracts import Address, DeliveryReport, DispatchEmail, ReportKind
 from emailer.domain import Email, EmailStatus, RetryPolicy
 from handlers.circuit_breaker import CircuitBreaker
 from handlers.errors import ConcurrencyConflict
@@ -120,6 +122,9 @@ def apply_outcome(
     reason = outcome.reason or outcome.outcome.value
     if outcome.outcome is Outcome.ACCEPTED:
         email.delivery_started(provider, outcome.provider_message_id, now)
+        if outcome.delivered:
+            for report in delivered_reports(email, provider, outcome.provider_message_id, now):
+                email.apply_report(report, now)
     elif outcome.outcome is Outcome.REJECTED:
         if email.status is EmailStatus.DISPATCHING:
             email.fail(reason, now, provider=provider, status=outcome.status)
@@ -127,6 +132,24 @@ def apply_outcome(
         email.attempt_failed(provider, reason, now, policy, retry_after=outcome.retry_after)
     else:
         email.attempt_outcome_unknown(provider, reason, now)
+
+
+def delivered_reports(
+    email: Email, provider: str, provider_message_id: str | None, now: datetime
+) -> list[DeliveryReport]:
+    """A provider whose acceptance is delivery reports it the way a webhook would, per recipient."""
+    return [
+        DeliveryReport(
+            provider=provider,
+            provider_event_id=f"{email.id}:{r.address}:delivered",
+            email_id=email.id,
+            recipient=r.address,
+            kind=ReportKind.DELIVERED,
+            occurred_at=now,
+            provider_message_id=provider_message_id,
+        )
+        for r in email.recipients
+    ]
 
 
 def build_request(email: Email, blobs: BlobStore) -> OutgoingEmail:

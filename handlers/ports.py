@@ -120,10 +120,16 @@ class SendOutcome:
     reason: str | None = None
     status: int | None = None
     retry_after: timedelta | None = None
+    delivered: bool = False
+    """Acceptance is final delivery to every recipient (a local drop, not a relay): no callbacks follow."""
 
     @classmethod
-    def accepted(cls, provider_message_id: str | None, status: int | None = None) -> SendOutcome:
-        return cls(Outcome.ACCEPTED, provider_message_id=provider_message_id, status=status)
+    def accepted(
+        cls, provider_message_id: str | None, status: int | None = None, delivered: bool = False
+    ) -> SendOutcome:
+        return cls(
+            Outcome.ACCEPTED, provider_message_id=provider_message_id, status=status, delivered=delivered
+        )
 
 
 class UnsupportedFeature(Exception):

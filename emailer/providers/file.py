@@ -46,10 +46,10 @@ class FileProvider:
             )
         path = self.path_for(email.email_id)
         if path.exists():
-            return SendOutcome.accepted(message_id)
+            return SendOutcome.accepted(message_id, delivered=True)
         self.directory.mkdir(parents=True, exist_ok=True)
         write_atomically(path, build_message(email).as_bytes())
-        return SendOutcome.accepted(message_id)
+        return SendOutcome.accepted(message_id, delivered=True)
 
     def path_for(self, email_id: str) -> Path:
         if not email_id or "/" in email_id or "\\" in email_id or email_id.startswith("."):
