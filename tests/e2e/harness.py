@@ -201,14 +201,15 @@ def sandbox_process(workdir: Path, api_key: str) -> Iterator[tuple[Process, str]
     process = Process(["sandbox", "--port", str(port)], env, workdir)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _healthy(url), 30, "the sandbox to answer /healthz")
+        wait_until(lambda: answers(f"{url}/healthz"), 30, "the sandbox to answer /healthz")
         yield process, url
     finally:
         process.stop()
 
 
-def _healthy(url: str) -> bool:
+def answers(url: str) -> bool:
+    """True when ``url`` answers 200 (a server that is really listening)."""
     try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from emailer.faults import AFTER_COMMIT_BEFORE_PUBLISH
-from tests.e2e.harness import Process, base_env, free_port, wait_until
+from tests.e2e.harness import Process, answers, base_env, free_port, wait_until
 from tests.factories import send_email_payload
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +33,8 @@ def cli(workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedP
 def start_run(workdir: Path, env: dict[str, str]) -> Process:
     process = Process(["run"], env, workdir)
     process.wait_for_line("Emailer is running", timeout=60)
+    url = f"http://127.0.0.1:{env['EMAILER_GATEWAY_PORT']}/healthz"
+    wait_until(lambda: answers(url), 30, "the gateway to listen")
     return process
 
 
@@ -82,10 +84,11 @@ def test_send_with_an_attachment_lands_as_an_eml_file(tmp_path: Path, env: dict[
         status = cli(tmp_path, env, "status", "report-q3")
         assert status.returncode == 0, status.stderr
         assert "ACCEPTED" in status.stdout
-        for step in ("queued", "attempt_started", "accepted"):
+        for step in ("queued", "attempt_started", "accepted", "recipient_delivered"):
             assert step in status.stdout
         as_json = json.loads(cli(tmp_path, env, "status", "report-q3", "--json").stdout)
         assert as_json["attachments"][0]["size"] == 1024
+        assert [r["status"] for r in as_json["recipients"]] == ["delivered", "delivered"]
     finally:
         run.stop()
 
@@ -95,7 +98,7 @@ def test_a_command_committed_before_a_crash_is_sent_after_restart(
 ) -> None:
     crashing = start_run(tmp_path, {**env, "EMAILER_CRASH_AT": AFTER_COMMIT_BEFORE_PUBLISH})
     payload = send_email_payload()
-    with pytest.raises(httpx.HTTPError):  # the process dies after the commit, before answering
+    with pytest.raises(httpx.RemoteProtocolError):  # the process dies after the commit, before answering
         httpx.post(f"http://127.0.0.1:{env['EMAILER_GATEWAY_PORT']}/v1/emails", json=payload, timeout=30)
     assert crashing.wait_exit(30) == -9
     eml = tmp_path / "var" / "mail" / f"{payload['email_id']}.eml"

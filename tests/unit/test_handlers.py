@@ -104,6 +104,14 @@ def test_dispatch_accepted_records_delivery_started(uow, blobs, provider, clock)
     assert len(uow.published("EmailDeliveryStarted")) == 1
 
 
+def test_a_provider_whose_acceptance_is_delivery_reports_each_recipient(uow, blobs, provider, clock) -> None:
+    email_id = accept(uow, blobs, clock)
+    provider.outcomes.append(SendOutcome.accepted("local-1", delivered=True))
+    dispatch(uow, blobs, provider, clock, email_id)
+    delivered = [json.loads(m.body)["recipient"] for m in uow.published("EmailRecipientDelivered")]
+    assert delivered == ["ann@example.com", "bob@example.org"]
+
+
 def test_dispatch_twice_calls_the_provider_once(uow, blobs, provider, clock) -> None:
     email_id = accept(uow, blobs, clock)
     dispatch(uow, blobs, provider, clock, email_id)
