@@ -79,9 +79,11 @@ def test_a_crash_between_commit_and_publish_loses_nothing(
     pending = sql(stack, "SELECT message_type FROM outbox WHERE dispatched_at IS NULL ORDER BY message_type")
     assert pending == [("DispatchEmail",), ("EmailQueued",)]
     assert tap.of("EmailQueued") == []  # nothing was published before the crash
+    [(queued_id,)] = sql(stack, "SELECT message_id FROM outbox WHERE message_type = 'EmailQueued'")
     stack.start_worker()
     tap.wait_for("EmailDeliveryStarted", payload["email_id"])
-    assert len(tap.of("EmailQueued", payload["email_id"])) == 1
+    [queued] = tap.of("EmailQueued", payload["email_id"])
+    assert queued.headers["NServiceBus.MessageId"] == queued_id  # the id it was given at commit
     assert len(sent_for(sandbox_client, payload["email_id"])) == 1
     assert sql(stack, "SELECT count(*) FROM outbox WHERE dispatched_at IS NULL") == [(0,)]
 
