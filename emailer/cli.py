@@ -36,6 +36,11 @@ def _settings(**overrides: object):  # type: ignore[no-untyped-def]
     return settings
 
 
+def _listen_on(host: str | None, port: int | None) -> dict[str, object]:
+    """Settings overrides from --host / --port, when given."""
+    return {k: v for k, v in {"gateway_host": host, "gateway_port": port}.items() if v is not None}
+
+
 @app.command()
 def run(
     host: Annotated[str | None, typer.Option(help="gateway host")] = None,
@@ -44,8 +49,7 @@ def run(
     """Run worker, scheduler and gateway in one process (embedded defaults: no servers needed)."""
     from emailer.runner import run_all
 
-    overrides = {k: v for k, v in {"gateway_host": host, "gateway_port": port}.items() if v is not None}
-    run_all(_settings(**overrides))
+    run_all(_settings(**_listen_on(host, port)))
 
 
 @app.command()
@@ -64,8 +68,7 @@ def gateway(
     """Serve the HTTP API (commands, queries, health)."""
     from emailer.runner import run_gateway
 
-    overrides = {k: v for k, v in {"gateway_host": host, "gateway_port": port}.items() if v is not None}
-    run_gateway(_settings(**overrides))
+    run_gateway(_settings(**_listen_on(host, port)))
 
 
 @app.command()

@@ -16,31 +16,12 @@ from contracts import Address
 from emailer.providers.sendgrid import SendGridProvider
 from emailer.sandbox.client import SandboxClient
 from emailer.sandbox.server import SandboxHandle, running_sandbox
-from handlers.ports import Outcome, OutgoingAttachment, OutgoingEmail
-
-PDF_BYTES = b"%PDF-1.4\n\x00\x01\x02\xff\xfe binary tail"
+from handlers.ports import Outcome, OutgoingAttachment
+from tests.factories import PDF_BYTES, outgoing_email
 
 
 def new_api_key() -> str:
     return f"SG.{secrets.token_urlsafe(16)}.{secrets.token_urlsafe(32)}"
-
-
-def an_email(email_id: str = "order-42", **changes: object) -> OutgoingEmail:
-    fields: dict[str, object] = {
-        "email_id": email_id,
-        "from_": Address(email="shop@example.com", name="The Shop"),
-        "to": [Address(email="ada@example.com", name="Ada")],
-        "cc": [Address(email="grace@example.com")],
-        "bcc": [Address(email="audit@example.com")],
-        "reply_to": Address(email="help@example.com"),
-        "subject": "Your order",
-        "text": "Thanks",
-        "html": "<p>Thanks</p>",
-        "headers": {"X-Order-Ref": "42"},
-        "categories": ["orders"],
-    }
-    fields.update(changes)
-    return OutgoingEmail(**fields)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -68,7 +49,7 @@ def provider(sandbox: SandboxHandle, api_key: str) -> SendGridProvider:
 def test_an_accepted_email_reaches_sendgrid_with_its_email_id(
     provider: SendGridProvider, control: SandboxClient
 ) -> None:
-    outcome = provider.send(an_email("order-42"))
+    outcome = provider.send(outgoing_email("order-42"))
 
     assert outcome.outcome is Outcome.ACCEPTED
     assert outcome.status == 202
@@ -78,12 +59,12 @@ def test_an_accepted_email_reaches_sendgrid_with_its_email_id(
     assert body["custom_args"] == {"email_id": "order-42"}
     [personalization] = body["personalizations"]
     assert personalization["custom_args"] == {"email_id": "order-42"}
-    assert personalization["to"] == [{"email": "ada@example.com", "name": "Ada"}]
+    assert personalization["to"] == [{"email": "ada@example.com", "name": "Ada Lovelace"}]
     assert personalization["cc"] == [{"email": "grace@example.com"}]
     assert personalization["bcc"] == [{"email": "audit@example.com"}]
     assert body["from"] == {"email": "shop@example.com", "name": "The Shop"}
     assert body["reply_to"] == {"email": "help@example.com"}
-    assert body["subject"] == "Your order"
+    assert body["subject"] == "Your order has shipped"
     assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
     assert body["headers"] == {"X-Order-Ref": "42"}
     assert body["categories"] == ["orders"]
@@ -97,7 +78,7 @@ def test_attachments_arrive_base64_and_decode_to_the_bytes(
     )
     invoice = OutgoingAttachment("invoice.pdf", "application/pdf", PDF_BYTES)
 
-    outcome = provider.send(an_email(attachments=[invoice, logo]))
+    outcome = provider.send(outgoing_email(attachments=[invoice, logo]))
 
     assert outcome.outcome is Outcome.ACCEPTED
     [stored] = control.wait_for_messages(1, email_id="order-42")
@@ -112,7 +93,7 @@ def test_attachments_arrive_base64_and_decode_to_the_bytes(
 
 def test_one_provider_serves_concurrent_sends(provider: SendGridProvider, control: SandboxClient) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
-        outcomes = list(pool.map(lambda i: provider.send(an_email(f"e-{i}")), range(40)))
+        outcomes = list(pool.map(lambda i: provider.send(outgoing_email(f"e-{i}")), range(40)))
 
     assert {o.outcome for o in outcomes} == {Outcome.ACCEPTED}
     assert len({o.provider_message_id for o in outcomes}) == 40
@@ -121,7 +102,7 @@ def test_one_provider_serves_concurrent_sends(provider: SendGridProvider, contro
 
 
 def test_a_template_email_carries_its_id_and_data(provider: SendGridProvider, control: SandboxClient) -> None:
-    email = an_email(text=None, html=None, subject=None, template_id="d-1", template_data={"n": 1})
+    email = outgoing_email(text=None, html=None, subject=None, template_id="d-1", template_data={"n": 1})
 
     assert provider.send(email).outcome is Outcome.ACCEPTED
     [stored] = control.wait_for_messages(1, email_id="order-42")
@@ -136,7 +117,7 @@ def test_a_wrong_key_is_transient_and_never_named(
     wrong_key = new_api_key()
     provider = SendGridProvider(api_key=wrong_key, base_url=sandbox.url, timeout=5.0)
 
-    outcome = provider.send(an_email())
+    outcome = provider.send(outgoing_email())
 
     assert outcome.outcome is Outcome.TRANSIENT
     assert outcome.status == 401
@@ -151,7 +132,7 @@ def test_the_key_stays_out_of_debug_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
 
-    provider.send(an_email())
+    provider.send(outgoing_email())
 
     assert "Authorization" in caplog.text  # python_http_client did log its headers...
     assert api_key not in caplog.text  # ...with the key masked
@@ -162,7 +143,7 @@ def test_a_body_sendgrid_refuses_is_rejected_with_its_message(
 ) -> None:
     crowd = [Address(email=f"user{i}@example.com") for i in range(1001)]
 
-    outcome = provider.send(an_email(to=crowd, cc=[], bcc=[]))
+    outcome = provider.send(outgoing_email(to=crowd, cc=[], bcc=[]))
 
     assert outcome.outcome is Outcome.REJECTED
     assert outcome.status == 400
@@ -174,7 +155,7 @@ def test_a_body_sendgrid_refuses_is_rejected_with_its_message(
 def test_a_body_over_30_mb_is_rejected_as_too_large(provider: SendGridProvider) -> None:
     huge = OutgoingAttachment("big.bin", "application/octet-stream", b"\0" * (23 * 1024 * 1024))
 
-    outcome = provider.send(an_email(attachments=[huge]))
+    outcome = provider.send(outgoing_email(attachments=[huge]))
 
     assert outcome.outcome is Outcome.REJECTED
     assert outcome.status == 413
@@ -184,7 +165,7 @@ def test_a_body_over_30_mb_is_rejected_as_too_large(provider: SendGridProvider) 
 def test_an_outage_is_transient(provider: SendGridProvider, control: SandboxClient) -> None:
     control.set_mode("outage")
 
-    outcome = provider.send(an_email())
+    outcome = provider.send(outgoing_email())
 
     assert outcome.outcome is Outcome.TRANSIENT
     assert outcome.status == 503
@@ -193,7 +174,7 @@ def test_an_outage_is_transient(provider: SendGridProvider, control: SandboxClie
 def test_a_server_error_is_transient(provider: SendGridProvider, control: SandboxClient) -> None:
     control.set_mode("error", status=500)
 
-    outcome = provider.send(an_email())
+    outcome = provider.send(outgoing_email())
 
     assert outcome.outcome is Outcome.TRANSIENT
     assert outcome.status == 500
@@ -204,7 +185,7 @@ def test_a_rate_limit_is_transient_and_says_when_to_come_back(
 ) -> None:
     control.set_mode("rate_limit", retry_after=7)
 
-    outcome = provider.send(an_email())
+    outcome = provider.send(outgoing_email())
 
     assert outcome.outcome is Outcome.TRANSIENT
     assert outcome.status == 429
@@ -217,7 +198,7 @@ def test_a_refused_connection_is_transient() -> None:
         port = unused.getsockname()[1]
         provider = SendGridProvider(api_key=new_api_key(), base_url=f"http://127.0.0.1:{port}")
 
-        outcome = provider.send(an_email())
+        outcome = provider.send(outgoing_email())
 
     assert outcome.outcome is Outcome.TRANSIENT
     assert outcome.reason is not None and outcome.reason.startswith("not sent:")
@@ -230,7 +211,7 @@ def test_no_answer_within_the_timeout_is_unknown_because_it_may_still_be_taken(
     control.set_mode("slow", delay=1.0)
     provider = SendGridProvider(api_key=api_key, base_url=sandbox.url, timeout=0.3)
 
-    outcome = provider.send(an_email("order-slow"))
+    outcome = provider.send(outgoing_email("order-slow"))
 
     assert outcome.outcome is Outcome.UNKNOWN
     # The request did arrive: the sandbox takes it once its delay is over, as SendGrid might.

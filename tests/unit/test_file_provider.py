@@ -7,34 +7,9 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
-from contracts import Address
 from emailer.providers.file import FileProvider
-from handlers.ports import Outcome, OutgoingAttachment, OutgoingEmail
-
-PDF_BYTES = b"%PDF-1.4\n\x00\x01\x02\xff\xfe binary \r\n tail"
-PNG_BYTES = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
-
-
-def an_email(**changes: object) -> OutgoingEmail:
-    fields: dict[str, object] = {
-        "email_id": "order-42-shipped",
-        "from_": Address(email="shop@example.com", name="The Shop"),
-        "to": [Address(email="ada@example.com", name="Ada Lovelace")],
-        "cc": [Address(email="grace@example.com")],
-        "bcc": [Address(email="audit@example.com")],
-        "reply_to": Address(email="help@example.com"),
-        "subject": "Your order has shipped",
-        "text": "It is on its way.",
-        "html": "<p>It is on its <b>way</b>.</p>",
-        "headers": {"X-Order-Ref": "42"},
-        "categories": ["orders"],
-        "attachments": [
-            OutgoingAttachment("invoice.pdf", "application/pdf", PDF_BYTES),
-            OutgoingAttachment("label.png", "image/png", PNG_BYTES),
-        ],
-    }
-    fields.update(changes)
-    return OutgoingEmail(**fields)  # type: ignore[arg-type]
+from handlers.ports import Outcome, OutgoingAttachment
+from tests.factories import PDF_BYTES, PNG_BYTES, outgoing_email
 
 
 def read(path: Path) -> EmailMessage:
@@ -44,19 +19,19 @@ def read(path: Path) -> EmailMessage:
 
 
 def test_an_email_becomes_a_parseable_eml_file(tmp_path: Path) -> None:
-    outcome = FileProvider(tmp_path).send(an_email())
+    outcome = FileProvider(tmp_path).send(outgoing_email())
 
     assert outcome.outcome is Outcome.ACCEPTED
-    assert outcome.provider_message_id == "order-42-shipped@emailer.local"
-    message = read(tmp_path / "order-42-shipped.eml")
+    assert outcome.provider_message_id == "order-42@emailer.local"
+    message = read(tmp_path / "order-42.eml")
     assert message["Subject"] == "Your order has shipped"
     assert message["From"].addresses[0].addr_spec == "shop@example.com"
     assert message["From"].addresses[0].display_name == "The Shop"
     assert [a.addr_spec for a in message["To"].addresses] == ["ada@example.com"]
     assert [a.addr_spec for a in message["Cc"].addresses] == ["grace@example.com"]
     assert message["Reply-To"].addresses[0].addr_spec == "help@example.com"
-    assert message["Message-ID"] == "<order-42-shipped@emailer.local>"
-    assert message["X-Emailer-Email-Id"] == "order-42-shipped"
+    assert message["Message-ID"] == "<order-42@emailer.local>"
+    assert message["X-Emailer-Email-Id"] == "order-42"
     assert message["X-Emailer-Bcc"] == "audit@example.com"
     assert message["X-Emailer-Categories"] == "orders"
     assert message["X-Order-Ref"] == "42"
@@ -65,8 +40,8 @@ def test_an_email_becomes_a_parseable_eml_file(tmp_path: Path) -> None:
 
 
 def test_text_and_html_are_alternatives(tmp_path: Path) -> None:
-    FileProvider(tmp_path).send(an_email())
-    message = read(tmp_path / "order-42-shipped.eml")
+    FileProvider(tmp_path).send(outgoing_email())
+    message = read(tmp_path / "order-42.eml")
 
     plain = message.get_body(preferencelist=("plain",))
     html = message.get_body(preferencelist=("html",))
@@ -75,8 +50,8 @@ def test_text_and_html_are_alternatives(tmp_path: Path) -> None:
 
 
 def test_attachments_keep_their_names_types_and_exact_bytes(tmp_path: Path) -> None:
-    FileProvider(tmp_path).send(an_email())
-    message = read(tmp_path / "order-42-shipped.eml")
+    FileProvider(tmp_path).send(outgoing_email())
+    message = read(tmp_path / "order-42.eml")
 
     attachments = {part.get_filename(): part for part in message.iter_attachments()}
     assert set(attachments) == {"invoice.pdf", "label.png"}
@@ -89,8 +64,8 @@ def test_attachments_keep_their_names_types_and_exact_bytes(tmp_path: Path) -> N
 
 def test_an_inline_attachment_carries_its_content_id(tmp_path: Path) -> None:
     logo = OutgoingAttachment("logo.png", "image/png", PNG_BYTES, disposition="inline", content_id="logo")
-    FileProvider(tmp_path).send(an_email(attachments=[logo], html='<img src="cid:logo">'))
-    message = read(tmp_path / "order-42-shipped.eml")
+    FileProvider(tmp_path).send(outgoing_email(attachments=[logo], html='<img src="cid:logo">'))
+    message = read(tmp_path / "order-42.eml")
 
     [part] = [p for p in message.walk() if p.get_filename() == "logo.png"]
     assert part["Content-ID"] == "<logo>"
@@ -100,26 +75,26 @@ def test_an_inline_attachment_carries_its_content_id(tmp_path: Path) -> None:
 
 def test_sending_the_same_email_again_changes_nothing(tmp_path: Path) -> None:
     provider = FileProvider(tmp_path)
-    first = provider.send(an_email())
-    path = tmp_path / "order-42-shipped.eml"
+    first = provider.send(outgoing_email())
+    path = tmp_path / "order-42.eml"
     written = path.read_bytes()
 
-    second = provider.send(an_email(subject="A different subject"))
+    second = provider.send(outgoing_email(subject="A different subject"))
 
     assert second == first
     assert path.read_bytes() == written
-    assert [p.name for p in tmp_path.iterdir()] == ["order-42-shipped.eml"]
+    assert [p.name for p in tmp_path.iterdir()] == ["order-42.eml"]
 
 
 def test_the_folder_is_created_when_missing(tmp_path: Path) -> None:
     directory = tmp_path / "var" / "outbox"
-    FileProvider(directory).send(an_email(attachments=[], html=None))
-    assert read(directory / "order-42-shipped.eml").get_content().strip() == "It is on its way."
+    FileProvider(directory).send(outgoing_email(attachments=[], html=None))
+    assert read(directory / "order-42.eml").get_content().strip() == "It is on its way."
 
 
 def test_a_template_cannot_be_rendered_locally(tmp_path: Path) -> None:
     outcome = FileProvider(tmp_path).send(
-        an_email(text=None, html=None, subject=None, template_id="d-123", template_data={"a": 1})
+        outgoing_email(text=None, html=None, subject=None, template_id="d-123", template_data={"a": 1})
     )
 
     assert outcome.outcome is Outcome.REJECTED
