@@ -183,3 +183,29 @@ def test_emailer_send_goes_straight_onto_the_bus(
     status = stack.start("status", "cli-over-bus", "--from-db")
     assert status.wait_exit(60) == 0
     assert "ACCEPTED" in "".join(status.output)
+
+
+def test_the_gateway_process_accepts_over_http_and_shows_the_timeline(stack: Stack, tap: EventTap) -> None:
+    import httpx
+
+    from tests.e2e.harness import answers, free_port
+
+    port = free_port()
+    gateway = stack.start("gateway", "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: answers(f"{base}/healthz"), 30, "the gateway to listen")
+    worker = stack.start_worker()
+    payload = send_email_payload()
+    response = httpx.post(
+        f"{base}/v1/emails", json=payload, headers={"X-Correlation-Id": "web-1"}, timeout=10
+    )
+    assert response.status_code == 202
+    started = tap.wait_for("EmailDeliveryStarted", payload["email_id"])
+    assert started.headers["NServiceBus.CorrelationId"] == "web-1"
+    view = httpx.get(f"{base}{response.headers['Location']}", timeout=10).json()
+    assert view["status"] == "accepted"
+    assert [s["kind"] for s in view["timeline"]] == ["queued", "attempt_started", "accepted"]
+    assert httpx.get(f"{base}/readyz", timeout=10).json()["checks"] == {"database": True, "bus": True}
+    worker.proc.terminate()  # SIGTERM: stop consuming, finish, exit cleanly
+    assert worker.wait_exit(30) == 0
+    gateway.stop()
