@@ -14,6 +14,7 @@ from emailer.config import Settings
 from emailer.domain import RetryPolicy
 from emailer.endpoint.pipeline import MessagePipeline
 from emailer.endpoint.relay import OutboxRelay
+from handlers import send_email as send_email_module
 from handlers.cancel_email import cancel_email
 from handlers.circuit_breaker import CircuitBreaker
 from handlers.context import OutgoingMessage
@@ -128,7 +129,11 @@ def bootstrap(
     relay = OutboxRelay(publish, OutboxStore(engine), clock)
     registry = Registry(
         [
-            Route(SendEmail, lambda m, uow: send_email(m, uow, blobs, clock, policy)),
+            Route(
+                SendEmail,
+                lambda m, uow: send_email(m, uow, blobs, clock, policy),
+                prefetch=send_email_module.prefetch,
+            ),
             Route(CancelEmail, lambda m, uow: cancel_email(m, uow, clock)),
             Route(RecordDeliveryReports, lambda m, uow: record_delivery_reports(m, uow, clock)),
             Route(

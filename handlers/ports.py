@@ -6,7 +6,7 @@ and tests give them in-memory fakes of the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -22,6 +22,9 @@ class EmailRepository(Protocol):
     def get(self, email_id: str) -> Email | None:
         """The email, or None. Loading marks it as seen: its changes are saved on commit."""
 
+    def preload(self, email_ids: Iterable[str]) -> None:
+        """Load these emails in one round trip (a batch hint); ``get`` then answers from memory."""
+
     def due(self, now: datetime, limit: int) -> list[Email]:
         """Emails the scheduler should act on now (queued and due, or waiting past their window).
 
@@ -36,6 +39,9 @@ class Inbox(Protocol):
     def seen(self, message_id: str) -> bool: ...
 
     def record(self, message_id: str, message_type: str) -> None: ...
+
+    def preload(self, message_ids: Iterable[str]) -> None:
+        """Check these ids in one round trip (a batch hint); ``seen`` then answers from memory."""
 
 
 class ProviderEvents(Protocol):

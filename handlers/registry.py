@@ -20,6 +20,8 @@ class Route:
     message_type: type[Message]
     handler: Callable[[Any, Any], None]
     transactional: bool = True
+    prefetch: Callable[[list[Any], Any], None] | None = None
+    """Optional: load what a batch of these messages will need in one go, ``prefetch(messages, uow)``."""
 
 
 class Registry:

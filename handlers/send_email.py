@@ -33,6 +33,11 @@ def send_email(
     uow.emails.add(email)
 
 
+def prefetch(commands: list[SendEmail], uow: AbstractUnitOfWork) -> None:
+    """A batch looks its email ids up in one go (the duplicate check)."""
+    uow.emails.preload(c.email_id for c in commands)
+
+
 def store_attachment(attachment: Attachment, blobs: BlobStore) -> AttachmentRef:
     """Move inline bytes into the blob store (or check a reference) and return the claim check."""
     if attachment.content is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from emailer.domain import Email
@@ -85,6 +86,10 @@ class _FakeEmails:
             self.versions[email_id] = self.seen[email_id].version
         return self.seen.get(email_id)
 
+    def preload(self, email_ids: Iterable[str]) -> None:
+        for email_id in email_ids:
+            self.get(email_id)
+
     def due(self, now: datetime, limit: int) -> list[Email]:
         ids = [e.id for e in self.store.emails.values() if e.due_at is not None and e.due_at <= now]
         return [e for e in (self.get(i) for i in ids[:limit]) if e is not None]
@@ -100,6 +105,9 @@ class _FakeInbox:
 
     def record(self, message_id: str, message_type: str) -> None:
         self.staged[message_id] = message_type
+
+    def preload(self, message_ids: Iterable[str]) -> None:
+        pass  # nothing to gain in memory
 
 
 class _FakeProviderEvents:

@@ -90,6 +90,7 @@ class MessagePipeline:
     def _run_transaction(self, items: list[Decoded]) -> list[OutgoingMessage]:
         uow = self.uow_factory()
         with uow:
+            self._prefetch(uow, items)
             for item in items:
                 with structlog.contextvars.bound_contextvars(
                     message_id=item.context.message_id,
@@ -104,6 +105,20 @@ class MessagePipeline:
                     uow.inbox.record(item.context.message_id, item.context.message_type)
                     uow.collect()
             return uow.commit()
+
+    @staticmethod
+    def _prefetch(uow: AbstractUnitOfWork, items: list[Decoded]) -> None:
+        """One round trip per kind of lookup for the whole batch, instead of one per message."""
+        if len(items) < 2:
+            return
+        uow.inbox.preload(item.context.message_id for item in items)
+        by_route: dict[str, list[Decoded]] = {}
+        for item in items:
+            by_route.setdefault(item.context.message_type, []).append(item)
+        for group in by_route.values():
+            prefetch = group[0].route.prefetch
+            if prefetch is not None:
+                prefetch([item.message for item in group], uow)
 
     def _handle_alone(self, delivery: Delivery, item: Decoded) -> None:
         uow = self.uow_factory()

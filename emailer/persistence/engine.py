@@ -26,7 +26,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _sqlite_pragmas(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping (a round trip per checkout): a dead connection fails its transaction, the
+    # pool is invalidated and the message is retried; recycling keeps idle ones fresh.
+    kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 5)
     return create_engine(url, **kwargs)
 

@@ -7,6 +7,7 @@ check (a concurrent change raises ``ConcurrencyConflict``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -24,20 +25,32 @@ class SqlEmailRepository:
         self._identity: dict[str, Email] = {}
         self._new: list[Email] = []
         self._loaded_version: dict[str, int] = {}
+        self._absent: set[str] = set()
 
     # ------------------------------------------------------------------ port
 
     def add(self, email: Email) -> None:
+        self._absent.discard(email.id)
         self._identity[email.id] = email
         self._new.append(email)
 
     def get(self, email_id: str) -> Email | None:
         if email_id in self._identity:
             return self._identity[email_id]
+        if email_id in self._absent:
+            return None
         row = self.conn.execute(select(emails).where(emails.c.id == email_id)).mappings().first()
         if row is None:
             return None
         return self._load(row)
+
+    def preload(self, email_ids: Iterable[str]) -> None:
+        wanted = set(email_ids) - self._identity.keys()
+        if not wanted:
+            return
+        for row in self.conn.execute(select(emails).where(emails.c.id.in_(wanted))).mappings():
+            self._load(row)
+        self._absent |= wanted - self._identity.keys()
 
     def due(self, now: datetime, limit: int) -> list[Email]:
         query = (

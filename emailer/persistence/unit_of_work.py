@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -25,9 +26,23 @@ class _StagedIds:
 
 
 class SqlInbox(_StagedIds):
+    def __init__(self, conn: Connection, clock: Clock) -> None:
+        super().__init__(conn, clock)
+        self._checked: dict[str, bool] = {}
+
+    def preload(self, message_ids: Iterable[str]) -> None:
+        wanted = set(message_ids) - self._checked.keys()
+        if not wanted:
+            return
+        query = select(inbox.c.message_id).where(inbox.c.message_id.in_(wanted))
+        found = {row[0] for row in self.conn.execute(query)}
+        self._checked.update({m: m in found for m in wanted})
+
     def seen(self, message_id: str) -> bool:
         if message_id in self.staged:
             return True
+        if message_id in self._checked:
+            return self._checked[message_id]
         found = self.conn.execute(select(inbox.c.message_id).where(inbox.c.message_id == message_id))
         return found.first() is not None
 

@@ -71,6 +71,21 @@ def test_state_inbox_and_outbox_commit_together_or_not_at_all(engine: Engine) ->
         assert uow2.inbox.seen("m-1") and not uow2.inbox.seen("m-2")
 
 
+def test_preloading_a_batch_answers_like_one_by_one(engine: Engine) -> None:
+    clock = FakeClock()
+    stored = add_email(engine, clock)
+    with SqlUnitOfWork(engine, clock) as uow:
+        uow.emails.preload([stored.id, "missing-1"])
+        uow.inbox.preload(["m-1", "m-unknown"])
+        found = uow.emails.get(stored.id)
+        assert found is not None and found.recipients == stored.recipients
+        assert uow.emails.get("missing-1") is None
+        assert uow.inbox.seen("m-1") and not uow.inbox.seen("m-unknown")
+        fresh = Email.queue(send_email(email_id="missing-1", attachments=[]), [], clock.now(), POLICY)
+        uow.emails.add(fresh)  # known absent, then added: get returns it
+        assert uow.emails.get("missing-1") is fresh
+
+
 def test_a_stale_update_is_a_conflict(engine: Engine) -> None:
     clock = FakeClock()
     email = add_email(engine, clock)
