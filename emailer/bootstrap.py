@@ -50,6 +50,7 @@ class App:
         return SqlUnitOfWork(self.engine, self.clock, self.settings.input_queue)
 
     def close(self) -> None:
+        self.pipeline.close()
         self.bus.close()
         self.engine.dispose()
 
@@ -154,6 +155,13 @@ def bootstrap(
         breaker=breaker,
         registry=registry,
         relay=relay,
-        pipeline=MessagePipeline(registry, lambda: app.new_uow(), relay, bus, settings.crash_at),
+        pipeline=MessagePipeline(
+            registry,
+            lambda: app.new_uow(),
+            relay,
+            bus,
+            settings.crash_at,
+            concurrency=settings.dispatch_concurrency,
+        ),
     )
     return app

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     error_queue: str = "error"
     prefetch: int = Field(50, ge=1, le=10000)
     batch_size: int = Field(50, ge=1, le=10000, description="messages handled in one transaction")
+    dispatch_concurrency: int = Field(8, ge=1, le=256, description="provider calls in flight per worker")
 
     blob_store: Literal["local", "s3"] = "local"
     blob_dir: Path | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import structlog
@@ -49,6 +50,7 @@ class MessagePipeline:
         relay: OutboxRelay,
         errors: ErrorQueue,
         crash_at: str | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.registry = registry
         self.uow_factory = uow_factory
@@ -56,6 +58,9 @@ class MessagePipeline:
         self.errors = errors
         self.crash_at = crash_at
         self._failures: dict[str, int] = {}
+        self._pool = (
+            ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch") if concurrency > 1 else None
+        )
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ from the bus
@@ -70,9 +75,9 @@ class MessagePipeline:
         together = [(d, x) for d, x in decoded if x.route.transactional]
         if together:
             self._handle_together(together)
-        for delivery, item in decoded:
-            if not item.route.transactional:
-                self._handle_alone(delivery, item)
+        alone = [(d, x) for d, x in decoded if not x.route.transactional]
+        if alone:
+            self._handle_alone(alone)
 
     def _handle_together(self, items: list[tuple[Delivery, Decoded]]) -> None:
         try:
@@ -120,7 +125,24 @@ class MessagePipeline:
             if prefetch is not None:
                 prefetch([item.message for item in group], uow)
 
-    def _handle_alone(self, delivery: Delivery, item: Decoded) -> None:
+    def _handle_alone(self, items: list[tuple[Delivery, Decoded]]) -> None:
+        """Handlers that commit on their own (DispatchEmail): up to ``concurrency`` at once.
+
+        They wait on the provider, so they overlap in a thread pool; acks, failures
+        and the relay stay on the calling (consumer) thread, which owns the channel.
+        """
+        if self._pool is None or len(items) == 1:
+            results = [self._run_alone(item) for _, item in items]
+        else:
+            results = list(self._pool.map(self._run_alone, [item for _, item in items]))
+        for (delivery, _), (written, exc) in zip(items, results, strict=True):
+            if exc is None:
+                self._after_commit([delivery], written)
+            else:
+                self.relay.publish_committed(written)  # what it did commit before failing
+                self._failed(delivery, exc)
+
+    def _run_alone(self, item: Decoded) -> tuple[list[OutgoingMessage], Exception | None]:
         uow = self.uow_factory()
         uow.context = item.context
         with structlog.contextvars.bound_contextvars(
@@ -131,10 +153,8 @@ class MessagePipeline:
             try:
                 item.route.handler(item.message, uow)
             except Exception as exc:
-                self.relay.publish_committed(uow.take_committed())
-                self._failed(delivery, exc)
-                return
-        self._after_commit([delivery], uow.take_committed())
+                return uow.take_committed(), exc
+        return uow.take_committed(), None
 
     def _after_commit(self, deliveries: list[Delivery], written: list[OutgoingMessage]) -> None:
         crash_point(AFTER_COMMIT_BEFORE_PUBLISH, self.crash_at)
@@ -142,6 +162,10 @@ class MessagePipeline:
             delivery.ack()
             self._forget(delivery.message_id)
         self.relay.publish_committed(written)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     # ----------------------------------------------------------- in process
 

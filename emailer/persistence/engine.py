@@ -29,7 +29,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # No pre-ping (a round trip per checkout): a dead connection fails its transaction, the
     # pool is invalidated and the message is retried; recycling keeps idle ones fresh.
     kwargs.setdefault("pool_recycle", 1800)
-    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("pool_size", 10)  # consumer, dispatch threads, scheduler, sweep, gateway
+    kwargs.setdefault("max_overflow", 10)
     return create_engine(url, **kwargs)
 
 

@@ -155,3 +155,28 @@ def test_every_log_line_of_a_message_carries_its_ids(h: Harness) -> None:
         structlog.reset_defaults()
     lines = [e for e in captured.entries if e["event"] == "pipeline.duplicate_message_ignored"]
     assert lines and all(e["message_id"] == "m1" and e["correlation_id"] == "c-1" for e in lines)
+
+
+def test_dispatches_of_a_batch_overlap_and_are_acked_by_the_caller() -> None:
+    import threading
+
+    both_inside = threading.Barrier(2, timeout=5)
+    threads: set[str] = set()
+
+    def dispatch(message: DispatchEmail, uow: FakeUnitOfWork) -> None:
+        threads.add(threading.current_thread().name)
+        both_inside.wait()  # only passes if two dispatches run at the same time
+
+    clock, store = FakeClock(), _Store()
+    registry = Registry([Route(DispatchEmail, dispatch, transactional=False)])
+    pipeline = MessagePipeline(
+        registry, lambda: FakeUnitOfWork(clock, store), FakeRelay(), FakeErrorQueue(), concurrency=4
+    )  # type: ignore[arg-type]
+    batch = [
+        FakeDelivery(f"d{i}", "DispatchEmail", json.dumps({"email_id": f"e{i}"}).encode()) for i in range(2)
+    ]
+    try:
+        pipeline.handle_batch(batch)
+    finally:
+        pipeline.close()
+    assert all(d.acked for d in batch) and all(n.startswith("dispatch") for n in threads)
