@@ -3,46 +3,43 @@
 
 It knows nothing of handlers or the database. Publishing and consuming use
 separate connections: one thread consumes, any thread may publish (under a lock).
+On RabbitMQ a batch is published back-to-back and its confirms awaited together
+(``confirms.py``).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import structlog
-from amqp.exceptions import MessageNacked
 from kombu.connection import Connection
-from kombu.exceptions import OperationalError
 from kombu.message import Message
-from kombu.messaging import Producer
 
 from emailer.bus.consuming import BatchConsumer
 from emailer.bus.envelope import CORRELATION_ID_HEADER, Delivery, Envelope
-from emailer.bus.errors import BusUnavailable, PublishFailed, PublishNotConfirmed
+from emailer.bus.errors import BusUnavailable, describe
 from emailer.bus.failure import failure_headers, merge_headers
+from emailer.bus.publishing import CONFIRM_TIMEOUT, BatchPublisher, Outgoing, connection_errors
 from emailer.bus.topology import Topology
 
 _log = structlog.get_logger(__name__)
 
 OnBatch = Callable[[list[Delivery]], None]
-PERSISTENT = 2
 PING_TIMEOUT = 2.0
-# Bounded: a publish that cannot get through within a few seconds raises to the caller.
-PUBLISH_RETRY_POLICY: Mapping[str, float] = {
-    "max_retries": 3,
-    "interval_start": 0.0,
-    "interval_step": 0.5,
-    "interval_max": 2.0,
-}
 
 
 class KombuBus:
-    """The bus adapter. ``connect()`` (or ``with``) before use; ``close()`` after."""
+    """The bus adapter. ``connect()`` (or ``with``) before use; ``close()`` after.
+
+    ``confirm_timeout``: how long the broker may take to confirm a published
+    batch before ``publish`` gives up with ``BusUnavailable``. ``confirm=False``
+    publishes without confirms (fire and forget: a nack goes unnoticed, an
+    unroutable Send is only logged).
+    """
 
     def __init__(
         self,
@@ -51,18 +48,25 @@ class KombuBus:
         *,
         confirm: bool = True,
         connect_timeout: float = 10.0,
+        confirm_timeout: float = CONFIRM_TIMEOUT,
     ) -> None:
         self.topology = topology
         self._url = url
-        self._confirm = confirm
         self._connect_timeout = connect_timeout
         self._driver = Connection(url).transport.driver_type
-        self._publisher = self._new_connection(publishing=True)
-        self._consumer = self._new_connection(publishing=False)
+        self._publisher = self._new_connection()
+        self._consumer = self._new_connection()
         self._publish_lock = threading.Lock()
-        self._producer: Producer | None = None
-        self._returned: list[str] = []  # basic.return seen for the publish in progress
+        self._connected = False
         self.safe_url: str = url if self._driver == "memory" else self._publisher.as_uri()
+        self._publishing = BatchPublisher(
+            connection=self._publisher,
+            driver=self._driver,
+            confirm=confirm,
+            connect_timeout=connect_timeout,
+            confirm_timeout=confirm_timeout,
+            safe_url=self.safe_url,
+        )
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -73,14 +77,16 @@ class KombuBus:
         with self._publish_lock:
             try:
                 self.topology.declare(self._publisher.default_channel)
-            except self._connection_errors(self._publisher) as exc:
-                raise BusUnavailable(self.safe_url, _describe(exc)) from exc
-            self._producer = Producer(self._publisher, on_return=self._on_return)
+                self._publishing.open()
+            except connection_errors(self._publisher) as exc:
+                raise BusUnavailable(self.safe_url, describe(exc)) from exc
+            self._connected = True
 
     def close(self) -> None:
         """Close both connections. Stop ``consume`` (``should_stop``) before calling this."""
         with self._publish_lock:
-            self._producer = None
+            self._connected = False
+            self._publishing.forget()
             self._publisher.release()
         self._consumer.release()
 
@@ -112,32 +118,39 @@ class KombuBus:
         """Publish persistently; return only once the broker confirmed every envelope.
 
         Send goes to the default exchange (routing key = queue), Publish to the
-        events exchange (routing key = message type). A Send is ``mandatory``: one
-        the broker cannot route (no such queue) raises ``PublishFailed`` instead of
-        vanishing (RabbitMQ returns it before confirming). A dropped connection is
-        re-established within ``PUBLISH_RETRY_POLICY``; beyond it ``BusUnavailable``
-        is raised, a broker nack raises ``PublishNotConfirmed``. After a failure some
-        envelopes of the batch may already be on the bus: retry the whole batch
-        (message ids are stable, receivers dedupe).
+        events exchange (routing key = message type). The batch is written
+        back-to-back and the confirms are awaited together (``confirms.py``).
 
-        Seam for batching confirms: py-amqp's confirm mode waits for each
-        basic.ack before the next publish. Taking a batch lets a later version
-        publish them all and then wait for the confirms in flight, without changing
-        this contract.
+        * A Send is ``mandatory``: one the broker cannot route (no such queue)
+          raises ``PublishFailed`` naming it, once the broker has answered for
+          the whole batch, so every other envelope of the batch is then on the bus.
+        * A broker nack raises ``PublishNotConfirmed`` (likewise after the whole
+          batch was answered); a broker refusal (e.g. a missing exchange) raises
+          ``PublishFailed`` at once and the rest of the batch is not sent.
+        * A dropped connection is re-established within ``PUBLISH_RETRY_POLICY``
+          and then the WHOLE batch is published again (the confirms still in
+          flight on the old channel are lost with it), so envelopes already
+          confirmed there reach the bus twice; beyond the policy, or when the
+          broker does not answer within ``confirm_timeout``, ``BusUnavailable``
+          is raised.
+
+        After any failure some envelopes of the batch may already be on the bus:
+        retry the whole batch. That is safe because message ids are stable and
+        receivers dedupe.
         """
-        with self._publish_lock:
-            for envelope in envelopes:
-                exchange = "" if envelope.intent == "Send" else self.topology.events_exchange
-                properties: dict[str, Any] = {
-                    "message_id": envelope.message_id,
-                    "type": envelope.message_type,
-                }
-                correlation_id = envelope.headers.get(CORRELATION_ID_HEADER)
-                if correlation_id:
-                    properties["correlation_id"] = correlation_id
-                self._publish_locked(
+        outgoing: list[Outgoing] = []
+        for envelope in envelopes:
+            properties: dict[str, Any] = {
+                "message_id": envelope.message_id,
+                "type": envelope.message_type,
+            }
+            correlation_id = envelope.headers.get(CORRELATION_ID_HEADER)
+            if correlation_id:
+                properties["correlation_id"] = correlation_id
+            outgoing.append(
+                Outgoing(
                     envelope.body,
-                    exchange=exchange,
+                    exchange="" if envelope.intent == "Send" else self.topology.events_exchange,
                     routing_key=envelope.destination,
                     headers=dict(envelope.headers),
                     content_type="application/json",
@@ -145,6 +158,9 @@ class KombuBus:
                     properties=properties,
                     mandatory=envelope.intent == "Send",
                 )
+            )
+        with self._publish_lock:
+            self._publish_locked(outgoing)
 
     def send_to_error(
         self,
@@ -173,68 +189,24 @@ class KombuBus:
         for name in ("type", "correlation_id"):
             if original_props.get(name):
                 properties[name] = original_props[name]
+        error_copy = Outgoing(
+            delivery.body,
+            exchange="",
+            routing_key=self.topology.error_queue,
+            headers=merge_headers(original_headers, failure, extra_headers),
+            content_type=(message.content_type if message else None) or "application/octet-stream",
+            content_encoding=(message.content_encoding if message else None) or "binary",
+            properties=properties,
+            mandatory=True,
+        )
         with self._publish_lock:
-            self._publish_locked(
-                delivery.body,
-                exchange="",
-                routing_key=self.topology.error_queue,
-                headers=merge_headers(original_headers, failure, extra_headers),
-                content_type=(message.content_type if message else None) or "application/octet-stream",
-                content_encoding=(message.content_encoding if message else None) or "binary",
-                properties=properties,
-                mandatory=True,
-            )
+            self._publish_locked([error_copy])
         delivery.ack()
 
-    def _publish_locked(
-        self,
-        body: bytes,
-        *,
-        exchange: str,
-        routing_key: str,
-        headers: dict[str, Any],
-        content_type: str,
-        content_encoding: str,
-        properties: dict[str, Any],
-        mandatory: bool,
-    ) -> None:
-        if self._producer is None:
+    def _publish_locked(self, batch: list[Outgoing]) -> None:
+        if not self._connected:
             raise RuntimeError("KombuBus is not connected: call connect() first")
-        self._returned.clear()
-        try:
-            self._producer.publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                delivery_mode=PERSISTENT,
-                mandatory=mandatory,
-                content_type=content_type,
-                content_encoding=content_encoding,
-                headers=headers,
-                timestamp=int(time.time()),  # AMQP timestamp: whole seconds since the epoch
-                retry=True,
-                retry_policy=dict(PUBLISH_RETRY_POLICY),
-                **properties,
-            )
-        except MessageNacked as exc:
-            raise PublishNotConfirmed(
-                f"broker nacked {properties.get('message_id')} to {exchange or '(default)'}/{routing_key}"
-            ) from exc
-        except self._connection_errors(self._publisher) as exc:
-            raise BusUnavailable(self.safe_url, _describe(exc)) from exc
-        except self._publisher.channel_errors as exc:
-            raise PublishFailed(
-                f"publish to {exchange or '(default)'}/{routing_key} refused: {_describe(exc)}"
-            ) from exc
-        if self._returned:
-            raise PublishFailed(
-                f"{properties.get('message_id')} to {exchange or '(default)'}/{routing_key} "
-                f"was returned unroutable: {self._returned[0]}"
-            )
-
-    def _on_return(self, exc: BaseException, exchange: str, routing_key: str, message: Any) -> None:
-        # py-amqp calls this while waiting for the confirm, in the publishing thread.
-        self._returned.append(str(exc))
+        self._publishing.publish(batch)
 
     # -- consuming ---------------------------------------------------------------
 
@@ -258,7 +230,7 @@ class KombuBus:
         """
         if prefetch < 1 or max_batch < 1:
             raise ValueError("prefetch and max_batch must be at least 1")
-        if self._producer is None:
+        if not self._connected:
             raise RuntimeError("KombuBus is not connected: call connect() first")
         BatchConsumer(
             connection=self._consumer,
@@ -275,12 +247,12 @@ class KombuBus:
 
     # -- connections -------------------------------------------------------------
 
-    def _new_connection(self, *, publishing: bool, timeout: float | None = None) -> Connection:
+    def _new_connection(self, *, timeout: float | None = None) -> Connection:
+        # No ``confirm_publish`` transport option: py-amqp would then wait for each
+        # confirm in turn. BatchPublisher selects confirm mode on its channel.
         options: dict[str, Any] = {}
         if self._driver == "memory":
             options["polling_interval"] = 0.005
-        elif self._driver == "amqp" and publishing and self._confirm:
-            options["confirm_publish"] = True
         return Connection(
             self._url,
             connect_timeout=timeout or self._connect_timeout,
@@ -289,7 +261,7 @@ class KombuBus:
 
     def _ensure_connected(self, connection: Connection, max_retries: int) -> None:
         def retrying(exc: BaseException, interval: float) -> None:
-            _log.warning("bus.connect_retry", url=self.safe_url, error=_describe(exc), retry_in=interval)
+            _log.warning("bus.connect_retry", url=self.safe_url, error=describe(exc), retry_in=interval)
 
         try:
             connection.ensure_connection(
@@ -299,11 +271,11 @@ class KombuBus:
                 interval_step=1.0,
                 interval_max=4.0,
             )
-        except self._connection_errors(connection) as exc:
-            raise BusUnavailable(self.safe_url, _describe(exc)) from exc
+        except connection_errors(connection) as exc:
+            raise BusUnavailable(self.safe_url, describe(exc)) from exc
 
     def _probe(self, timeout: float) -> bool:
-        connection = self._new_connection(publishing=False, timeout=timeout)
+        connection = self._new_connection(timeout=timeout)
         try:
             connection.ensure_connection(max_retries=0, timeout=timeout)
             return True
@@ -311,15 +283,3 @@ class KombuBus:
             return False
         finally:
             connection.release()
-
-    @staticmethod
-    def _connection_errors(connection: Connection) -> tuple[type[BaseException], ...]:
-        return (
-            OperationalError,
-            OSError,
-            *connection.connection_errors,
-        )
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"

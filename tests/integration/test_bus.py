@@ -12,9 +12,11 @@ import re
 import socket
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,7 +25,16 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Producer
 
-from emailer.bus import BusUnavailable, Delivery, Envelope, KombuBus, PublishFailed, Topology
+from emailer.bus import (
+    BusUnavailable,
+    Delivery,
+    Envelope,
+    KombuBus,
+    PublishFailed,
+    PublishNotConfirmed,
+    Topology,
+)
+from emailer.bus.confirms import ConfirmTimeout, ConfirmTracker
 from emailer.bus.failure import MAX_STACK_TRACE_BYTES, failure_headers
 
 WAIT = 5.0  # seconds: the longest any condition below may take to become true
@@ -76,6 +87,13 @@ class Broker:
             assert time.monotonic() < deadline, f"nothing arrived on {queue} within {WAIT}s"
             time.sleep(0.005)
         return message
+
+    def drain_ids(self, queue: str) -> list[str]:
+        """Take every message off ``queue``; their message ids, in queue order."""
+        ids: list[str] = []
+        while (message := self.get(queue)) is not None:
+            ids.append(message.properties["message_id"])
+        return ids
 
     def depth(self, queue: str) -> int:
         """Messages ready on ``queue`` (RabbitMQ: not counting unacked ones)."""
@@ -263,6 +281,19 @@ def test_publish_reaches_subscribers_bound_to_its_type(bus: KombuBus, broker: Br
         assert broker.get(queue) is None
     assert broker.get(other) is None
     assert broker.depth(broker.topology.input_queue) == 0
+
+
+def test_a_batch_of_500_is_published_in_one_call(bus: KombuBus, broker: Broker) -> None:
+    subscriber = broker.subscribe(f"{broker.topology.input_queue}.all", "#")
+    events = [
+        envelope(n, broker.topology, message_type="EmailQueued", intent="Publish", destination="EmailQueued")
+        for n in range(500)
+    ]
+
+    bus.publish(events)  # returns once all 500 are confirmed
+
+    assert broker.depth(subscriber) == 500
+    assert sorted(broker.drain_ids(subscriber)) == sorted(f"msg-{n}" for n in range(500))
 
 
 def test_batches_respect_max_batch_and_unacked_come_again(bus: KombuBus, broker: Broker) -> None:
@@ -470,3 +501,232 @@ def test_a_send_rabbitmq_cannot_route_raises(rabbitmq_url: str, topology: Topolo
             assert broker.get(topology.input_queue) is None
     finally:
         broker.remove_everything()
+
+
+@pytest.mark.rabbitmq
+def test_an_unroutable_send_fails_its_batch_but_the_rest_of_it_arrives(
+    rabbitmq_url: str, topology: Topology
+) -> None:
+    broker = Broker(rabbitmq_url, topology)
+    nowhere = envelope(99, topology, destination=f"{topology.input_queue}.nowhere")
+    batch = [envelope(n, topology) for n in range(10)]
+    batch.insert(5, nowhere)
+    try:
+        with KombuBus(rabbitmq_url, topology, connect_timeout=3) as bus:
+            with pytest.raises(PublishFailed, match="unroutable") as caught:
+                bus.publish(batch)
+            assert type(caught.value) is PublishFailed  # returned, not nacked
+            assert f"1 message(s) returned unroutable: msg-99 to (default)/{nowhere.destination}" in str(
+                caught.value
+            )
+
+            # Raised only once the whole batch was answered: the others are all on the bus.
+            assert sorted(broker.drain_ids(topology.input_queue)) == sorted(f"msg-{n}" for n in range(10))
+
+            bus.publish([envelope(10, topology)])  # the channel is still usable, confirms in step
+            assert broker.drain_ids(topology.input_queue) == ["msg-10"]
+    finally:
+        broker.remove_everything()
+
+
+@pytest.mark.rabbitmq
+def test_a_refused_publish_fails_the_batch_and_the_next_one_goes_through(
+    rabbitmq_url: str, topology: Topology
+) -> None:
+    broker = Broker(rabbitmq_url, topology)
+    event = envelope(1, topology, message_type="EmailQueued", intent="Publish", destination="EmailQueued")
+    try:
+        with KombuBus(rabbitmq_url, topology, connect_timeout=3) as bus:
+            broker.channel.exchange_delete(topology.events_exchange)  # the broker closes the channel
+
+            with pytest.raises(PublishFailed, match="refused"):
+                bus.publish([event, envelope(2, topology)])
+
+            bus.publish([envelope(3, topology)])  # on a new channel, in confirm mode again
+            assert broker.drain_ids(topology.input_queue) == ["msg-3"]
+    finally:
+        broker.remove_everything()
+
+
+@pytest.mark.rabbitmq
+def test_a_connection_dropped_mid_batch_republishes_the_whole_batch(
+    rabbitmq_url: str, topology: Topology
+) -> None:
+    broker = Broker(rabbitmq_url, topology)
+    batch = [envelope(n, topology) for n in range(300)]
+    dropped_at: list[int] = []
+    try:
+        with KombuBus(rabbitmq_url, topology, connect_timeout=3) as bus:
+            first_channel = bus._publishing._channel
+
+            def drop_once(delivery_tag: int, multiple: bool) -> None:
+                # The broker confirmed part of the batch; the rest is still in flight.
+                if delivery_tag >= 100 and not dropped_at:
+                    dropped_at.append(delivery_tag)
+                    _drop(bus._publisher)
+
+            first_channel.events["basic_ack"].add(drop_once)
+            bus.publish(batch)  # reconnects, publishes the batch again, confirmed
+
+            assert dropped_at, "the connection was not dropped"
+            assert bus._publishing._channel is not first_channel
+            ids = broker.drain_ids(topology.input_queue)
+    finally:
+        broker.remove_everything()
+
+    assert set(ids) == {f"msg-{n}" for n in range(300)}  # every envelope, at least once
+    # As documented, the whole batch went again: what was confirmed before the drop
+    # is there twice (delivery tag n is the n-th publish on the first channel).
+    assert ids.count(f"msg-{dropped_at[0] - 1}") == 2
+    assert max(ids.count(id_) for id_ in set(ids)) == 2
+
+
+@pytest.mark.rabbitmq
+def test_a_broker_gone_for_good_raises_bus_unavailable_after_the_retries(
+    rabbitmq_url: str, topology: Topology
+) -> None:
+    broker = Broker(rabbitmq_url, topology)
+    try:
+        with KombuBus(rabbitmq_url, topology, connect_timeout=1) as bus:
+            bus._publisher.port = 1  # where the publisher reconnects to: nothing listens there
+            _drop(bus._publisher)
+
+            started = time.monotonic()
+            with pytest.raises(BusUnavailable) as caught:
+                bus.publish([envelope(n, topology) for n in range(10)])
+
+            assert "guest:guest" not in str(caught.value)
+            assert time.monotonic() - started >= 1.5  # 3 retries, 0 + 0.5 + 1.0 s apart
+    finally:
+        broker.remove_everything()
+
+
+# -- the confirm tracker, without a broker --------------------------------------------
+
+
+Answer = tuple[Any, ...]  # (event, *arguments py-amqp passes to its callbacks)
+
+
+class FakeChannel:
+    """The few parts of a py-amqp channel ``ConfirmTracker`` uses; plays the broker too.
+
+    ``answers`` are what the broker sends, one per ``drain_events`` (py-amqp reads
+    one method per call); with none left, ``drain_events`` times out.
+    """
+
+    def __init__(self) -> None:
+        self.events: defaultdict[str, set[Callable[..., None]]] = defaultdict(set)
+        self.confirm_selected = 0
+        self.published: list[tuple[Any, str, str, bool]] = []
+        self.answers: list[Answer] = []
+        self.connection = self
+
+    def confirm_select(self) -> None:
+        self.confirm_selected += 1
+
+    def basic_publish(self, message: Any, *, exchange: str, routing_key: str, mandatory: bool) -> None:
+        self.published.append((message, exchange, routing_key, mandatory))
+
+    def drain_events(self, timeout: float) -> None:
+        if not self.answers:
+            time.sleep(min(timeout, 0.01))
+            raise TimeoutError
+        self.send(self.answers.pop(0))
+
+    def send(self, answer: Answer) -> None:
+        event, *arguments = answer
+        for callback in list(self.events[event]):
+            callback(*arguments)
+
+
+def ack(tag: int, multiple: bool = False) -> Answer:
+    return ("basic_ack", tag, multiple)
+
+
+def nack(tag: int, multiple: bool = False) -> Answer:
+    return ("basic_nack", tag, multiple)
+
+
+def returned(message_id: str, routing_key: str) -> Answer:
+    message = SimpleNamespace(properties={"message_id": message_id})
+    return ("basic_return", RuntimeError("Basic.return: (312) NO_ROUTE"), "", routing_key, message)
+
+
+def publish_fake(tracker: ConfirmTracker, *numbers: int) -> None:
+    for n in numbers:
+        tracker.publish(f"body-{n}", label=f"msg-{n}", exchange="", routing_key="q", mandatory=True)
+
+
+def test_the_tracker_selects_confirms_and_waits_for_acks_in_any_order() -> None:
+    channel = FakeChannel()
+    tracker = ConfirmTracker(channel)
+    assert channel.confirm_selected == 1
+
+    publish_fake(tracker, 1, 2, 3)
+    channel.answers = [ack(2), ack(3), ack(1)]
+    tracker.wait(timeout=1)
+
+    assert tracker.unconfirmed == 0 and not channel.answers
+    assert [routing_key for _, _, routing_key, _ in channel.published] == ["q", "q", "q"]
+
+
+def test_the_tracker_honours_multiple_and_acks_taken_in_while_publishing() -> None:
+    channel = FakeChannel()
+    tracker = ConfirmTracker(channel)
+
+    publish_fake(tracker, 1, 2, 3)
+    channel.send(ack(2, multiple=True))  # py-amqp reads it while publishing the next one
+    assert tracker.unconfirmed == 1
+    publish_fake(tracker, 4, 5)
+    channel.answers = [ack(4), ack(5, multiple=True)]
+    tracker.wait(timeout=1)
+
+    assert tracker.unconfirmed == 0 and not channel.answers
+
+
+def test_the_tracker_reports_nacks_once_the_whole_batch_was_answered() -> None:
+    channel = FakeChannel()
+    tracker = ConfirmTracker(channel)
+
+    publish_fake(tracker, 1, 2, 3, 4)
+    channel.answers = [ack(1), nack(3, multiple=True), ack(4)]
+    with pytest.raises(PublishNotConfirmed) as caught:
+        tracker.wait(timeout=1)
+
+    assert not channel.answers  # it waited for tag 4 before raising
+    message = str(caught.value)
+    assert "msg-2" in message and "msg-3" in message
+    assert "msg-1" not in message and "msg-4" not in message
+
+    # Reported once: the next batch on the same channel goes on at tag 5, clean.
+    publish_fake(tracker, 5)
+    channel.answers = [ack(5)]
+    tracker.wait(timeout=1)
+
+
+def test_the_tracker_reports_a_return_matched_by_message_id() -> None:
+    channel = FakeChannel()
+    tracker = ConfirmTracker(channel)
+
+    publish_fake(tracker, 1, 2)
+    # RabbitMQ: basic.return first, then the basic.ack for the same message.
+    channel.answers = [returned("msg-2", "nowhere"), ack(2, multiple=True)]
+    with pytest.raises(PublishFailed, match="unroutable") as caught:
+        tracker.wait(timeout=1)
+
+    assert type(caught.value) is PublishFailed
+    assert "msg-2 to (default)/nowhere" in str(caught.value)
+    assert tracker.unconfirmed == 0
+
+
+def test_the_tracker_times_out_on_missing_confirms_and_detaches() -> None:
+    channel = FakeChannel()
+    tracker = ConfirmTracker(channel)
+
+    publish_fake(tracker, 1, 2)
+    channel.answers = [ack(1)]
+    with pytest.raises(ConfirmTimeout, match="1 message.*msg-2"):
+        tracker.wait(timeout=0.05)
+
+    tracker.detach()
+    assert not any(channel.events.values())
