@@ -7,6 +7,7 @@ import email.policy
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,8 +31,18 @@ def cli(workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedP
     )
 
 
-def start_run(workdir: Path, env: dict[str, str]) -> Process:
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Every process a test starts is stopped at teardown, whatever the test's outcome."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def start_run(workdir: Path, env: dict[str, str], processes: list[Process]) -> Process:
     process = Process(["run"], env, workdir)
+    processes.append(process)
     process.wait_for_line("Emailer is running", timeout=60)
     url = f"http://127.0.0.1:{env['EMAILER_GATEWAY_PORT']}/healthz"
     wait_until(lambda: answers(url), 30, "the gateway to listen")
@@ -49,68 +60,64 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def test_send_with_an_attachment_lands_as_an_eml_file(tmp_path: Path, env: dict[str, str]) -> None:
-    run = start_run(tmp_path, env)
-    try:
-        attachment = tmp_path / "report.bin"
-        attachment.write_bytes(bytes(range(256)) * 4)
-        sent = cli(
-            tmp_path,
-            env,
-            "send",
-            "--to",
-            "ann@example.com",
-            "--cc",
-            "bob@example.org",
-            "--subject",
-            "Quarterly report",
-            "--text",
-            "See attached.",
-            "--attach",
-            str(attachment),
-            "--email-id",
-            "report-q3",
-        )
-        assert sent.returncode == 0, sent.stderr
-        eml = tmp_path / "var" / "mail" / "report-q3.eml"
-        wait_until(eml.exists, 30, "the .eml file")
-        message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
-        assert message["Subject"] == "Quarterly report"
-        assert message["To"] == "ann@example.com" and message["Cc"] == "bob@example.org"
-        [part] = list(message.iter_attachments())
-        assert part.get_filename() == "report.bin" and part.get_content() == attachment.read_bytes()
-        assert message.get_body(("plain",)).get_content().strip() == "See attached."
+def test_send_with_an_attachment_lands_as_an_eml_file(
+    tmp_path: Path, env: dict[str, str], processes: list[Process]
+) -> None:
+    start_run(tmp_path, env, processes)
+    attachment = tmp_path / "report.bin"
+    attachment.write_bytes(bytes(range(256)) * 4)
+    sent = cli(
+        tmp_path,
+        env,
+        "send",
+        "--to",
+        "ann@example.com",
+        "--cc",
+        "bob@example.org",
+        "--subject",
+        "Quarterly report",
+        "--text",
+        "See attached.",
+        "--attach",
+        str(attachment),
+        "--email-id",
+        "report-q3",
+    )
+    assert sent.returncode == 0, sent.stderr
+    eml = tmp_path / "var" / "mail" / "report-q3.eml"
+    wait_until(eml.exists, 30, "the .eml file")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert message["Subject"] == "Quarterly report"
+    assert message["To"] == "ann@example.com" and message["Cc"] == "bob@example.org"
+    [part] = list(message.iter_attachments())
+    assert part.get_filename() == "report.bin" and part.get_content() == attachment.read_bytes()
+    assert message.get_body(("plain",)).get_content().strip() == "See attached."
 
-        status = cli(tmp_path, env, "status", "report-q3")
-        assert status.returncode == 0, status.stderr
-        assert "ACCEPTED" in status.stdout
-        for step in ("queued", "attempt_started", "accepted", "recipient_delivered"):
-            assert step in status.stdout
-        as_json = json.loads(cli(tmp_path, env, "status", "report-q3", "--json").stdout)
-        assert as_json["attachments"][0]["size"] == 1024
-        assert [r["status"] for r in as_json["recipients"]] == ["delivered", "delivered"]
-    finally:
-        run.stop()
+    status = cli(tmp_path, env, "status", "report-q3")
+    assert status.returncode == 0, status.stderr
+    assert "ACCEPTED" in status.stdout
+    for step in ("queued", "attempt_started", "accepted", "recipient_delivered"):
+        assert step in status.stdout
+    as_json = json.loads(cli(tmp_path, env, "status", "report-q3", "--json").stdout)
+    assert as_json["attachments"][0]["size"] == 1024
+    assert [r["status"] for r in as_json["recipients"]] == ["delivered", "delivered"]
 
 
 def test_a_command_committed_before_a_crash_is_sent_after_restart(
-    tmp_path: Path, env: dict[str, str]
+    tmp_path: Path, env: dict[str, str], processes: list[Process]
 ) -> None:
-    crashing = start_run(tmp_path, {**env, "EMAILER_CRASH_AT": AFTER_COMMIT_BEFORE_PUBLISH})
+    crashing = start_run(tmp_path, {**env, "EMAILER_CRASH_AT": AFTER_COMMIT_BEFORE_PUBLISH}, processes)
     payload = send_email_payload()
     with pytest.raises(httpx.RemoteProtocolError):  # the process dies after the commit, before answering
         httpx.post(f"http://127.0.0.1:{env['EMAILER_GATEWAY_PORT']}/v1/emails", json=payload, timeout=30)
     assert crashing.wait_exit(30) == -9
     eml = tmp_path / "var" / "mail" / f"{payload['email_id']}.eml"
     assert not eml.exists()
-    run = start_run(tmp_path, env)
-    try:
-        wait_until(eml.exists, 30, "the email to go out after the restart")
-        status = json.loads(cli(tmp_path, env, "status", payload["email_id"], "--json").stdout)
-        assert status["status"] == "accepted" and status["attempts"] == 1
-        assert len(list((tmp_path / "var" / "mail").glob("*.eml"))) == 1
-    finally:
-        run.stop()
+    start_run(tmp_path, env, processes)
+    wait_until(eml.exists, 30, "the email to go out after the restart")
+    status = json.loads(cli(tmp_path, env, "status", payload["email_id"], "--json").stdout)
+    assert status["status"] == "accepted" and status["attempts"] == 1
+    assert len(list((tmp_path / "var" / "mail").glob("*.eml"))) == 1
 
 
 def test_bad_configuration_stops_start_up_naming_the_variable(tmp_path: Path, env: dict[str, str]) -> None:
