@@ -89,6 +89,16 @@ def test_same_email_id_twice_yields_one_email_and_one_event(uow, blobs, clock) -
     assert len(uow.published("EmailQueued")) == 1 and len(uow.published("DispatchEmail")) == 1
 
 
+def test_send_at_in_the_future_waits_for_the_scheduler(uow, blobs, clock) -> None:
+    email_id = accept(uow, blobs, clock, send_at=(clock.now() + timedelta(minutes=10)).isoformat())
+    assert uow.published("DispatchEmail") == []
+    assert schedule_due(uow, clock, POLICY) == 0
+    clock.advance(600)
+    assert schedule_due(uow, clock, POLICY) == 1
+    [dispatch_command] = uow.published("DispatchEmail")
+    assert json.loads(dispatch_command.body) == {"email_id": email_id}
+
+
 def test_a_reference_to_a_missing_blob_is_invalid(uow, blobs, clock) -> None:
     with pytest.raises(InvalidMessage, match="no blob"):
         accept(uow, blobs, clock, attachments=[{"filename": "a.txt", "sha256": "b" * 64}])
