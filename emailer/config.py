@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     scheduler_interval: float = Field(1.0, gt=0)
     outbox_sweep_interval: float = Field(5.0, gt=0)
     outbox_sweep_after: float = Field(10.0, ge=0, description="age before the sweep takes a row")
+    outbox_retention: float = Field(86400.0, gt=0, description="seconds a sent outbox row is kept")
+    inbox_retention: float = Field(7 * 86400.0, gt=0, description="seconds a handled message id is kept")
+    housekeeping_interval: float = Field(600.0, gt=0)
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

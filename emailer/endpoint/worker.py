@@ -46,6 +46,7 @@ class Worker:
             consumer,
             Ticker("scheduler", s.scheduler_interval, self.schedule_once, self.stopping),
             Ticker("outbox-sweep", s.outbox_sweep_interval, self.sweep_once, self.stopping),
+            Ticker("housekeeping", s.housekeeping_interval, self.housekeeping_once, self.stopping),
         ]
         for t in self.threads:
             t.start()
@@ -73,6 +74,15 @@ class Worker:
 
     def sweep_once(self) -> int:
         return self.app.relay.sweep(timedelta(seconds=self.app.settings.outbox_sweep_after))
+
+    def housekeeping_once(self) -> tuple[int, int]:
+        s, now = self.app.settings, self.app.clock.now()
+        purged = self.app.relay.store.purge(
+            now - timedelta(seconds=s.outbox_retention), now - timedelta(seconds=s.inbox_retention)
+        )
+        if any(purged):
+            log.info("worker.housekeeping", outbox_rows=purged[0], inbox_ids=purged[1])
+        return purged
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()

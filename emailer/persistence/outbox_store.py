@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 
-from emailer.persistence.tables import outbox
+from emailer.persistence.tables import inbox, outbox
 from handlers.context import OutgoingMessage
 
 
@@ -70,6 +70,21 @@ class OutboxStore:
                 .values(dispatched_at=now)
             )
         return len(rows)
+
+    def purge(self, dispatched_before: datetime, handled_before: datetime) -> tuple[int, int]:
+        """Delete outbox rows sent before ``dispatched_before`` and inbox ids older than ``handled_before``.
+
+        Both tables would otherwise grow forever. An inbox id kept longer than any
+        redelivery can take is enough; SendEmail is deduplicated by email id anyway.
+        """
+        with self.engine.begin() as conn:
+            sent = conn.execute(
+                delete(outbox).where(
+                    outbox.c.dispatched_at.is_not(None), outbox.c.dispatched_at < dispatched_before
+                )
+            ).rowcount
+            handled = conn.execute(delete(inbox).where(inbox.c.handled_at < handled_before)).rowcount
+        return sent, handled
 
     def pending_count(self) -> int:
         with self.engine.connect() as conn:

@@ -156,6 +156,18 @@ def test_outbox_sweep_publishes_pending_rows_once(engine: Engine) -> None:
     assert len(published) == 1 and store.pending_count() == 0
 
 
+def test_housekeeping_purges_only_what_is_old_and_done(engine: Engine) -> None:
+    clock = FakeClock()
+    add_email(engine, clock)  # an inbox id and one outbox row, not sent yet
+    store = OutboxStore(engine)
+    later = clock.now() + timedelta(days=30)
+    assert store.purge(later, clock.now() - timedelta(days=1)) == (0, 0)  # pending rows are never purged
+    store.sweep(lambda rows: None, clock.now(), timedelta(0))
+    assert store.purge(clock.now(), clock.now()) == (0, 0)  # sent just now: kept
+    assert store.purge(later, later) == (1, 1)
+    assert count(engine, outbox) == 0 and count(engine, inbox) == 0 and count(engine, emails) == 1
+
+
 def test_a_failed_publish_leaves_rows_pending(engine: Engine) -> None:
     clock = FakeClock()
     add_email(engine, clock)
