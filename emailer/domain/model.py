@@ -39,7 +39,7 @@ from contracts import (
 from emailer.domain.errors import IllegalTransition
 from emailer.domain.reports import REPORT_RULES, report_unknown
 from emailer.domain.retry import RetryPolicy
-from emailer.domain.status import FINAL, EmailStatus, RecipientStatus
+from emailer.domain.status import EmailStatus, RecipientStatus
 
 
 @dataclass
@@ -301,37 +301,6 @@ class Email:
     def _recipient(self, address: str) -> Recipient | None:
         wanted = address.lower()
         return next((r for r in self.recipients if r.address.lower() == wanted), None)
-
-    def _set_recipient(self, recipient: Recipient, status: RecipientStatus, report: DeliveryReport) -> bool:
-        """Move a recipient to ``status`` if the report is not stale; True if it moved."""
-        if recipient.status in FINAL and (
-            status is RecipientStatus.DEFERRED
-            or (recipient.status_at is not None and report.occurred_at <= recipient.status_at)
-            or recipient.status is status
-        ):
-            return False
-        stale_deferral = (
-            recipient.status is RecipientStatus.DEFERRED is status
-            and recipient.status_at is not None
-            and report.occurred_at < recipient.status_at
-        )
-        if stale_deferral:
-            return False
-        recipient.status = status
-        recipient.status_reason = report.reason
-        recipient.status_at = report.occurred_at
-        recipient.changed = True
-        return True
-
-    def _recipient_event_fields(self, recipient: Recipient, report: DeliveryReport) -> dict[str, Any]:
-        return {
-            "email_id": self.id,
-            "metadata": self.metadata,
-            "occurred_at": report.occurred_at,
-            "recipient": recipient.address,
-            "provider": report.provider,
-            "provider_message_id": report.provider_message_id or self.provider_message_id,
-        }
 
     # ----------------------------------------------------------------- guards
 

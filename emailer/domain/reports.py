@@ -6,7 +6,7 @@ nothing and emit nothing; an open or click implies delivery.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from contracts import (
     DeliveryReport,
@@ -25,22 +25,61 @@ if TYPE_CHECKING:
     from emailer.domain.model import Email, Recipient
 
 
+def move_recipient(recipient: Recipient, status: RecipientStatus, report: DeliveryReport) -> bool:
+    """Move a recipient to ``status`` unless the report is stale or a repeat; True if it moved.
+
+    A final state (delivered, failed) is left only for another final state that
+    happened later (an asynchronous bounce after delivery); a deferral never
+    undoes a final state, nor an older deferral a newer one.
+    """
+    if recipient.status in FINAL and (
+        status is RecipientStatus.DEFERRED
+        or (recipient.status_at is not None and report.occurred_at <= recipient.status_at)
+        or recipient.status is status
+    ):
+        return False
+    stale_deferral = (
+        recipient.status is RecipientStatus.DEFERRED is status
+        and recipient.status_at is not None
+        and report.occurred_at < recipient.status_at
+    )
+    if stale_deferral:
+        return False
+    recipient.status = status
+    recipient.status_reason = report.reason
+    recipient.status_at = report.occurred_at
+    recipient.changed = True
+    return True
+
+
+def event_fields(email: Email, recipient: Recipient, report: DeliveryReport) -> dict[str, Any]:
+    """The fields every per-recipient event carries."""
+    return {
+        "email_id": email.id,
+        "metadata": email.metadata,
+        "occurred_at": report.occurred_at,
+        "recipient": recipient.address,
+        "provider": report.provider,
+        "provider_message_id": report.provider_message_id or email.provider_message_id,
+    }
+
+
 def _report_delivered(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    if email._set_recipient(r, RecipientStatus.DELIVERED, report):
+    if move_recipient(r, RecipientStatus.DELIVERED, report):
         email._record(report.occurred_at, "recipient_delivered", {"recipient": r.address})
-        email._emit(EmailRecipientDelivered(**email._recipient_event_fields(r, report)))
+        email._emit(EmailRecipientDelivered(**event_fields(email, r, report)))
 
 
 def _report_deferred(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    if email._set_recipient(r, RecipientStatus.DEFERRED, report):
+    if move_recipient(r, RecipientStatus.DEFERRED, report):
         email._record(
             report.occurred_at, "recipient_deferred", {"recipient": r.address, "reason": report.reason}
         )
-        email._emit(EmailRecipientDeferred(**email._recipient_event_fields(r, report), reason=report.reason))
+        email._emit(EmailRecipientDeferred(**event_fields(email, r, report), reason=report.reason))
 
 
 def _report_failed(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    if email._set_recipient(r, RecipientStatus.FAILED, report):
+    if move_recipient(r, RecipientStatus.FAILED, report):
         failure = cast(Literal["bounced", "dropped", "blocked"], report.kind.value)
         email._record(
             report.occurred_at,
@@ -49,7 +88,7 @@ def _report_failed(email: Email, r: Recipient, report: DeliveryReport) -> None:
         )
         email._emit(
             EmailRecipientDeliveryFailed(
-                **email._recipient_event_fields(r, report),
+                **event_fields(email, r, report),
                 failure=failure,
                 reason=report.reason,
             )
@@ -67,9 +106,7 @@ def _report_opened(email: Email, r: Recipient, report: DeliveryReport) -> None:
     r.opens += 1
     r.changed = True
     email._record(report.occurred_at, "recipient_opened", {"recipient": r.address})
-    email._emit(
-        EmailRecipientOpened(**email._recipient_event_fields(r, report), user_agent=report.user_agent)
-    )
+    email._emit(EmailRecipientOpened(**event_fields(email, r, report), user_agent=report.user_agent))
 
 
 def _report_clicked(email: Email, r: Recipient, report: DeliveryReport) -> None:
@@ -78,9 +115,7 @@ def _report_clicked(email: Email, r: Recipient, report: DeliveryReport) -> None:
     r.changed = True
     email._record(report.occurred_at, "recipient_clicked", {"recipient": r.address, "url": report.url})
     email._emit(
-        EmailRecipientClicked(
-            **email._recipient_event_fields(r, report), url=report.url, user_agent=report.user_agent
-        )
+        EmailRecipientClicked(**event_fields(email, r, report), url=report.url, user_agent=report.user_agent)
     )
 
 
@@ -88,14 +123,14 @@ def _report_complained(email: Email, r: Recipient, report: DeliveryReport) -> No
     if not r.complained:
         r.complained = r.changed = True
         email._record(report.occurred_at, "recipient_complained", {"recipient": r.address})
-        email._emit(EmailRecipientComplained(**email._recipient_event_fields(r, report)))
+        email._emit(EmailRecipientComplained(**event_fields(email, r, report)))
 
 
 def _report_unsubscribed(email: Email, r: Recipient, report: DeliveryReport) -> None:
     if not r.unsubscribed:
         r.unsubscribed = r.changed = True
         email._record(report.occurred_at, "recipient_unsubscribed", {"recipient": r.address})
-        email._emit(EmailRecipientUnsubscribed(**email._recipient_event_fields(r, report)))
+        email._emit(EmailRecipientUnsubscribed(**event_fields(email, r, report)))
 
 
 def _report_processed(email: Email, r: Recipient, report: DeliveryReport) -> None:
