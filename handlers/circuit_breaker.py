@@ -42,7 +42,3 @@ class CircuitBreaker:
             self._trial_running = False
             if self._failures >= self.threshold:
                 self._open_until = now + self.cooldown
-
-    @property
-    def is_open(self) -> bool:
-        return self._open_until is not None
