@@ -64,7 +64,7 @@ class Sandbox:
         self.log_path = workdir / "sandbox.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [python, "-m", "emailer.cli", "sandbox", "--port", "0"],
+            [python, "-m", "emailer.entrypoints.cli", "sandbox", "--port", "0"],
             env=env, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.url = self._wait_listening(timeout)

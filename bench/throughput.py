@@ -251,7 +251,7 @@ class Stack:
     """What one run owns: names, a work directory, a database, the sandbox, a broker connection."""
 
     run_id: str
-    topology: Any  # emailer.bus.Topology
+    topology: Any  # emailer.adapters.bus.Topology
     sink_queue: str
     workdir: Path
     db_name: str
@@ -266,7 +266,7 @@ def stack(python: str, keep_db: bool) -> Any:
     """Set everything up; on leaving, tear it all down again (each step on its own)."""
     from kombu import Connection
 
-    from emailer.bus import Topology
+    from emailer.adapters.bus import Topology
 
     run_id = secrets.token_hex(4)
     prefix = f"bench-{run_id}"
@@ -341,9 +341,9 @@ def emailer_settings(s: Stack, args: argparse.Namespace) -> Any:
 
 
 def run_ours(args: argparse.Namespace, python: str) -> dict[str, Any]:
+    from emailer.adapters.persistence.schema import upgrade
     from emailer.bootstrap import bootstrap
-    from emailer.endpoint.worker import Worker
-    from emailer.persistence.schema import upgrade
+    from emailer.entrypoints.worker import Worker
 
     with stack(python, args.keep) as s, contextlib.ExitStack() as cleanup:
         commands = [make_command(i, s.run_id) for i in range(args.n)]
@@ -494,8 +494,8 @@ def end_state(app: Any, s: Stack, commands: list[Command]) -> dict[str, Any]:
     """What the run left behind: database, outbox, sandbox, subscriber queue, error queue."""
     from sqlalchemy import func, select
 
-    from emailer.persistence.outbox_store import OutboxStore
-    from emailer.persistence.tables import emails
+    from emailer.adapters.persistence.outbox_store import OutboxStore
+    from emailer.adapters.persistence.tables import emails
     from emailer.sandbox.client import SandboxClient
 
     ours = {c.email_id for c in commands}
@@ -659,7 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: ignoring {', '.join(ignored)}", file=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the cleanup runs
 
-    from emailer.logging import configure
+    from emailer.entrypoints.logging import configure
 
     configure("WARNING", "json")
     python = venv_python()

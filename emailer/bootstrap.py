@@ -10,23 +10,22 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 
 from contracts import CancelEmail, DispatchEmail, RecordDeliveryReports, SendEmail
+from emailer.adapters.providers.circuit_breaker import CircuitBreaker
 from emailer.config import Settings
 from emailer.domain import RetryPolicy
 from emailer.endpoint.pipeline import MessagePipeline
+from emailer.endpoint.registry import Registry, Route
 from emailer.endpoint.relay import OutboxRelay
 from handlers import send_email as send_email_module
 from handlers.cancel_email import cancel_email
-from handlers.circuit_breaker import CircuitBreaker
-from handlers.context import OutgoingMessage
 from handlers.dispatch_email import dispatch_email
-from handlers.ports import BlobStore, Clock, Provider
+from handlers.ports import BlobStore, Clock, OutgoingMessage, Provider
 from handlers.record_delivery_reports import record_delivery_reports
-from handlers.registry import Registry, Route
 from handlers.send_email import send_email
 from handlers.unit_of_work import AbstractUnitOfWork
 
 if TYPE_CHECKING:
-    from emailer.bus import Envelope, KombuBus
+    from emailer.adapters.bus import Envelope, KombuBus
 
 
 @dataclass
@@ -45,7 +44,7 @@ class App:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def new_uow(self) -> AbstractUnitOfWork:
-        from emailer.persistence.unit_of_work import SqlUnitOfWork
+        from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
 
         return SqlUnitOfWork(self.engine, self.clock, self.settings.input_queue)
 
@@ -57,7 +56,7 @@ class App:
 
 def build_blob_store(settings: Settings) -> BlobStore:
     if settings.blob_store == "local":
-        from emailer.blobstore.local import LocalBlobStore
+        from emailer.adapters.blobstore.local import LocalBlobStore
 
         return LocalBlobStore(settings.effective_blob_dir)
     raise NotImplementedError("the S3 / MinIO blob store comes with the attachments work")
@@ -65,7 +64,7 @@ def build_blob_store(settings: Settings) -> BlobStore:
 
 def build_provider(settings: Settings) -> Provider:
     if settings.provider == "sendgrid":
-        from emailer.providers.sendgrid import SendGridProvider
+        from emailer.adapters.providers.sendgrid import SendGridProvider
 
         assert settings.sendgrid_api_key is not None  # checked by Settings
         return SendGridProvider(
@@ -73,13 +72,13 @@ def build_provider(settings: Settings) -> Provider:
             base_url=settings.sendgrid_base_url,
             timeout=settings.sendgrid_timeout,
         )
-    from emailer.providers.file import FileProvider
+    from emailer.adapters.providers.file import FileProvider
 
     return FileProvider(settings.effective_mail_dir)
 
 
 def build_bus(settings: Settings) -> KombuBus:
-    from emailer.bus import KombuBus, Topology
+    from emailer.adapters.bus import KombuBus, Topology
 
     topology = Topology(
         input_queue=settings.input_queue,
@@ -91,7 +90,7 @@ def build_bus(settings: Settings) -> KombuBus:
 
 def to_envelope(message: OutgoingMessage) -> Envelope:
     """An outbox message as the bus carries it (the same fields, in the bus's type)."""
-    from emailer.bus import Envelope
+    from emailer.adapters.bus import Envelope
 
     return Envelope(
         message_id=message.message_id,
@@ -112,9 +111,9 @@ def bootstrap(
     blobs: BlobStore | None = None,
     clock: Clock | None = None,
 ) -> App:
-    from emailer.clock import SystemClock
-    from emailer.persistence.engine import make_engine
-    from emailer.persistence.outbox_store import OutboxStore
+    from emailer.adapters.clock import SystemClock
+    from emailer.adapters.persistence.engine import make_engine
+    from emailer.adapters.persistence.outbox_store import OutboxStore
 
     engine = engine or make_engine(settings.effective_database_url)
     bus = bus or build_bus(settings)

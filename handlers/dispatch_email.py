@@ -14,8 +14,8 @@ from datetime import datetime
 import structlog
 
 from contracts import Address, DeliveryReport, DispatchEmail, ReportKind
+from emailer.adapters.providers.circuit_breaker import CircuitBreaker
 from emailer.domain import Email, EmailStatus, RetryPolicy
-from handlers.circuit_breaker import CircuitBreaker
 from handlers.errors import ConcurrencyConflict
 from handlers.ports import (
     BlobStore,

@@ -6,14 +6,74 @@ and tests give them in-memory fakes of the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from contracts import Address
+from contracts.wire import H
 from emailer.domain import Email
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """What a handler may know of the incoming message: ids and headers, never the transport."""
+
+    message_id: str
+    message_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def correlation_id(self) -> str:
+        return self.headers.get(H.CORRELATION_ID) or self.message_id
+
+    @property
+    def conversation_id(self) -> str:
+        return self.headers.get(H.CONVERSATION_ID) or self.message_id
+
+    @classmethod
+    def originating(cls, message_type: str = "Scheduled") -> MessageContext:
+        """A context for work no message started (the scheduler, the HTTP API)."""
+        return cls(message_id=str(uuid.uuid4()), message_type=message_type)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message to send or publish, encoded with its headers: what the outbox stores and the bus carries.
+
+    ``destination`` is the queue for a Send and the routing key (the type name)
+    for a Publish. The one type from handler to broker: the bus adapter maps it
+    to AMQP, the outbox to rows.
+    """
+
+    message_id: str
+    message_type: str
+    body: bytes
+    headers: Mapping[str, str]
+    intent: Literal["Send", "Publish"]
+    destination: str
+    content_type: str = "application/json"
+
+    def __post_init__(self) -> None:
+        if self.intent not in ("Send", "Publish"):
+            raise ValueError(f"intent must be 'Send' or 'Publish', not {self.intent!r}")
+        if not self.message_id:
+            raise ValueError("an outgoing message needs a message id")
+        if not self.destination:
+            raise ValueError(f"{self.intent} of {self.message_type} has no destination")
+        if not isinstance(self.body, bytes):
+            raise TypeError(f"body must be bytes (encoded already), not {type(self.body).__name__}")
+
+
+class Publisher(Protocol):
+    """Puts messages on the bus; returns only once the broker confirmed every one of them."""
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None: ...
 
 
 class EmailRepository(Protocol):

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import abc
 import uuid
+from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
-from contracts import Command
+from contracts import Command, Event, Message
+from contracts.wire import ENDPOINT, H, wire_time
 from emailer.domain import Email
-from handlers.context import ENDPOINT, MessageContext, OutgoingMessage, outgoing
-from handlers.ports import Clock, EmailRepository, Inbox, ProviderEvents
+from handlers.ports import Clock, EmailRepository, Inbox, MessageContext, OutgoingMessage, ProviderEvents
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8e-9a51-2f0e7e5b1c11")
 
@@ -129,3 +130,39 @@ class AbstractUnitOfWork(abc.ABC):
 
     @abc.abstractmethod
     def _rollback(self) -> None: ...
+
+
+def outgoing(
+    message: Message,
+    context: MessageContext,
+    *,
+    message_id: str,
+    now: datetime,
+    reply_to: str = ENDPOINT,
+    destination: str | None = None,
+) -> OutgoingMessage:
+    """Encode ``message`` with the headers that tie it to the message being handled."""
+    if not isinstance(message, Event | Command):  # pragma: no cover - programming error
+        raise TypeError(f"{type(message).__name__} is neither a command nor an event")
+    intent: Literal["Send", "Publish"] = "Publish" if isinstance(message, Event) else "Send"
+    name = message.type_name()
+    headers = {
+        H.MESSAGE_ID: message_id,
+        H.CORRELATION_ID: context.correlation_id,
+        H.CONVERSATION_ID: context.conversation_id,
+        H.RELATED_TO: context.message_id,
+        H.ENCLOSED_MESSAGE_TYPES: name,
+        H.MESSAGE_INTENT: intent,
+        H.REPLY_TO_ADDRESS: reply_to,
+        H.ORIGINATING_ENDPOINT: ENDPOINT,
+        H.TIME_SENT: wire_time(now),
+        H.CONTENT_TYPE: "application/json",
+    }
+    return OutgoingMessage(
+        message_id=message_id,
+        message_type=name,
+        body=message.model_dump_json(by_alias=True).encode(),
+        headers=headers,
+        intent=intent,
+        destination=destination or (name if intent == "Publish" else reply_to),
+    )

@@ -8,9 +8,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from emailer.domain import Email
-from handlers.context import OutgoingMessage
 from handlers.errors import ConcurrencyConflict
-from handlers.ports import OutgoingEmail, SendOutcome
+from handlers.ports import OutgoingEmail, OutgoingMessage, SendOutcome
 from handlers.unit_of_work import AbstractUnitOfWork
 
 

@@ -8,9 +8,9 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from contracts import Message
-from handlers.context import MessageContext
+from emailer.endpoint.registry import Registry, Route
 from handlers.errors import InvalidMessage
-from handlers.registry import Registry, Route
+from handlers.ports import MessageContext
 
 
 class IncomingDelivery(Protocol):

@@ -22,14 +22,14 @@ from typing import Protocol
 import structlog
 
 from contracts import Message
-from emailer.bus.envelope import Delivery
+from emailer.adapters.bus.envelope import Delivery
 from emailer.domain import DomainError
 from emailer.endpoint.codec import Decoded, decode
+from emailer.endpoint.faults import AFTER_COMMIT_BEFORE_PUBLISH, crash_point
+from emailer.endpoint.registry import Registry
 from emailer.endpoint.relay import OutboxRelay
-from emailer.faults import AFTER_COMMIT_BEFORE_PUBLISH, crash_point
-from handlers.context import MessageContext, OutgoingMessage
 from handlers.errors import InvalidMessage
-from handlers.registry import Registry
+from handlers.ports import MessageContext, OutgoingMessage
 from handlers.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger(__name__)

@@ -12,9 +12,8 @@ from datetime import timedelta
 
 import structlog
 
-from emailer.persistence.outbox_store import OutboxStore
-from handlers.context import OutgoingMessage
-from handlers.ports import Clock
+from emailer.adapters.persistence.outbox_store import OutboxStore
+from handlers.ports import Clock, OutgoingMessage
 
 log = structlog.get_logger(__name__)
 

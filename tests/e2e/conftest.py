@@ -10,7 +10,7 @@ import pytest
 from kombu import Connection
 from sqlalchemy.engine import make_url
 
-from emailer.bus import Topology
+from emailer.adapters.bus import Topology
 from emailer.sandbox.client import SandboxClient
 from tests.e2e.harness import EventTap, Process, Stack, base_env, new_api_key, sandbox_process
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from kombu import Connection, Producer
 
-from emailer.bus import Topology
+from emailer.adapters.bus import Topology
 
 
 def free_port() -> int:
@@ -50,7 +50,7 @@ class Process:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "emailer.cli", *args],
+            [sys.executable, "-m", "emailer.entrypoints.cli", *args],
             env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         threading.Thread(target=self._read, daemon=True).start()

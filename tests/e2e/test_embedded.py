@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emailer.faults import AFTER_COMMIT_BEFORE_PUBLISH
+from emailer.endpoint.faults import AFTER_COMMIT_BEFORE_PUBLISH
 from tests.e2e.harness import Process, answers, base_env, free_port, wait_until
 from tests.factories import send_email_payload
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 def cli(workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "emailer.cli", *args],
+        [sys.executable, "-m", "emailer.entrypoints.cli", *args],
         cwd=workdir,
         env=env,
         capture_output=True,

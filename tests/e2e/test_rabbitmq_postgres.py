@@ -13,7 +13,7 @@ import pytest
 from kombu import Connection
 from sqlalchemy.engine import make_url
 
-from emailer.faults import AFTER_COMMIT_BEFORE_PUBLISH
+from emailer.endpoint.faults import AFTER_COMMIT_BEFORE_PUBLISH
 from emailer.sandbox.client import SandboxClient
 from tests.e2e.harness import EventTap, Stack, wait_until
 from tests.factories import send_email_payload

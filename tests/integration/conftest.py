@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, text
 
-from emailer.persistence import schema
-from emailer.persistence.engine import make_engine
-from emailer.persistence.tables import metadata
+from emailer.adapters.persistence import schema
+from emailer.adapters.persistence.engine import make_engine
+from emailer.adapters.persistence.tables import metadata
 
 
 def _empty(engine: Engine) -> None:

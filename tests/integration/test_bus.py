@@ -25,7 +25,7 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Producer
 
-from emailer.bus import (
+from emailer.adapters.bus import (
     BusUnavailable,
     Delivery,
     Envelope,
@@ -34,8 +34,8 @@ from emailer.bus import (
     PublishNotConfirmed,
     Topology,
 )
-from emailer.bus.confirms import ConfirmTimeout, ConfirmTracker
-from emailer.bus.failure import MAX_STACK_TRACE_BYTES, failure_headers
+from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker
+from emailer.adapters.bus.failure import MAX_STACK_TRACE_BYTES, failure_headers
 
 WAIT = 5.0  # seconds: the longest any condition below may take to become true
 

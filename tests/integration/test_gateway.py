@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from emailer.adapters.persistence import schema
+from emailer.adapters.persistence.tables import emails, outbox
 from emailer.bootstrap import App, bootstrap
 from emailer.config import load_settings
-from emailer.persistence import schema
-from emailer.persistence.tables import emails, outbox
 from tests.factories import send_email_payload
 
 
@@ -31,7 +31,7 @@ def app(tmp_path, unique_name: str) -> Iterator[App]:
 
 @pytest.fixture
 def client(app: App) -> Iterator[TestClient]:
-    from emailer.gateway.app import create_app
+    from emailer.entrypoints.gateway.app import create_app
 
     with TestClient(create_app(app)) as c:
         yield c
@@ -112,7 +112,7 @@ def test_with_rabbitmq_202_means_the_command_is_on_the_broker(
 ) -> None:
     from kombu import Connection
 
-    from emailer.gateway.app import create_app, http_message_id
+    from emailer.entrypoints.gateway.app import create_app, http_message_id
 
     settings = load_settings(
         var_dir=tmp_path,

@@ -10,14 +10,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, select
 
+from emailer.adapters.persistence import schema
+from emailer.adapters.persistence.outbox_store import OutboxStore
+from emailer.adapters.persistence.queries import email_view
+from emailer.adapters.persistence.tables import emails, inbox, metadata, outbox
+from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
 from emailer.domain import Email, RetryPolicy
-from emailer.persistence import schema
-from emailer.persistence.outbox_store import OutboxStore
-from emailer.persistence.queries import email_view
-from emailer.persistence.tables import emails, inbox, metadata, outbox
-from emailer.persistence.unit_of_work import SqlUnitOfWork
-from handlers.context import MessageContext
 from handlers.errors import ConcurrencyConflict
+from handlers.ports import MessageContext
 from handlers.send_email import store_attachment
 from tests.factories import send_email
 from tests.fakes import FakeBlobStore, FakeClock

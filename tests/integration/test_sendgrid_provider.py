@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from contracts import Address
-from emailer.providers.sendgrid import SendGridProvider
+from emailer.adapters.providers.sendgrid import SendGridProvider
 from emailer.sandbox.client import SandboxClient
 from emailer.sandbox.server import SandboxHandle, running_sandbox
 from handlers.ports import Outcome, OutgoingAttachment

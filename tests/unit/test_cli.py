@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from emailer.cli import app
+from emailer.entrypoints.cli import app
 
 runner = CliRunner()
 

@@ -7,7 +7,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
-from emailer.providers.file import FileProvider
+from emailer.adapters.providers.file import FileProvider
 from handlers.ports import Outcome, OutgoingAttachment
 from tests.factories import PDF_BYTES, PNG_BYTES, outgoing_email
 

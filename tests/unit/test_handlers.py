@@ -8,15 +8,14 @@ from datetime import timedelta
 import pytest
 
 from contracts import CancelEmail, DeliveryReport, DispatchEmail, RecordDeliveryReports, ReportKind
+from emailer.adapters.providers.circuit_breaker import CircuitBreaker
 from emailer.domain import EmailStatus, RetryPolicy
+from emailer.endpoint.scheduler import schedule_due
 from handlers.cancel_email import cancel_email
-from handlers.circuit_breaker import CircuitBreaker
-from handlers.context import MessageContext
 from handlers.dispatch_email import dispatch_email
 from handlers.errors import InvalidMessage
-from handlers.ports import Outcome, SendOutcome
+from handlers.ports import MessageContext, Outcome, SendOutcome
 from handlers.record_delivery_reports import record_delivery_reports
-from handlers.schedule import schedule_due
 from handlers.send_email import send_email as handle_send_email
 from handlers.unit_of_work import event_message_id
 from tests.factories import send_email

@@ -10,7 +10,7 @@ import pytest
 from contracts import DispatchEmail, SendEmail
 from emailer.domain import RetryPolicy
 from emailer.endpoint.pipeline import IMMEDIATE_RETRIES, MessagePipeline
-from handlers.registry import Registry, Route
+from emailer.endpoint.registry import Registry, Route
 from handlers.send_email import send_email as handle_send_email
 from tests.factories import send_email_payload
 from tests.fakes import FakeBlobStore, FakeClock, FakeUnitOfWork, _Store

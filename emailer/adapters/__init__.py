@@ -1,0 +1,1 @@
+"""Adapters: the ports of ``handlers`` implemented on kombu, SQLAlchemy, the blob stores and the providers."""

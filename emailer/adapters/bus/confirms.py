@@ -1,0 +1,128 @@
+# mypy: allow-untyped-calls
+"""Publisher confirms for a whole batch: publish back-to-back, then wait for the confirms together.
+
+The protocol (RabbitMQ's confirm extension, as py-amqp 5 delivers it):
+
+* ``confirm.select`` puts a channel in confirm mode. From then on the broker
+  numbers the messages published on that channel 1, 2, 3, ... (the delivery
+  tag). The count is per channel: a new channel (after a reconnect or a channel
+  error) starts at 1 again, so a ``ConfirmTracker`` lives exactly as long as
+  its channel.
+* Every publish is answered, eventually, by ``basic.ack`` (the broker has
+  taken responsibility: routed and, for a persistent message to a durable
+  queue, written) or ``basic.nack`` (lost inside the broker). ``multiple=True``
+  settles every tag up to and including ``delivery_tag``; confirms may come in
+  any grouping.
+* A ``mandatory`` message the broker cannot route comes back as
+  ``basic.return`` *before* its ``basic.ack`` (the ack only says the broker is
+  done with it). A return carries no delivery tag, so it is matched by the
+  ``message_id`` property every message of ours carries.
+* py-amqp calls ``channel.events['basic_ack' | 'basic_nack' | 'basic_return']``
+  callbacks from whatever reads the socket: ``wait`` below, and also
+  ``basic_publish`` itself (with the ``connection.blocked`` capability it polls
+  the socket before each publish), so confirms are taken in while publishing.
+* Confirms still outstanding when a channel is lost are lost with it: the
+  caller publishes again on a new channel (and a new tracker).
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import takewhile
+from typing import Any
+
+from emailer.adapters.bus.errors import PublishFailed, PublishNotConfirmed
+
+
+class ConfirmTimeout(Exception):
+    """The broker did not confirm every message in time (neither ack nor nack)."""
+
+
+class ConfirmTracker:
+    """Confirm mode on one py-amqp channel: numbers what is published, records the answers.
+
+    Use: ``publish`` each message of a batch, then ``wait`` once; it returns when
+    every message was acked and raises for nacks, returns or a timeout. Not
+    thread-safe (nor is the channel): the caller serialises.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self._last_tag = 0  # delivery tag of the latest publish on this channel
+        self._unconfirmed: dict[int, str] = {}  # tag -> what it was, in tag order
+        self._nacked: list[str] = []
+        self._returned: list[str] = []
+        self._handlers = (
+            ("basic_ack", self._on_ack),
+            ("basic_nack", self._on_nack),
+            ("basic_return", self._on_return),
+        )
+        for event, handler in self._handlers:
+            channel.events[event].add(handler)
+        channel.confirm_select()
+
+    @property
+    def unconfirmed(self) -> int:
+        """How many published messages the broker has not answered yet."""
+        return len(self._unconfirmed)
+
+    def publish(self, message: Any, *, label: str, exchange: str, routing_key: str, mandatory: bool) -> None:
+        """Send one message without waiting; ``label`` names it in errors."""
+        self.channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+        self._last_tag += 1
+        self._unconfirmed[self._last_tag] = label
+
+    def wait(self, timeout: float) -> None:
+        """Read the connection until every message published so far is confirmed.
+
+        Raises ``PublishNotConfirmed`` if the broker nacked any, else
+        ``PublishFailed`` if any mandatory one was returned unroutable (all the
+        others were acked then), ``ConfirmTimeout`` if answers are still missing
+        after ``timeout`` seconds. Connection and channel errors from the read
+        propagate. Nacks and returns are reported once, then forgotten.
+        """
+        deadline = time.monotonic() + timeout
+        while self._unconfirmed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConfirmTimeout(
+                    f"{len(self._unconfirmed)} message(s) not confirmed within {timeout:g}s, "
+                    f"first {next(iter(self._unconfirmed.values()))}"
+                )
+            try:
+                self.channel.connection.drain_events(timeout=remaining)
+            except TimeoutError:  # socket.timeout: the deadline check above decides
+                continue
+        nacked, self._nacked = self._nacked, []
+        returned, self._returned = self._returned, []
+        if nacked:
+            raise PublishNotConfirmed(f"broker nacked {len(nacked)} message(s): {'; '.join(nacked)}")
+        if returned:
+            raise PublishFailed(f"{len(returned)} message(s) returned unroutable: {'; '.join(returned)}")
+
+    def detach(self) -> None:
+        """Stop listening on the channel (it is being dropped or replaced)."""
+        for event, handler in self._handlers:
+            self.channel.events[event].discard(handler)
+
+    # -- py-amqp callbacks ---------------------------------------------------------
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacked.extend(self._settle(delivery_tag, multiple))
+
+    def _on_return(self, exc: BaseException, exchange: str, routing_key: str, message: Any) -> None:
+        properties = getattr(message, "properties", None) or {}
+        message_id = properties.get("message_id", "(no message id)")
+        self._returned.append(f"{message_id} to {exchange or '(default)'}/{routing_key}: {exc}")
+
+    def _settle(self, delivery_tag: int, multiple: bool) -> list[str]:
+        """Forget the tag (or, ``multiple``, every tag up to it; 0 means all); return their labels."""
+        if not multiple:
+            label = self._unconfirmed.pop(delivery_tag, None)
+            return [] if label is None else [label]
+        # Tags are inserted in increasing order, so the settled ones are a prefix.
+        tags = list(takewhile(lambda t: delivery_tag == 0 or t <= delivery_tag, self._unconfirmed))
+        return [self._unconfirmed.pop(tag) for tag in tags]

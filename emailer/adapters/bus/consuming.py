@@ -1,0 +1,210 @@
+# mypy: allow-untyped-calls
+"""The batch consumer loop behind ``KombuBus.consume``: collect, hand over, survive reconnects.
+
+Modelled on ``kombu.mixins.ConsumerMixin``: raw messages only (``on_message``,
+so kombu never decodes a body nor acks one it cannot decode), explicit acks,
+and a fresh channel after every connection or channel failure.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from kombu.connection import Connection
+from kombu.entity import Queue
+from kombu.exceptions import OperationalError
+from kombu.message import Message
+from kombu.messaging import Consumer
+
+from emailer.adapters.bus.envelope import Delivery
+
+_log = structlog.get_logger(__name__)
+
+OnBatch = Callable[[list[Delivery]], None]
+MAX_RECONNECT_PAUSE = 5.0
+
+
+class BatchConsumer:
+    """Consumes one queue on its own connection, from the thread that calls ``run``."""
+
+    def __init__(
+        self, *, connection: Connection, queue: Queue, connect_timeout: float, safe_url: str
+    ) -> None:
+        self._connection = connection
+        self._queue = queue
+        self._connect_timeout = connect_timeout
+        self._safe_url = safe_url
+        self._failures = 0  # consecutive failed sessions, for the reconnect backoff
+        self._lost = (
+            OperationalError,
+            OSError,
+            *connection.connection_errors,
+            *connection.channel_errors,
+        )
+
+    def run(
+        self,
+        on_batch: OnBatch,
+        *,
+        prefetch: int,
+        max_batch: int,
+        should_stop: Callable[[], bool],
+        idle_timeout: float,
+    ) -> None:
+        while not should_stop():
+            try:
+                self._session(on_batch, prefetch, max_batch, should_stop, idle_timeout)
+            except self._lost as exc:
+                self._failures += 1
+                failures = self._failures
+                pause = min(0.25 * 2 ** min(failures, 5), MAX_RECONNECT_PAUSE)
+                _log.warning(
+                    "bus.consumer.connection_lost",
+                    url=self._safe_url,
+                    error=f"{type(exc).__name__}: {exc}",
+                    attempt=failures,
+                    retry_in=pause,
+                )
+                # Drop the broken connection without talking to it; what it held
+                # unacked is redelivered by the broker.
+                self._connection.collect()
+                _pause(pause, should_stop)
+
+    def _session(
+        self,
+        on_batch: OnBatch,
+        prefetch: int,
+        max_batch: int,
+        should_stop: Callable[[], bool],
+        idle_timeout: float,
+    ) -> None:
+        """One channel's life: returns when asked to stop, raises when the connection is lost."""
+        connection = self._connection
+        connection.ensure_connection(max_retries=0, timeout=self._connect_timeout)
+        channel = connection.channel()
+        if hasattr(channel, "auto_decode"):
+            channel.auto_decode = False  # py-amqp would turn utf-8 bodies into str
+        received: list[Message] = []  # arrived, not handed to on_batch yet
+        in_flight: list[Message] = []  # handed to on_batch, maybe not settled yet
+        consumer = Consumer(
+            channel,
+            queues=[self._queue],
+            no_ack=False,
+            on_message=received.append,
+            # Only a broken compression header gets here; deliver it raw all the same.
+            on_decode_error=lambda message, _exc: received.append(message),
+        )
+        consumer.qos(prefetch_count=prefetch)
+        consumer.consume()
+        self._failures = 0
+        try:
+            while not should_stop():
+                _collect(connection, received, max_batch, idle_timeout)
+                if not received:
+                    continue
+                batch, received[:] = received[:max_batch], received[max_batch:]
+                in_flight.extend(batch)
+                self._hand_over(on_batch, batch, should_stop, idle_timeout)
+                in_flight[:] = [message for message in in_flight if not message.acknowledged]
+                if in_flight:
+                    _log.warning("bus.consumer.unsettled", count=len(in_flight))
+        except self._lost:
+            raise
+        except BaseException:
+            _give_back(in_flight + received)
+            _close_quietly(consumer, channel)
+            raise
+        _give_back(in_flight + received)
+        _close_quietly(consumer, channel)
+
+    def _hand_over(
+        self,
+        on_batch: OnBatch,
+        batch: list[Message],
+        should_stop: Callable[[], bool],
+        idle_timeout: float,
+    ) -> None:
+        deliveries = [_to_delivery(message) for message in batch]
+        try:
+            on_batch(deliveries)
+        except Exception:
+            # Whatever on_batch raised (an OSError from a handler is no sign of a lost
+            # broker connection), give the unsettled back. If the connection is really
+            # gone, the requeue raises and the caller reconnects.
+            unsettled = [delivery for delivery in deliveries if not delivery.settled]
+            _log.exception(
+                "bus.consumer.batch_failed",
+                size=len(deliveries),
+                requeued=[delivery.message_id for delivery in unsettled],
+            )
+            for delivery in unsettled:
+                delivery.requeue()
+            # A batch that fails at once again would otherwise spin hot.
+            _pause(idle_timeout, should_stop)
+
+
+def _collect(connection: Connection, received: list[Message], max_batch: int, idle_timeout: float) -> None:
+    """Wait up to ``idle_timeout`` for a first message, then take what is already there."""
+    if not received:
+        try:
+            connection.drain_events(timeout=idle_timeout)
+        except TimeoutError:
+            return
+    while len(received) < max_batch:
+        try:
+            connection.drain_events(timeout=0)
+        except TimeoutError:
+            return
+
+
+def _to_delivery(message: Message) -> Delivery:
+    body: Any = message.body
+    if isinstance(body, str):  # a transport that decoded it after all
+        body = body.encode(message.content_encoding or "utf-8")
+    return Delivery.from_transport(
+        headers=message.headers,
+        properties=message.properties,
+        body=bytes(body or b""),
+        redelivered=_redelivered(message),
+        message=message,
+    )
+
+
+def _redelivered(message: Message) -> bool:
+    if message.delivery_info.get("redelivered"):
+        return True
+    # kombu's virtual transports (memory://) flag a requeued message on the raw
+    # payload only, not in delivery_info.
+    raw = getattr(message, "_raw", None)
+    return isinstance(raw, dict) and bool(raw.get("redelivered"))
+
+
+def _give_back(messages: list[Message]) -> None:
+    """Requeue what is still unsettled: memory:// would drop it when the channel closes."""
+    for message in messages:
+        if not message.acknowledged:
+            try:
+                message.reject(requeue=True)
+            except Exception:  # noqa: BLE001 - the broker redelivers on channel close anyway
+                _log.warning("bus.consumer.requeue_failed", exc_info=True)
+
+
+def _close_quietly(consumer: Consumer, channel: Any) -> None:
+    for close in (consumer.cancel, channel.close):
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - closing a channel that is going away anyway
+            _log.debug("bus.consumer.close_failed", exc_info=True)
+
+
+def _pause(seconds: float, should_stop: Callable[[], bool]) -> None:
+    """Sleep up to ``seconds``, waking early (every 50 ms) when asked to stop."""
+    stop = threading.Event()
+    remaining = seconds
+    while remaining > 0 and not should_stop():
+        step = min(0.05, remaining)
+        stop.wait(step)
+        remaining -= step

@@ -1,0 +1,285 @@
+# mypy: allow-untyped-calls
+"""KombuBus: moves already-encoded messages over RabbitMQ (py-amqp) or kombu's ``memory://``.
+
+It knows nothing of handlers or the database. Publishing and consuming use
+separate connections: one thread consumes, any thread may publish (under a lock).
+On RabbitMQ a batch is published back-to-back and its confirms awaited together
+(``confirms.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import structlog
+from kombu.connection import Connection
+from kombu.message import Message
+
+from emailer.adapters.bus.consuming import BatchConsumer
+from emailer.adapters.bus.envelope import CORRELATION_ID_HEADER, Delivery, Envelope
+from emailer.adapters.bus.errors import BusUnavailable, describe
+from emailer.adapters.bus.failure import failure_headers, merge_headers
+from emailer.adapters.bus.publishing import CONFIRM_TIMEOUT, BatchPublisher, Outgoing, connection_errors
+from emailer.adapters.bus.topology import Topology
+
+_log = structlog.get_logger(__name__)
+
+OnBatch = Callable[[list[Delivery]], None]
+PING_TIMEOUT = 2.0
+
+
+class KombuBus:
+    """The bus adapter. ``connect()`` (or ``with``) before use; ``close()`` after.
+
+    ``confirm_timeout``: how long the broker may take to confirm a published
+    batch before ``publish`` gives up with ``BusUnavailable``. ``confirm=False``
+    publishes without confirms (fire and forget: a nack goes unnoticed, an
+    unroutable Send is only logged).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        topology: Topology,
+        *,
+        confirm: bool = True,
+        connect_timeout: float = 10.0,
+        confirm_timeout: float = CONFIRM_TIMEOUT,
+    ) -> None:
+        self.topology = topology
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._driver = Connection(url).transport.driver_type
+        self._publisher = self._new_connection()
+        self._consumer = self._new_connection()
+        self._publish_lock = threading.Lock()
+        self._connected = False
+        self.safe_url: str = url if self._driver == "memory" else self._publisher.as_uri()
+        self._publishing = BatchPublisher(
+            connection=self._publisher,
+            driver=self._driver,
+            confirm=confirm,
+            connect_timeout=connect_timeout,
+            confirm_timeout=confirm_timeout,
+            safe_url=self.safe_url,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def connect(self, max_retries: int = 3) -> None:
+        """Connect publisher and consumer, declare the topology; ``BusUnavailable`` if it can't."""
+        for connection in (self._publisher, self._consumer):
+            self._ensure_connected(connection, max_retries)
+        with self._publish_lock:
+            try:
+                self.topology.declare(self._publisher.default_channel)
+                self._publishing.open()
+            except connection_errors(self._publisher) as exc:
+                raise BusUnavailable(self.safe_url, describe(exc)) from exc
+            self._connected = True
+
+    def close(self) -> None:
+        """Close both connections. Stop ``consume`` (``should_stop``) before calling this."""
+        with self._publish_lock:
+            self._connected = False
+            self._publishing.forget()
+            self._publisher.release()
+        self._consumer.release()
+
+    def __enter__(self) -> KombuBus:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def ping(self, timeout: float = PING_TIMEOUT) -> bool:
+        """Is the broker reachable right now? Answers within ``timeout`` seconds (for /readyz)."""
+        result: list[bool] = []
+        probe = threading.Thread(
+            target=lambda: result.append(self._probe(timeout)), name="bus-ping", daemon=True
+        )
+        probe.start()
+        probe.join(timeout)
+        return bool(result and result[0])
+
+    # -- publishing --------------------------------------------------------------
+
+    def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Publish persistently; return only once the broker confirmed every envelope.
+
+        Send goes to the default exchange (routing key = queue), Publish to the
+        events exchange (routing key = message type). The batch is written
+        back-to-back and the confirms are awaited together (``confirms.py``).
+
+        * A Send is ``mandatory``: one the broker cannot route (no such queue)
+          raises ``PublishFailed`` naming it, once the broker has answered for
+          the whole batch, so every other envelope of the batch is then on the bus.
+        * A broker nack raises ``PublishNotConfirmed`` (likewise after the whole
+          batch was answered); a broker refusal (e.g. a missing exchange) raises
+          ``PublishFailed`` at once and the rest of the batch is not sent.
+        * A dropped connection is re-established within ``PUBLISH_RETRY_POLICY``
+          and then the WHOLE batch is published again (the confirms still in
+          flight on the old channel are lost with it), so envelopes already
+          confirmed there reach the bus twice; beyond the policy, or when the
+          broker does not answer within ``confirm_timeout``, ``BusUnavailable``
+          is raised.
+
+        After any failure some envelopes of the batch may already be on the bus:
+        retry the whole batch. That is safe because message ids are stable and
+        receivers dedupe.
+        """
+        outgoing: list[Outgoing] = []
+        for envelope in envelopes:
+            properties: dict[str, Any] = {
+                "message_id": envelope.message_id,
+                "type": envelope.message_type,
+            }
+            correlation_id = envelope.headers.get(CORRELATION_ID_HEADER)
+            if correlation_id:
+                properties["correlation_id"] = correlation_id
+            outgoing.append(
+                Outgoing(
+                    envelope.body,
+                    exchange="" if envelope.intent == "Send" else self.topology.events_exchange,
+                    routing_key=envelope.destination,
+                    headers=dict(envelope.headers),
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                    properties=properties,
+                    mandatory=envelope.intent == "Send",
+                )
+            )
+        with self._publish_lock:
+            self._publish_locked(outgoing)
+
+    def send_to_error(
+        self,
+        delivery: Delivery,
+        reason: str,
+        exc: BaseException | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Move ``delivery`` to the error queue with NServiceBus failure headers, then ack it.
+
+        The original body and headers are kept; the ack happens only after the
+        error-queue publish is confirmed. ``extra_headers`` (e.g. retry counts) win.
+        """
+        message: Message | None = delivery._message
+        original_headers = dict(message.headers) if message is not None else delivery.headers
+        original_props: Mapping[str, Any] = message.properties if message is not None else {}
+        failure = failure_headers(
+            failed_queue=self.topology.input_queue,
+            reason=reason,
+            exc=exc,
+            now=datetime.now(UTC),
+        )
+        properties: dict[str, Any] = {
+            "message_id": original_props.get("message_id") or delivery.message_id,
+        }
+        for name in ("type", "correlation_id"):
+            if original_props.get(name):
+                properties[name] = original_props[name]
+        error_copy = Outgoing(
+            delivery.body,
+            exchange="",
+            routing_key=self.topology.error_queue,
+            headers=merge_headers(original_headers, failure, extra_headers),
+            content_type=(message.content_type if message else None) or "application/octet-stream",
+            content_encoding=(message.content_encoding if message else None) or "binary",
+            properties=properties,
+            mandatory=True,
+        )
+        with self._publish_lock:
+            self._publish_locked([error_copy])
+        delivery.ack()
+
+    def _publish_locked(self, batch: list[Outgoing]) -> None:
+        if not self._connected:
+            raise RuntimeError("KombuBus is not connected: call connect() first")
+        self._publishing.publish(batch)
+
+    # -- consuming ---------------------------------------------------------------
+
+    def consume(
+        self,
+        on_batch: OnBatch,
+        *,
+        prefetch: int = 50,
+        max_batch: int = 50,
+        should_stop: Callable[[], bool],
+        idle_timeout: float = 0.2,
+    ) -> None:
+        """Consume the input queue in batches until ``should_stop()`` returns True.
+
+        ``on_batch`` must ack or requeue every delivery, from this thread. If it
+        raises, the unsettled deliveries are requeued and consuming goes on.
+        Deliveries it leaves unsettled stay in flight (they count against
+        ``prefetch``) and are requeued when consuming stops. A lost connection is
+        re-established (with backoff) until ``should_stop``; what was in flight on
+        it is redelivered by the broker.
+        """
+        if prefetch < 1 or max_batch < 1:
+            raise ValueError("prefetch and max_batch must be at least 1")
+        if not self._connected:
+            raise RuntimeError("KombuBus is not connected: call connect() first")
+        BatchConsumer(
+            connection=self._consumer,
+            queue=self.topology.input(),
+            connect_timeout=self._connect_timeout,
+            safe_url=self.safe_url,
+        ).run(
+            on_batch,
+            prefetch=prefetch,
+            max_batch=max_batch,
+            should_stop=should_stop,
+            idle_timeout=idle_timeout,
+        )
+
+    # -- connections -------------------------------------------------------------
+
+    def _new_connection(self, *, timeout: float | None = None) -> Connection:
+        # No ``confirm_publish`` transport option: py-amqp would then wait for each
+        # confirm in turn. BatchPublisher selects confirm mode on its channel.
+        options: dict[str, Any] = {}
+        if self._driver == "memory":
+            options["polling_interval"] = 0.005
+        return Connection(
+            self._url,
+            connect_timeout=timeout or self._connect_timeout,
+            transport_options=options,
+        )
+
+    def _ensure_connected(self, connection: Connection, max_retries: int) -> None:
+        def retrying(exc: BaseException, interval: float) -> None:
+            _log.warning("bus.connect_retry", url=self.safe_url, error=describe(exc), retry_in=interval)
+
+        try:
+            connection.ensure_connection(
+                errback=retrying,
+                max_retries=max_retries,
+                interval_start=0.5,
+                interval_step=1.0,
+                interval_max=4.0,
+            )
+        except connection_errors(connection) as exc:
+            raise BusUnavailable(self.safe_url, describe(exc)) from exc
+
+    def _probe(self, timeout: float) -> bool:
+        connection = self._new_connection(timeout=timeout)
+        try:
+            connection.ensure_connection(max_retries=0, timeout=timeout)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
+        finally:
+            connection.release()

@@ -1,0 +1,134 @@
+"""The embedded default provider: each email becomes an RFC 5322 ``.eml`` file in a folder.
+
+Nothing is delivered; the file shows what would have been. Bcc recipients are
+listed in an ``X-Emailer-Bcc`` header, since there is no envelope to carry them.
+Writing is atomic and idempotent: a second send of the same email id finds the
+file and changes nothing. Provider templates cannot be rendered locally, so an
+email that needs one is rejected with a reason.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+from contracts import Address
+from emailer.adapters.atomic import write_atomically
+from handlers.ports import Outcome, OutgoingEmail, SendOutcome
+
+MESSAGE_ID_DOMAIN = "emailer.local"
+
+
+class FileProvider:
+    """Writes ``<directory>/<email_id>.eml`` for every email sent."""
+
+    name = "file"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def __repr__(self) -> str:
+        return f"FileProvider(directory={str(self.directory)!r})"
+
+    def send(self, email: OutgoingEmail) -> SendOutcome:
+        message_id = f"{email.email_id}@{MESSAGE_ID_DOMAIN}"
+        if email.template_id:
+            return SendOutcome(
+                Outcome.REJECTED,
+                reason=(
+                    f"the file provider cannot render provider template {email.template_id!r}: "
+                    "send text/html content, or configure a provider that has the template"
+                ),
+            )
+        path = self.path_for(email.email_id)
+        if path.exists():
+            return SendOutcome.accepted(message_id, delivered=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, build_message(email).as_bytes())
+        return SendOutcome.accepted(message_id, delivered=True)
+
+    def path_for(self, email_id: str) -> Path:
+        if not email_id or "/" in email_id or "\\" in email_id or email_id.startswith("."):
+            raise ValueError(f"email id {email_id!r} cannot name a file")
+        return self.directory / f"{email_id}.eml"
+
+
+def build_message(email: OutgoingEmail) -> EmailMessage:
+    """The email as a MIME message: text and html as alternatives, attachments alongside."""
+    message = EmailMessage(policy=_policy_for(email))
+    message["From"] = _header_address(email.from_)
+    message["To"] = [_header_address(a) for a in email.to]
+    if email.cc:
+        message["Cc"] = [_header_address(a) for a in email.cc]
+    if email.reply_to is not None:
+        message["Reply-To"] = _header_address(email.reply_to)
+    if email.subject is not None:
+        message["Subject"] = email.subject
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = f"<{email.email_id}@{MESSAGE_ID_DOMAIN}>"
+    message["X-Emailer-Email-Id"] = email.email_id
+    if email.bcc:
+        message["X-Emailer-Bcc"] = ", ".join(str(_header_address(a)) for a in email.bcc)
+    if email.categories:
+        message["X-Emailer-Categories"] = ", ".join(email.categories)
+    for name, value in email.headers.items():
+        message[name] = value
+    _set_body(message, email)
+    return message
+
+
+def _set_body(message: EmailMessage, email: OutgoingEmail) -> None:
+    if email.text is not None or email.html is None:
+        message.set_content(email.text or "")
+        if email.html is not None:
+            message.add_alternative(email.html, subtype="html")
+    else:
+        message.set_content(email.html, subtype="html")
+    html_part = message.get_body(preferencelist=("html",)) if email.html is not None else None
+    for attachment in email.attachments:
+        maintype, subtype = _split_type(attachment.content_type)
+        related = attachment.disposition == "inline" and bool(attachment.content_id)
+        if related and isinstance(html_part, EmailMessage):
+            # Inline parts sit beside the html that refers to them (multipart/related).
+            html_part.add_related(
+                attachment.content,
+                maintype,
+                subtype,
+                disposition="inline",
+                filename=attachment.filename,
+                cid=_angle(attachment.content_id or ""),
+            )
+        else:
+            message.add_attachment(
+                attachment.content,
+                maintype,
+                subtype,
+                disposition=attachment.disposition,
+                filename=attachment.filename,
+                cid=_angle(attachment.content_id) if attachment.content_id else None,
+            )
+
+
+def _policy_for(email: OutgoingEmail) -> policy.EmailPolicy[EmailMessage]:
+    # An internationalized address (non-ASCII local part) can only be written with SMTPUTF8.
+    ascii_only = all(str(a.email).isascii() for a in [email.from_, *email.all_recipients()])
+    return policy.SMTP if ascii_only else policy.SMTPUTF8
+
+
+def _header_address(address: Address) -> HeaderAddress:
+    return HeaderAddress(display_name=address.name or "", addr_spec=str(address.email))
+
+
+def _split_type(content_type: str) -> tuple[str, str]:
+    maintype, _, subtype = content_type.split(";", 1)[0].strip().lower().partition("/")
+    if not maintype or not subtype or maintype == "multipart":
+        return "application", "octet-stream"
+    return maintype, subtype
+
+
+def _angle(content_id: str) -> str:
+    return content_id if content_id.startswith("<") else f"<{content_id}>"

@@ -1,0 +1,1 @@
+"""Entry points: the CLI, the worker process, the HTTP gateway and the all-in-one runner."""

@@ -1,0 +1,160 @@
+"""What ``emailer send`` and ``emailer status`` do: build a SendEmail, submit it, read a status."""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from contracts import SendEmail
+from emailer.config import Settings
+
+
+def build_command(
+    sender: str,
+    to: list[str],
+    cc: list[str],
+    bcc: list[str],
+    subject: str,
+    text: str | None,
+    text_file: Path | None,
+    html: str | None,
+    html_file: Path | None,
+    attach: list[Path],
+    email_id: str | None,
+) -> SendEmail:
+    """A SendEmail from command-line values; ValueError says what is wrong."""
+    if text_file is not None:
+        text = text_file.read_text()
+    if html_file is not None:
+        html = html_file.read_text()
+    attachments = []
+    for path in attach:
+        if not path.is_file():
+            raise ValueError(f"--attach {path}: no such file")
+        attachments.append(
+            {
+                "filename": path.name,
+                "content_type": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+                "content": base64.b64encode(path.read_bytes()).decode(),
+            }
+        )
+    raw: dict[str, Any] = {
+        "email_id": email_id or f"cli-{uuid.uuid4().hex}",
+        "from": {"email": sender},
+        "to": [{"email": a} for a in to],
+        "cc": [{"email": a} for a in cc],
+        "bcc": [{"email": a} for a in bcc],
+        "subject": subject,
+        "text": text,
+        "html": html,
+        "attachments": attachments,
+    }
+    try:
+        return SendEmail.model_validate(raw)
+    except ValidationError as exc:
+        from emailer.endpoint.codec import describe
+
+        raise ValueError(describe(exc)) from None
+
+
+def gateway_base(settings: Settings, explicit: str | None) -> str:
+    return (
+        explicit or settings.gateway_url or f"http://{settings.gateway_host}:{settings.gateway_port}"
+    ).rstrip("/")
+
+
+def submit(command: SendEmail, settings: Settings, gateway_url: str | None) -> str:
+    """Through the gateway (default), or onto the bus if a broker is configured and no URL given."""
+    if gateway_url is None and not settings.embedded_bus:
+        return _submit_to_bus(command, settings)
+    import httpx
+
+    base = gateway_base(settings, gateway_url)
+    try:
+        response = httpx.post(
+            f"{base}/v1/emails",
+            content=command.model_dump_json(by_alias=True),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"cannot reach the gateway at {base}: {exc} (is `emailer run` running?)") from None
+    if response.status_code != 202:
+        raise RuntimeError(f"gateway answered {response.status_code}: {response.text}")
+    return f"status: {base}{response.headers.get('Location', '')}"
+
+
+def _submit_to_bus(command: SendEmail, settings: Settings) -> str:
+    from emailer.bootstrap import build_bus, to_envelope
+    from handlers.ports import MessageContext
+    from handlers.unit_of_work import outgoing
+
+    bus = build_bus(settings)
+    bus.connect()
+    try:
+        message_id = str(uuid.uuid4())
+        m = outgoing(
+            command,
+            MessageContext.originating("Cli"),
+            message_id=message_id,
+            now=datetime.now(UTC),
+            destination=settings.input_queue,
+        )
+        bus.publish([to_envelope(m)])
+    finally:
+        bus.close()
+    return f"on queue {settings.input_queue!r} at {bus.safe_url}"
+
+
+def fetch_status(
+    email_id: str, settings: Settings, gateway_url: str | None, from_db: bool
+) -> dict[str, Any] | None:
+    if from_db:
+        from emailer.adapters.persistence.engine import make_engine
+        from emailer.adapters.persistence.queries import email_view
+
+        return email_view(make_engine(settings.effective_database_url), email_id)
+    import httpx
+
+    base = gateway_base(settings, gateway_url)
+    try:
+        response = httpx.get(f"{base}/v1/emails/{email_id}", timeout=10)
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"cannot reach the gateway at {base}: {exc} (or use --from-db)") from None
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def render_status(view: dict[str, Any]) -> str:
+    lines = [
+        f"email {view['email_id']}: {view['status'].upper()}",
+        f"  subject   {view.get('subject')}",
+        f"  attempts  {view['attempts']}"
+        + (f"  (last error: {view['last_error']})" if view.get("last_error") else ""),
+    ]
+    if view.get("next_attempt_at"):
+        lines.append(f"  next      {view['next_attempt_at']}")
+    if view.get("provider_message_id"):
+        lines.append(f"  provider  {view['provider']} {view['provider_message_id']}")
+    lines.append("recipients")
+    for r in view["recipients"]:
+        reason = f" ({r['reason']})" if r.get("reason") else ""
+        lines.append(f"  {r['kind']:<4} {r['address']:<40} {r['status']}{reason}")
+    if view.get("attachments"):
+        lines.append("attachments")
+        for a in view["attachments"]:
+            lines.append(f"  {a['filename']} ({a['content_type']}, {a['size']} bytes)")
+    lines.append("timeline")
+    for step in view["timeline"]:
+        detail = ", ".join(f"{k}={v}" for k, v in step.items() if k not in ("at", "kind") and v is not None)
+        lines.append(f"  {step['at']}  {step['kind']:<24} {detail}")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""The worker: the input-queue consumer, the scheduler and the outbox sweep, as threads of one process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+
+from emailer.bootstrap import App
+from emailer.endpoint.scheduler import schedule_due
+
+log = structlog.get_logger(__name__)
+
+
+class Ticker(threading.Thread):
+    """Runs ``step`` every ``interval`` seconds until stopped; a failing step is logged and retried."""
+
+    def __init__(self, name: str, interval: float, step: Callable[[], object], stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self.interval = interval
+        self.step = step
+        self.stop = stop
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 - a tick must not kill the worker; the next one retries
+                log.exception("worker.tick_failed", ticker=self.name)
+            self.stop.wait(self.interval)
+
+
+class Worker:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        s = self.app.settings
+        self.app.bus.connect()
+        consumer = threading.Thread(target=self._consume, name="consumer", daemon=True)
+        self.threads = [
+            consumer,
+            Ticker("scheduler", s.scheduler_interval, self.schedule_once, self.stopping),
+            Ticker("outbox-sweep", s.outbox_sweep_interval, self.sweep_once, self.stopping),
+            Ticker("housekeeping", s.housekeeping_interval, self.housekeeping_once, self.stopping),
+        ]
+        for t in self.threads:
+            t.start()
+        log.info("worker.started", queue=s.input_queue, prefetch=s.prefetch, batch=s.batch_size)
+
+    def _consume(self) -> None:
+        s = self.app.settings
+        while not self.stopping.is_set():
+            try:
+                self.app.bus.consume(
+                    self.app.pipeline.handle_batch,
+                    prefetch=s.prefetch,
+                    max_batch=s.batch_size,
+                    should_stop=self.stopping.is_set,
+                )
+            except Exception:  # noqa: BLE001 - reconnect and go on; unacked messages come back
+                log.exception("worker.consumer_failed_restarting")
+                self.stopping.wait(1.0)
+
+    def schedule_once(self) -> int:
+        uow = self.app.new_uow()
+        queued = schedule_due(uow, self.app.clock, self.app.policy)
+        self.app.relay.publish_committed(uow.take_committed())
+        return queued
+
+    def sweep_once(self) -> int:
+        return self.app.relay.sweep(timedelta(seconds=self.app.settings.outbox_sweep_after))
+
+    def housekeeping_once(self) -> tuple[int, int]:
+        s, now = self.app.settings, self.app.clock.now()
+        purged = self.app.relay.store.purge(
+            now - timedelta(seconds=s.outbox_retention), now - timedelta(seconds=s.inbox_retention)
+        )
+        if any(purged):
+            log.info("worker.housekeeping", outbox_rows=purged[0], inbox_ids=purged[1])
+        return purged
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout)
+        log.info("worker.stopped")
