@@ -7,18 +7,22 @@ a failure: a missing service must never pass as a skip.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 AMQP_URL = os.environ.get("EMAILER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# A database of this checkout's own (two checkouts testing at once must not truncate each other's).
+_CHECKOUT = hashlib.sha1(str(Path(__file__).resolve().parent.parent).encode()).hexdigest()[:8]
 POSTGRES_URL = os.environ.get(
-    "EMAILER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/emailer_test"
+    "EMAILER_TEST_POSTGRES_URL", f"postgresql+psycopg://postgres@127.0.0.1:5432/emailer_test_{_CHECKOUT}"
 )
 
 
