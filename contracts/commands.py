@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any
+import json
+from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, Field, field_validator, model_validator
 
 from contracts.base import Command
-from contracts.values import Address, Attachment, DeliveryReport, HeaderSafe, no_crlf
+from contracts.fields import (
+    MAX_HEADER_VALUE_CHARS,
+    Body,
+    HeaderName,
+    HeaderText,
+    TemplateData,
+    Text,
+)
+from contracts.values import Address, Attachment, DeliveryReport
 
 EmailId = Annotated[
     str,
@@ -20,9 +28,15 @@ EmailId = Annotated[
 ]
 
 MAX_RECIPIENTS = 1000
+MAX_HEADERS = 100
+MAX_CATEGORIES = 10
+MAX_METADATA_ENTRIES = 50
+MAX_CUSTOM_ARGS_BYTES = 10_000
+"""SendGrid's limit on ``custom_args``, which carry the metadata and the email id."""
 RESERVED_HEADERS = frozenset(
     {
         "from",
+        "sender",
         "to",
         "cc",
         "bcc",
@@ -30,29 +44,33 @@ RESERVED_HEADERS = frozenset(
         "subject",
         "date",
         "message-id",
-        "content-type",
-        "content-transfer-encoding",
         "mime-version",
-        "x-sg-id",
-        "x-sg-eid",
+        "return-path",
         "received",
         "dkim-signature",
+        "domainkey-signature",
+        "x-sg-id",
+        "x-sg-eid",
     }
 )
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # printable ASCII except ':' (RFC 5322 ftext)
+RESERVED_HEADER_PREFIXES = ("content-", "resent-")
+"""Set by Emailer or the provider (or the mail system): a custom header may not set them."""
 
 
 def _headers(value: dict[str, str]) -> dict[str, str]:
-    for name, text in value.items():
-        if not _HEADER_NAME.match(name):
-            raise ValueError(f"header name {name!r} is not a valid RFC 5322 field name")
-        if name.lower() in RESERVED_HEADERS:
-            raise ValueError(f"header {name!r} is set by Emailer and cannot be given here")
-        try:
-            no_crlf(text)
-        except ValueError as exc:
-            raise ValueError(f"header {name!r}: {exc}") from None
+    if len(value) > MAX_HEADERS:
+        raise ValueError(f"{len(value)} headers; at most {MAX_HEADERS}")
+    for name in value:
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES):
+            raise ValueError(f"header {name!r} is set by Emailer or the provider and cannot be given here")
     return value
+
+
+HeaderValue = Annotated[HeaderText, Field(max_length=MAX_HEADER_VALUE_CHARS)]
+Category = Annotated[HeaderText, Field(min_length=1, max_length=255)]
+MetadataKey = Annotated[Text, Field(min_length=1, max_length=100)]
+MetadataValue = Annotated[Text, Field(max_length=8192)]
 
 
 class SendEmail(Command):
@@ -68,30 +86,57 @@ class SendEmail(Command):
     to: list[Address] = Field(min_length=1)
     cc: list[Address] = Field(default_factory=list)
     bcc: list[Address] = Field(default_factory=list)
-    subject: HeaderSafe | None = Field(default=None, min_length=1, max_length=998)
-    text: str | None = None
-    html: str | None = None
-    template_id: str | None = Field(default=None, max_length=255)
-    template_data: dict[str, Any] | None = None
-    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
-    headers: Annotated[dict[str, str], AfterValidator(_headers)] = Field(default_factory=dict)
-    categories: list[Annotated[HeaderSafe, Field(min_length=1, max_length=255)]] = Field(
-        default_factory=list, max_length=10
+    subject: HeaderText | None = Field(default=None, min_length=1, max_length=MAX_HEADER_VALUE_CHARS)
+    text: Body | None = None
+    html: Body | None = None
+    template_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+    template_data: TemplateData | None = Field(
+        default=None, description="at most 32 levels deep and 1 MiB as JSON"
     )
-    metadata: dict[str, str] = Field(
-        default_factory=dict, description="echoed back on every event about this email"
+    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
+    headers: Annotated[dict[HeaderName, HeaderValue], AfterValidator(_headers)] = Field(
+        default_factory=dict, description="custom headers; the ones Emailer or the provider set are refused"
+    )
+    categories: list[Category] = Field(default_factory=list, max_length=MAX_CATEGORIES)
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict,
+        description="echoed back on every event about this email; with the email id at most 10,000 "
+        "bytes as JSON (the provider carries it)",
     )
     send_at: AwareDatetime | None = Field(default=None, description="send no earlier than this")
+
+    @field_validator("from_")
+    @classmethod
+    def _ascii_sender(cls, value: Address) -> Address:
+        if not value.email.isascii():
+            raise ValueError("the sender's address must be ASCII (SendGrid refuses others)")
+        return value
+
+    @field_validator("categories")
+    @classmethod
+    def _distinct_categories(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("categories must be distinct (SendGrid refuses repeats)")
+        return value
 
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > 50 or sum(len(k) + len(v) for k, v in value.items()) > 8192:
-            raise ValueError("at most 50 entries and 8 KiB of keys and values")
+        if len(value) > MAX_METADATA_ENTRIES:
+            raise ValueError(f"{len(value)} entries; at most {MAX_METADATA_ENTRIES}")
+        if "email_id" in value:
+            raise ValueError("the key 'email_id' is Emailer's own")
         return value
 
     @model_validator(mode="after")
     def _whole(self) -> SendEmail:
+        args = {**self.metadata, "email_id": self.email_id}
+        custom_args = len(json.dumps(args, ensure_ascii=False).encode())
+        if custom_args > MAX_CUSTOM_ARGS_BYTES:
+            raise ValueError(
+                f"metadata and email_id are {custom_args} bytes as JSON; "
+                f"the provider takes at most {MAX_CUSTOM_ARGS_BYTES}"
+            )
         if not (self.text or self.html or self.template_id):
             raise ValueError("give a body: 'text', 'html' or 'template_id'")
         if self.subject is None and not self.template_id:
@@ -120,7 +165,7 @@ class CancelEmail(Command):
     """Cancel an email that has not yet been handed to the provider. Sent by any service."""
 
     email_id: EmailId
-    reason: HeaderSafe | None = Field(default=None, max_length=500)
+    reason: HeaderText | None = Field(default=None, max_length=500)
 
 
 class DispatchEmail(Command):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     Base64Bytes,
     BaseModel,
@@ -17,20 +15,10 @@ from pydantic import (
     model_validator,
 )
 
+from contracts.fields import ContentId, DisplayName, FileName
+
 INLINE_ATTACHMENT_MAX_BYTES = 2 * 1024 * 1024
 """Largest attachment a command may carry inline; bigger ones travel as references."""
-
-_CRLF = re.compile(r"[\r\n]")
-
-
-def no_crlf(value: str) -> str:
-    """Reject CR and LF: a value that ends up in a mail header must not inject another."""
-    if _CRLF.search(value):
-        raise ValueError("must not contain CR or LF characters (header injection)")
-    return value
-
-
-HeaderSafe = Annotated[str, AfterValidator(no_crlf)]
 
 
 class _Value(BaseModel):
@@ -41,17 +29,8 @@ class Address(_Value):
     """A mailbox: an address and an optional display name."""
 
     email: EmailStr
-    name: HeaderSafe | None = Field(default=None, max_length=256)
+    name: DisplayName | None = None
 
-
-def _filename(value: str) -> str:
-    no_crlf(value)
-    if "/" in value or "\\" in value or value in (".", ".."):
-        raise ValueError("must be a bare file name, without a path")
-    return value
-
-
-FileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_filename)]
 ContentType = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;.*)?$", max_length=255)
 ]
@@ -63,7 +42,7 @@ class AttachmentRef(_Value):
     filename: FileName
     content_type: ContentType = "application/octet-stream"
     disposition: Literal["attachment", "inline"] = "attachment"
-    content_id: HeaderSafe | None = None
+    content_id: ContentId | None = None
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="content address in the blob store")
     size: int = Field(ge=0)
 
@@ -78,7 +57,7 @@ class Attachment(_Value):
     filename: FileName
     content_type: ContentType = "application/octet-stream"
     disposition: Literal["attachment", "inline"] = "attachment"
-    content_id: HeaderSafe | None = None
+    content_id: ContentId | None = None
     content: Base64Bytes | None = Field(
         default=None, description="the bytes, base64-encoded; at most 2 MiB decoded"
     )

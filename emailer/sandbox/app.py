@@ -58,6 +58,9 @@ class ModeSettings(BaseModel):
     retry_after: int = Field(default=60, ge=0, description="seconds, for rate_limit")
     delay: float = Field(default=0.0, ge=0, le=3600, description="seconds, for slow")
     status: int = Field(default=500, ge=500, le=599, description="HTTP status, for error")
+    reason: str = Field(
+        default="The sandbox was told to reject every send.", max_length=500, description="for reject"
+    )
 
 
 def create_app(state: SandboxState, api_key: str | None) -> FastAPI:
@@ -150,6 +153,8 @@ def _failure_response(failure: FailureMode) -> JSONResponse:
         }
         error = status_error(HTTPStatus.TOO_MANY_REQUESTS, "too many requests")
         return _errors(HTTPStatus.TOO_MANY_REQUESTS, error, headers=headers)
+    if failure.mode is Mode.REJECT:
+        return _errors(HTTPStatus.BAD_REQUEST, status_error(HTTPStatus.BAD_REQUEST, failure.reason))
     status = HTTPStatus.SERVICE_UNAVAILABLE if failure.mode is Mode.OUTAGE else HTTPStatus(failure.status)
     return _errors(status, status_error(status))
 

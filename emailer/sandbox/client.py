@@ -38,9 +38,10 @@ class SandboxClient:
         retry_after: int | None = None,
         delay: float | None = None,
         status: int | None = None,
+        reason: str | None = None,
     ) -> dict[str, Any]:
-        """Switch the failure mode (normal, outage, rate_limit, slow, error); returns it."""
-        settings = {"retry_after": retry_after, "delay": delay, "status": status}
+        """Switch the failure mode (normal, outage, rate_limit, slow, error, reject); returns it."""
+        settings = {"retry_after": retry_after, "delay": delay, "status": status, "reason": reason}
         payload = {"mode": mode, **{k: v for k, v in settings.items() if v is not None}}
         response = self._http.put("/sandbox/mode", json=payload)
         response.raise_for_status()

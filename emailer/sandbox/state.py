@@ -30,6 +30,8 @@ class Mode(StrEnum):
     """Every send waits ``delay`` seconds, then is handled normally (and may be accepted)."""
     ERROR = "error"
     """Every send answers ``status`` (a 5xx)."""
+    REJECT = "reject"
+    """Every send answers 400 with ``reason`` as SendGrid words a refused request (a permanent failure)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class FailureMode:
     retry_after: int = 60
     delay: float = 0.0
     status: int = 500
+    reason: str = "The sandbox was told to reject every send."
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +48,7 @@ class FailureMode:
             "retry_after": self.retry_after,
             "delay": self.delay,
             "status": self.status,
+            "reason": self.reason,
         }
 
 

@@ -91,11 +91,12 @@ def test_a_crash_between_commit_and_publish_loses_nothing(
 def test_a_request_sendgrid_rejects_ends_in_delivery_failed(
     stack: Stack, tap: EventTap, sandbox_client
 ) -> None:  # type: ignore[no-untyped-def]
+    sandbox_client.set_mode("reject", reason="The from address does not match a verified Sender Identity.")
     stack.start_worker()
-    payload = send_email_payload(categories=["orders", "orders"])  # SendGrid wants unique categories
+    payload = send_email_payload()
     stack.send_command(payload)
     failed = tap.wait_for("EmailDeliveryFailed", payload["email_id"])
-    assert "categor" in failed.body["reason"] and failed.body["provider_status"] == 400
+    assert "Sender Identity" in failed.body["reason"] and failed.body["provider_status"] == 400
     assert sent_for(sandbox_client, payload["email_id"]) == []
     assert tap.of("EmailDeliveryStarted", payload["email_id"]) == []
 

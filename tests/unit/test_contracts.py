@@ -27,7 +27,7 @@ def test_every_message_in_the_design_exists() -> None:
     [
         ({"to": [{"email": "not-an-address"}]}, "to.0.email"),
         ({"subject": "Hello\r\nBcc: victim@example.com"}, "subject"),
-        ({"headers": {"X-Tag": "a\nb"}}, "headers"),
+        ({"headers": {"X-Tag": "a\nb"}}, "headers.X-Tag"),
         ({"headers": {"Subject": "again"}}, "headers"),
         ({"from": {"email": "a@example.com", "name": "Evil\nName"}}, "from.name"),
         ({"to": []}, "to"),

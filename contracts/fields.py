@@ -1,0 +1,126 @@
+"""The constrained field types messages are built from, and the bounds that keep them storable.
+
+One validation decides, the same wherever a command arrives (the HTTP gateway
+or the input queue): what the contract accepts, PostgreSQL can store, an RFC
+5322 header can carry and the provider will not refuse. Every bound is here,
+as a named constant, so a caller can read what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of ``template_data`` (objects and arrays); well below any JSON parser's own limit."""
+MAX_TEMPLATE_DATA_BYTES = 1024 * 1024
+"""``template_data`` encoded as JSON (UTF-8)."""
+MAX_BODY_CHARS = 10 * 1024 * 1024
+"""``text`` and ``html`` each, in characters."""
+MAX_HEADER_VALUE_CHARS = 998
+"""RFC 5322's line limit; longer values would have to be folded by hand."""
+
+# PostgreSQL refuses NUL in text and jsonb; a lone surrogate cannot be encoded as UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What a header line cannot carry: C0 controls but TAB (NUL, CR, LF, VT, FF, FS, ...), DEL, C1 controls
+# (NEL among them) and the Unicode line and paragraph separators.
+_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 ftext: printable ASCII except ':'
+_CONTENT_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,255}")  # no <, >, ", spaces
+
+
+def storable(value: str) -> str:
+    """Refuse what the database cannot store: NUL and lone surrogates."""
+    found = _UNSTORABLE.search(value)
+    if found:
+        raise ValueError(f"must not contain the character U+{ord(found.group()):04X}")
+    return value
+
+
+def header_safe(value: str) -> str:
+    """Refuse what a mail header cannot carry: CR, LF and every other control or line separator."""
+    found = _NOT_IN_HEADER.search(value)
+    if found:
+        char = found.group()
+        if char in "\r\n":
+            raise ValueError("must not contain CR or LF characters (header injection)")
+        raise ValueError(f"must not contain the control or line-separator character U+{ord(char):04X}")
+    return value
+
+
+def no_crlf(value: str) -> str:
+    """The header rule under its old name."""
+    return header_safe(value)
+
+
+def header_name(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a valid RFC 5322 field name (printable ASCII, no ':')")
+    return value
+
+
+def content_id(value: str) -> str:
+    if not _CONTENT_ID.fullmatch(value):
+        raise ValueError("must be 1-255 characters of a Content-ID (no spaces, quotes or angle brackets)")
+    return value
+
+
+def file_name(value: str) -> str:
+    header_safe(value)
+    if any(c in value for c in '/\\"') or value in (".", ".."):
+        raise ValueError('must be a bare file name, without a path or \'"\'')
+    return value
+
+
+def display_name(value: str) -> str:
+    header_safe(value)
+    if ";" in value or "," in value:
+        raise ValueError("must not contain ';' or ',' (SendGrid refuses them in a name)")
+    return value
+
+
+def bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Template data: nested at most ``MAX_JSON_DEPTH`` deep, storable strings, bounded size."""
+    _walk(value, depth=1, path="")
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > MAX_TEMPLATE_DATA_BYTES:
+        raise ValueError(f"is {size} bytes as JSON; at most {MAX_TEMPLATE_DATA_BYTES}")
+    return value
+
+
+def _walk(node: Any, depth: int, path: str) -> None:
+    """Check strings and keys; ``depth`` counts objects and arrays, checked before descending."""
+    if isinstance(node, str):
+        _storable_at(node, path)
+        return
+    if isinstance(node, dict | list) and depth > MAX_JSON_DEPTH:
+        raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels (at {path or 'the top'})")
+    if isinstance(node, dict):
+        for key, child in node.items():
+            _storable_at(str(key), f"{path}.{key}" if path else str(key))
+            _walk(child, depth + 1, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            _walk(child, depth + 1, f"{path}[{index}]")
+
+
+def _storable_at(text: str, path: str) -> None:
+    try:
+        storable(text)
+    except ValueError as exc:
+        raise ValueError(f"{path or 'a key'}: {exc}") from None
+
+
+Text = Annotated[str, AfterValidator(storable)]
+"""Any text that is stored: no NUL, no lone surrogates."""
+HeaderText = Annotated[str, AfterValidator(header_safe)]
+"""Text that ends up in a mail header: no control or line-separator characters."""
+HeaderName = Annotated[str, AfterValidator(header_name)]
+ContentId = Annotated[str, AfterValidator(content_id)]
+FileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(file_name)]
+DisplayName = Annotated[str, Field(max_length=256), AfterValidator(display_name)]
+Body = Annotated[str, Field(max_length=MAX_BODY_CHARS), AfterValidator(storable)]
+TemplateData = Annotated[dict[str, Any], AfterValidator(bounded_json)]
