@@ -76,6 +76,25 @@ class Settings(BaseSettings):
             raise ValueError("must start with memory://, amqp:// or amqps://")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            backend = None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(
+                "not a database URL Emailer can use: give postgresql://user:pass@host:5432/db "
+                "or sqlite:///path/to/file.db (or leave it unset for var/emailer.db)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _provider_needs_key(self) -> Settings:
         if self.provider == "sendgrid" and not self.sendgrid_api_key:
@@ -139,5 +158,5 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
             name = f"{PREFIX}{field.upper()}" if field else "configuration"
-            problems.append(f"{name}: {err['msg']}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+            problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

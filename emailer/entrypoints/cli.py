@@ -11,7 +11,10 @@ from typing import Annotated, NoReturn
 import typer
 
 app = typer.Typer(
-    help="Emailer: SendEmail in, lifecycle events out.", no_args_is_help=True, add_completion=False
+    help="Emailer: SendEmail in, lifecycle events out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 contracts_app = typer.Typer(help="The public message contracts.", no_args_is_help=True)
@@ -194,7 +197,16 @@ def contracts_schema(directory: Path) -> None:
 
 
 def main() -> None:
-    app(prog_name="emailer")
+    from emailer.entrypoints.startup import describe
+
+    try:
+        app(prog_name="emailer")
+    except Exception as exc:  # noqa: BLE001 - known start-up failures become one line; others re-raise
+        line = describe(exc)
+        if line is None:
+            raise
+        typer.echo(f"emailer: {line}", err=True)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":  # pragma: no cover
