@@ -9,12 +9,15 @@ from pydantic import AfterValidator, AwareDatetime, Field, field_validator, mode
 
 from contracts.base import Command
 from contracts.fields import (
-    MAX_HEADER_VALUE_CHARS,
     Body,
+    Category,
     HeaderName,
-    HeaderText,
+    HeaderValue,
+    MetadataKey,
+    MetadataValue,
+    Reason,
+    Subject,
     TemplateData,
-    Text,
 )
 from contracts.values import Address, Attachment, DeliveryReport
 
@@ -67,12 +70,6 @@ def _headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-HeaderValue = Annotated[HeaderText, Field(max_length=MAX_HEADER_VALUE_CHARS)]
-Category = Annotated[HeaderText, Field(min_length=1, max_length=255)]
-MetadataKey = Annotated[Text, Field(min_length=1, max_length=100)]
-MetadataValue = Annotated[Text, Field(max_length=8192)]
-
-
 class SendEmail(Command):
     """Send one email. Sent by any service to the ``emailer`` queue (or POST /v1/emails).
 
@@ -86,7 +83,7 @@ class SendEmail(Command):
     to: list[Address] = Field(min_length=1)
     cc: list[Address] = Field(default_factory=list)
     bcc: list[Address] = Field(default_factory=list)
-    subject: HeaderText | None = Field(default=None, min_length=1, max_length=MAX_HEADER_VALUE_CHARS)
+    subject: Subject | None = None
     text: Body | None = None
     html: Body | None = None
     template_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
@@ -165,7 +162,7 @@ class CancelEmail(Command):
     """Cancel an email that has not yet been handed to the provider. Sent by any service."""
 
     email_id: EmailId
-    reason: HeaderText | None = Field(default=None, max_length=500)
+    reason: Reason | None = None
 
 
 class DispatchEmail(Command):

@@ -114,6 +114,7 @@ def _storable_at(text: str, path: str) -> None:
         raise ValueError(f"{path or 'a key'}: {exc}") from None
 
 
+# Length bounds stand before the validators so that pydantic words them in characters.
 Text = Annotated[str, AfterValidator(storable)]
 """Any text that is stored: no NUL, no lone surrogates."""
 HeaderText = Annotated[str, AfterValidator(header_safe)]
@@ -124,3 +125,9 @@ FileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(fi
 DisplayName = Annotated[str, Field(max_length=256), AfterValidator(display_name)]
 Body = Annotated[str, Field(max_length=MAX_BODY_CHARS), AfterValidator(storable)]
 TemplateData = Annotated[dict[str, Any], AfterValidator(bounded_json)]
+Subject = Annotated[str, Field(min_length=1, max_length=MAX_HEADER_VALUE_CHARS), AfterValidator(header_safe)]
+HeaderValue = Annotated[str, Field(max_length=MAX_HEADER_VALUE_CHARS), AfterValidator(header_safe)]
+Category = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(header_safe)]
+Reason = Annotated[str, Field(max_length=500), AfterValidator(header_safe)]
+MetadataKey = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(storable)]
+MetadataValue = Annotated[str, Field(max_length=8192), AfterValidator(storable)]

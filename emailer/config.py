@@ -50,6 +50,18 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8025, ge=0, le=65535)
     gateway_url: str | None = Field(None, description="where `emailer send` finds the gateway")
+    gateway_max_body_bytes: int = Field(
+        30 * 1024 * 1024, ge=1024, description="largest request body the gateway reads (413 beyond)"
+    )
+    api_tokens: SecretStr | None = Field(
+        None,
+        description="gateway API tokens, comma-separated; each 'TOKEN' (every scope), 'send:TOKEN' or "
+        "'read:TOKEN'; a TOKEN may be given as 'sha256:<hex digest>' instead of in clear",
+    )
+    gateway_allow_anonymous: bool = Field(
+        False, description="serve a non-loopback address without API tokens (not recommended)"
+    )
+    api_token: SecretStr | None = Field(None, description="the token `emailer send` / `status` present")
 
     retry_first_delay: float = Field(5.0, gt=0, description="seconds")
     retry_max_delay: float = Field(600.0, gt=0, description="seconds")
@@ -135,7 +147,8 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = make_url(self.effective_database_url).render_as_string(hide_password=True)
         data["bus_url"] = _mask_url_password(self.bus_url)
-        data["sendgrid_api_key"] = "**********" if self.sendgrid_api_key else None
+        for secret in ("sendgrid_api_key", "api_tokens", "api_token"):
+            data[secret] = "**********" if getattr(self, secret) else None
         return data
 
 

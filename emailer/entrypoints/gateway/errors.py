@@ -1,0 +1,71 @@
+"""What the gateway answers when a dependency fails: 503 with a reason, never a bare 500.
+
+A database or broker that does not answer is the service being unavailable for
+now, not a bad request: the client gets 503, ``Retry-After`` and a JSON reason
+naming the dependency, and may retry the same request (it is idempotent by
+``email_id``). The log gets one line with the exception type, never the
+statement parameters SQLAlchemy would put in its message.
+"""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from emailer.adapters.bus import BusError
+from emailer.redaction import describe
+
+log = structlog.get_logger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+
+
+class DependencyUnavailable(Exception):
+    """The database or the broker did not answer; ``dependency`` names which."""
+
+    def __init__(self, dependency: str, cause: BaseException) -> None:
+        super().__init__(f"the {dependency} is unavailable: {describe(cause)}")
+        self.dependency = dependency
+
+
+def unavailable_dependency(exc: BaseException) -> str | None:
+    """``database`` or ``broker`` if ``exc`` means that one is not answering, else None."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, BusError | ConnectionError) or type(exc).__module__.startswith(("amqp", "kombu")):
+        return "broker"
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return "database"
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return "database"
+    return None
+
+
+def unavailable_response(dependency: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": f"the {dependency} is unavailable; nothing was changed, retry later",
+            "dependency": dependency,
+            "retry_after": RETRY_AFTER_SECONDS,
+        },
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def install(api: FastAPI) -> None:
+    @api.exception_handler(DependencyUnavailable)
+    async def _unavailable(request: Request, exc: DependencyUnavailable) -> JSONResponse:
+        log.warning("gateway.dependency_unavailable", path=request.url.path, error=str(exc))
+        return unavailable_response(exc.dependency)
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        dependency = unavailable_dependency(exc)
+        if dependency is not None:
+            log.warning("gateway.dependency_unavailable", path=request.url.path, error=describe(exc))
+            return unavailable_response(dependency)
+        log.error("gateway.unexpected_error", path=request.url.path, error=describe(exc))
+        return JSONResponse({"error": "internal error; it was logged"}, status_code=500)
