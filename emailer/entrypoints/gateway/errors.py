@@ -12,6 +12,7 @@ from __future__ import annotations
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emailer.adapters.bus import BusError
 from emailer.redaction import describe
@@ -56,6 +57,11 @@ def unavailable_response(dependency: str) -> JSONResponse:
 
 
 def install(api: FastAPI) -> None:
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Every error body has the same shape: {"error": "..."} (documented in the OpenAPI).
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
     @api.exception_handler(DependencyUnavailable)
     async def _unavailable(request: Request, exc: DependencyUnavailable) -> JSONResponse:
         log.warning("gateway.dependency_unavailable", path=request.url.path, error=str(exc))
