@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
@@ -16,13 +17,15 @@ from handlers.ports import BlobStore
 from tests.factories import PDF_BYTES, PNG_BYTES
 from tests.fakes import FakeBlobStore
 
-BlobStoreFactory = Callable[[pytest.FixtureRequest], Iterator[BlobStore]]
+BlobStoreFactory = Callable[[pytest.FixtureRequest], AbstractContextManager[BlobStore]]
 
 
+@contextmanager
 def local_folder(request: pytest.FixtureRequest) -> Iterator[BlobStore]:
     yield LocalBlobStore(request.getfixturevalue("tmp_path") / "blobs")
 
 
+@contextmanager
 def in_memory_fake(request: pytest.FixtureRequest) -> Iterator[BlobStore]:
     yield FakeBlobStore()
 
@@ -38,7 +41,8 @@ BLOB_STORES = [
 @pytest.fixture(params=BLOB_STORES)
 def store(request: pytest.FixtureRequest) -> Iterator[BlobStore]:
     factory: BlobStoreFactory = request.param
-    yield from factory(request)
+    with factory(request) as adapter:
+        yield adapter
 
 
 def sha256(data: bytes) -> str:
