@@ -140,7 +140,7 @@ def make_command(i: int, run_id: str) -> Command:
 
 def preload(conn: Any, queue: str, commands: list[Command], timeout: float = 120.0) -> float:
     """Publish the commands as another service would (persistent, NServiceBus headers); wait for N."""
-    from kombu import Producer
+    from kombu.messaging import Producer
 
     t0 = time.perf_counter()
     channel = conn.channel()
@@ -264,7 +264,7 @@ class Stack:
 @contextlib.contextmanager
 def stack(python: str, keep_db: bool) -> Any:
     """Set everything up; on leaving, tear it all down again (each step on its own)."""
-    from kombu import Connection
+    from kombu.connection import Connection
 
     from emailer.adapters.bus import Topology
 
@@ -299,7 +299,7 @@ def stack(python: str, keep_db: bool) -> Any:
 
 
 def delete_topology(topology: Any, sink_queue: str) -> None:
-    from kombu import Connection
+    from kombu.connection import Connection
 
     with Connection(AMQP_URL, connect_timeout=10) as conn:
         channel = conn.channel()
@@ -414,7 +414,7 @@ def wait_until_done(rec: Recorder, n: int, s: Stack, timeout: float, stall_timeo
 
 
 def first_error_reason(channel: Any, queue: str) -> str:
-    from kombu import Queue
+    from kombu.entity import Queue
 
     message = Queue(queue, no_declare=True)(channel).get(no_ack=False)
     if message is None:
@@ -463,7 +463,7 @@ class CpuProbe:
         self.meter = None
         try:
             sys.path.append(str(shared_dir))
-            import common  # the baselines' helpers
+            import common  # type: ignore[import-not-found]  # the baselines' helpers, optional
 
             self.meter = common.CpuMeter()
         except Exception:  # noqa: BLE001 - optional: no group figures then
@@ -522,7 +522,7 @@ def end_state(app: Any, s: Stack, commands: list[Command]) -> dict[str, Any]:
 
 
 def checks_pass(check: dict[str, Any], n: int) -> bool:
-    return (
+    return bool(
         check["emails_in_db"] == n
         and check["email_statuses"].get("accepted") == n
         and check["sandbox_accepted"] == n

@@ -48,7 +48,7 @@ def _tcp_probe(url: str, default_port: int) -> str | None:
 def rabbitmq_url() -> str:
     problem = _tcp_probe(AMQP_URL, 5672)
     if problem is None:
-        from kombu import Connection
+        from kombu.connection import Connection
 
         try:
             with Connection(AMQP_URL, connect_timeout=3) as conn:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from kombu import Connection
+from kombu.connection import Connection
 from sqlalchemy.engine import make_url
 
 from emailer.adapters.bus import Topology

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kombu import Connection, Producer
+from kombu.connection import Connection
+from kombu.messaging import Producer
 
 from emailer.adapters.bus import Topology
 

@@ -91,7 +91,8 @@ def test_send_with_an_attachment_lands_as_an_eml_file(
     assert message["To"] == "ann@example.com" and message["Cc"] == "bob@example.org"
     [part] = list(message.iter_attachments())
     assert part.get_filename() == "report.bin" and part.get_content() == attachment.read_bytes()
-    assert message.get_body(("plain",)).get_content().strip() == "See attached."
+    plain = message.get_body(("plain",))
+    assert plain is not None and plain.get_content().strip() == "See attached."
 
     status = cli(tmp_path, env, "status", "report-q3")
     assert status.returncode == 0, status.stderr

@@ -7,10 +7,11 @@ queue of our own, and the sandbox tells what reached "SendGrid".
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
-from kombu import Connection
+from kombu.connection import Connection
 from sqlalchemy.engine import make_url
 
 from emailer.endpoint.faults import AFTER_COMMIT_BEFORE_PUBLISH
@@ -50,8 +51,8 @@ def test_send_email_is_queued_then_delivery_started(stack: Stack, tap: EventTap,
 
 
 def test_duplicates_yield_one_email_one_request_one_event(
-    stack: Stack, tap: EventTap, sandbox_client
-) -> None:  # type: ignore[no-untyped-def]
+    stack: Stack, tap: EventTap, sandbox_client: SandboxClient
+) -> None:
     payload = send_email_payload()
     message_id = str(uuid.uuid4())
     stack.send_command(payload, message_id=message_id)
@@ -69,8 +70,8 @@ def test_duplicates_yield_one_email_one_request_one_event(
 
 
 def test_a_crash_between_commit_and_publish_loses_nothing(
-    stack: Stack, tap: EventTap, sandbox_client
-) -> None:  # type: ignore[no-untyped-def]
+    stack: Stack, tap: EventTap, sandbox_client: SandboxClient
+) -> None:
     crashing = stack.start_worker(extra_env={"EMAILER_CRASH_AT": AFTER_COMMIT_BEFORE_PUBLISH})
     payload = send_email_payload()
     stack.send_command(payload)
@@ -89,8 +90,8 @@ def test_a_crash_between_commit_and_publish_loses_nothing(
 
 
 def test_a_request_sendgrid_rejects_ends_in_delivery_failed(
-    stack: Stack, tap: EventTap, sandbox_client
-) -> None:  # type: ignore[no-untyped-def]
+    stack: Stack, tap: EventTap, sandbox_client: SandboxClient
+) -> None:
     sandbox_client.set_mode("reject", reason="The from address does not match a verified Sender Identity.")
     stack.start_worker()
     payload = send_email_payload()
@@ -167,8 +168,8 @@ def test_the_worker_refuses_a_database_not_at_head(stack: Stack) -> None:
 
 
 def test_emailer_send_goes_straight_onto_the_bus(
-    stack: Stack, tap: EventTap, sandbox_client, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    stack: Stack, tap: EventTap, sandbox_client: SandboxClient, tmp_path: Path
+) -> None:
     stack.start_worker()
     note = tmp_path / "note.txt"
     note.write_text("attached")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -34,7 +36,7 @@ def test_every_message_in_the_design_exists() -> None:
         ({"email_id": "has space"}, "email_id"),
     ],
 )
-def test_bad_send_email_is_refused_naming_the_field(change: dict, field: str) -> None:
+def test_bad_send_email_is_refused_naming_the_field(change: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as exc:
         send_email(**change)
     locs = {".".join(str(p) for p in e["loc"]) for e in exc.value.errors()}
@@ -69,7 +71,7 @@ def test_round_trip_through_json_keeps_the_from_alias() -> None:
     assert '"from"' in command.model_dump_json(by_alias=True)
 
 
-def test_schema_files_are_written_for_every_message(tmp_path) -> None:
+def test_schema_files_are_written_for_every_message(tmp_path: Path) -> None:
     paths = write_schemas(tmp_path)
     assert {p.name for p in paths} == {f"{n}.schema.json" for n in contracts.message_types()}
     schema = json.loads((tmp_path / "SendEmail.schema.json").read_text())
