@@ -502,7 +502,7 @@ def end_state(app: Any, s: Stack, commands: list[Command]) -> dict[str, Any]:
     with app.engine.connect() as conn:
         rows = conn.execute(select(emails.c.status, func.count()).group_by(emails.c.status)).all()
     statuses = {str(status): int(count) for status, count in rows}
-    with SandboxClient(s.sandbox.url) as sandbox:
+    with SandboxClient(s.sandbox.url, s.api_key) as sandbox:
         accepted = sandbox.stats()["accepted"]
         sent_ids = {m["body"].get("custom_args", {}).get("email_id") for m in sandbox.messages()}
     channel = s.conn.channel()

@@ -23,7 +23,7 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -67,6 +67,14 @@ def create_app(state: SandboxState, api_key: str | None) -> FastAPI:
     """The sandbox application. With ``api_key`` None, any bearer token starting ``SG.`` passes."""
     app = FastAPI(title="Emailer SendGrid sandbox", docs_url=None, redoc_url=None, openapi_url=None)
 
+    def require_key(request: Request) -> None:
+        """The control API (read-back, modes, stats) answers only to the sandbox's own key."""
+        token = _bearer_token(request)
+        if token is None or not _authorized(token, api_key):
+            raise HTTPException(HTTPStatus.UNAUTHORIZED, detail="the sandbox's API key is required")
+
+    control = Depends(require_key)
+
     @app.post("/v3/mail/send")
     async def mail_send(request: Request) -> Response:
         state.record_received()
@@ -94,26 +102,26 @@ def create_app(state: SandboxState, api_key: str | None) -> FastAPI:
         accepted = state.record_accepted(body, token)
         return Response(status_code=HTTPStatus.ACCEPTED, headers={"X-Message-Id": accepted.message_id})
 
-    @app.get("/sandbox/messages")
+    @app.get("/sandbox/messages", dependencies=[control])
     def list_messages(email_id: str | None = None) -> list[dict[str, Any]]:
         return [request.to_dict() for request in state.messages(email_id)]
 
-    @app.delete("/sandbox/messages", status_code=HTTPStatus.NO_CONTENT)
+    @app.delete("/sandbox/messages", status_code=HTTPStatus.NO_CONTENT, dependencies=[control])
     def reset() -> Response:
         state.reset()
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
-    @app.put("/sandbox/mode")
+    @app.put("/sandbox/mode", dependencies=[control])
     def put_mode(settings: ModeSettings) -> dict[str, Any]:
         failure = FailureMode(**settings.model_dump())
         state.set_failure(failure)
         return failure.to_dict()
 
-    @app.get("/sandbox/mode")
+    @app.get("/sandbox/mode", dependencies=[control])
     def get_mode() -> dict[str, Any]:
         return state.failure.to_dict()
 
-    @app.get("/sandbox/stats")
+    @app.get("/sandbox/stats", dependencies=[control])
     def stats() -> dict[str, int]:
         return state.stats()
 

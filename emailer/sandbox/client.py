@@ -14,8 +14,10 @@ POLL_INTERVAL_S = 0.02
 class SandboxClient:
     """Reads what a sandbox accepted and steers how it fails, over HTTP."""
 
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 10.0) -> None:
+        """``api_key``: the key the sandbox requires (None: it takes any ``SG.`` key, so send one)."""
+        headers = {"Authorization": f"Bearer {api_key or 'SG.sandbox-control'}"}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 
     def messages(self, email_id: str | None = None) -> list[dict[str, Any]]:
         """Accepted requests, oldest first.

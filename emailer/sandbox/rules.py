@@ -52,7 +52,25 @@ def validate_mail_send(body: object) -> list[ApiError]:
     errors += check_attachments(body.get("attachments"))
     errors += check_categories(body.get("categories"))
     errors += check_headers(body.get("headers"), "headers")
+    errors += _check_dynamic_template(body)
     return errors
+
+
+def _check_dynamic_template(body: dict[str, Any]) -> list[ApiError]:
+    """A dynamic (``d-``) template takes ``dynamic_template_data``, never legacy ``substitutions``."""
+    template_id = body.get("template_id")
+    if not (isinstance(template_id, str) and template_id.startswith("d-")):
+        return []
+    personalizations = body.get("personalizations")
+    if not isinstance(personalizations, list):
+        return []
+    return [
+        api_error(
+            "Substitutions may not be used with dynamic templating", f"personalizations.{index}.substitutions"
+        )
+        for index, p in enumerate(personalizations)
+        if isinstance(p, dict) and p.get("substitutions")
+    ]
 
 
 def _check_personalizations(body: dict[str, Any]) -> list[ApiError]:
@@ -70,12 +88,14 @@ def _check_personalizations(body: dict[str, Any]) -> list[ApiError]:
         ]
     errors: list[ApiError] = []
     total = 0
+    everywhere: set[str] = set()  # an address may appear in one personalization only
     for index, personalization in enumerate(personalizations):
         field = f"personalizations.{index}"
         if not isinstance(personalization, dict):
             errors.append(api_error("Invalid type. Expected: object.", field))
             continue
         errors += _check_recipients(personalization, field)
+        errors += _check_across_personalizations(personalization, everywhere)
         total += sum(len(p) for kind in _RECIPIENT_KINDS if isinstance(p := personalization.get(kind), list))
         errors += check_headers(personalization.get("headers"), f"{field}.headers")
     if total > MAX_RECIPIENTS:
@@ -87,6 +107,38 @@ def _check_personalizations(body: dict[str, Any]) -> list[ApiError]:
             )
         )
     return errors
+
+
+def _addresses(personalization: dict[str, Any]) -> set[str]:
+    return {
+        str(r["email"]).lower()
+        for kind in _RECIPIENT_KINDS
+        if isinstance(recipients := personalization.get(kind), list)
+        for r in recipients
+        if isinstance(r, dict) and isinstance(r.get("email"), str)
+    }
+
+
+def _check_across_personalizations(personalization: dict[str, Any], everywhere: set[str]) -> list[ApiError]:
+    addresses = _addresses(personalization)
+    repeated = sorted(addresses & everywhere)
+    everywhere |= addresses
+    return [
+        api_error(
+            "Each unique email address in the personalizations array should only be included once. "
+            f"You have included [{address}] more than once.",
+            "personalizations",
+        )
+        for address in repeated[:1]
+    ]
+
+
+def check_name(mailbox: object, field: str) -> list[ApiError]:
+    """SendGrid refuses a display name containing ';' or ','."""
+    name = mailbox.get("name") if isinstance(mailbox, dict) else None
+    if isinstance(name, str) and (";" in name or "," in name):
+        return [api_error("The name cannot contain ';' or ','.", f"{field}.name")]
+    return []
 
 
 def _check_recipients(personalization: dict[str, Any], field: str) -> list[ApiError]:
@@ -111,6 +163,7 @@ def _check_recipients(personalization: dict[str, Any], field: str) -> list[ApiEr
             continue
         for position, recipient in enumerate(recipients):
             address = recipient.get("email") if isinstance(recipient, dict) else None
+            errors += check_name(recipient, f"{field}.{kind}.{position}")
             if not is_valid_email(address):
                 errors.append(
                     api_error("Does not contain a valid address.", f"{field}.{kind}.{position}.email")
@@ -144,9 +197,12 @@ def _check_from_and_reply_to(body: dict[str, Any]) -> list[ApiError]:
         )
     elif not is_valid_email(sender["email"]):
         errors.append(api_error("The from email does not contain a valid address.", "from.email"))
+    else:
+        errors += check_name(sender, "from")
     reply_to = body.get("reply_to")
     if reply_to is not None and not (isinstance(reply_to, dict) and is_valid_email(reply_to.get("email"))):
         errors.append(api_error("The reply_to email does not contain a valid address.", "reply_to.email"))
+    errors += check_name(reply_to, "reply_to")
     return errors
 
 

@@ -145,7 +145,7 @@ def _payload(part: EmailMessage) -> bytes:
 @contextmanager
 def sendgrid_against_sandbox(request: pytest.FixtureRequest) -> Iterator[ProviderHarness]:
     api_key = f"SG.{secrets.token_urlsafe(16)}.{secrets.token_urlsafe(32)}"
-    with running_sandbox(api_key=api_key) as sandbox, SandboxClient(sandbox.url) as control:
+    with running_sandbox(api_key=api_key) as sandbox, SandboxClient(sandbox.url, api_key) as control:
         provider = SendGridProvider(api_key=api_key, base_url=sandbox.url, timeout=10.0)
 
         def received(email_id: str) -> list[Received]:

@@ -35,7 +35,7 @@ def database_url(postgres_url: str, unique_name: str) -> Iterator[str]:
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[tuple[str, str, SandboxClient]]:
     api_key = new_api_key()
-    with sandbox_process(tmp_path, api_key) as (_, url), SandboxClient(url) as client:
+    with sandbox_process(tmp_path, api_key) as (_, url), SandboxClient(url, api_key) as client:
         yield url, api_key, client
 
 

@@ -51,8 +51,8 @@ def http(sandbox: SandboxHandle) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def control(sandbox: SandboxHandle) -> Iterator[SandboxClient]:
-    with SandboxClient(sandbox.url) as client:
+def control(sandbox: SandboxHandle, api_key: str) -> Iterator[SandboxClient]:
+    with SandboxClient(sandbox.url, api_key) as client:
         yield client
 
 
@@ -177,13 +177,39 @@ def test_email_id_filter_also_reads_the_global_custom_args(
 
 
 def test_mode_can_be_read_back_and_bad_settings_are_refused(
-    http: httpx.Client, control: SandboxClient
+    http: httpx.Client, control: SandboxClient, api_key: str
 ) -> None:
     control.set_mode("slow", delay=0.5)
-    assert control.mode() == {"mode": "slow", "retry_after": 60, "delay": 0.5, "status": 500}
+    assert control.mode() == {
+        "mode": "slow",
+        "retry_after": 60,
+        "delay": 0.5,
+        "status": 500,
+        "reason": "The sandbox was told to reject every send.",
+    }
+    key = {"Authorization": f"Bearer {api_key}"}
+    assert http.put("/sandbox/mode", json={"mode": "sideways"}, headers=key).status_code == 422
+    assert http.put("/sandbox/mode", json={"mode": "error", "status": 404}, headers=key).status_code == 422
 
-    assert http.put("/sandbox/mode", json={"mode": "sideways"}).status_code == 422
-    assert http.put("/sandbox/mode", json={"mode": "error", "status": 404}).status_code == 422
+
+def test_the_control_api_answers_only_to_the_sandbox_key(http: httpx.Client, api_key: str) -> None:
+    for method, path in [("GET", "/sandbox/messages"), ("GET", "/sandbox/mode"), ("GET", "/sandbox/stats"),
+                         ("DELETE", "/sandbox/messages"), ("PUT", "/sandbox/mode")]:  # fmt: skip
+        assert http.request(method, path, json={"mode": "outage"}).status_code == 401, path
+        wrong = {"Authorization": "Bearer SG.not-the-key"}
+        assert http.request(method, path, json={"mode": "normal"}, headers=wrong).status_code == 401, path
+    assert http.get("/sandbox/mode", headers={"Authorization": f"Bearer {api_key}"}).status_code == 200
+
+
+def test_reject_mode_answers_400_with_the_reason_as_sendgrid_words_it(
+    http: httpx.Client, api_key: str, control: SandboxClient
+) -> None:
+    control.set_mode("reject", reason="The from address does not match a verified Sender Identity.")
+    response = send(http, api_key)
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert "Sender Identity" in error["message"] and error["field"] is None
+    assert control.stats()["accepted"] == 0
 
 
 def test_wait_for_messages_gives_up_after_its_timeout(control: SandboxClient) -> None:

@@ -36,8 +36,8 @@ def sandbox(api_key: str) -> Iterator[SandboxHandle]:
 
 
 @pytest.fixture
-def control(sandbox: SandboxHandle) -> Iterator[SandboxClient]:
-    with SandboxClient(sandbox.url) as client:
+def control(sandbox: SandboxHandle, api_key: str) -> Iterator[SandboxClient]:
+    with SandboxClient(sandbox.url, api_key) as client:
         yield client
 
 

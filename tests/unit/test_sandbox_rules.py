@@ -109,6 +109,11 @@ def _recipients(count: int, kind: str = "to") -> Callable[[Body], None]:
     return mutate
 
 
+def _dynamic_template_with_substitutions(body: Body) -> None:
+    body["template_id"] = "d-0123456789abcdef0123456789abcdef"
+    body["personalizations"][0]["substitutions"] = {"-name-": "Ada"}
+
+
 BAD_CASES: dict[str, tuple[Callable[[Body], None], str]] = {
     "no personalizations": (_delete("personalizations"), "personalizations"),
     "empty personalizations": (_set("personalizations", []), "personalizations"),
@@ -130,6 +135,23 @@ BAD_CASES: dict[str, tuple[Callable[[Body], None], str]] = {
     "duplicate across to and bcc": (
         _set("personalizations.0.bcc.0.email", "ADA@example.com"),
         "personalizations.0",
+    ),
+    "to name with a semicolon": (
+        _set("personalizations.0.to.0.name", "Lovelace; Ada"),
+        "personalizations.0.to.0.name",
+    ),
+    "cc name with a comma": (
+        _set("personalizations.0.cc.0", {"email": "grace@example.com", "name": "Hopper, Grace"}),
+        "personalizations.0.cc.0.name",
+    ),
+    "from name with a comma": (_set("from.name", "Shop, Inc"), "from.name"),
+    "the same address in two personalizations": (
+        lambda body: body["personalizations"].append({"to": [{"email": "Ada@Example.com"}]}),
+        "personalizations",
+    ),
+    "substitutions with a dynamic template": (
+        _dynamic_template_with_substitutions,
+        "personalizations.0.substitutions",
     ),
     "no from": (_delete("from"), "from"),
     "bad from": (_set("from.email", "shop.example.com"), "from.email"),
