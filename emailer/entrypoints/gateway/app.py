@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from contracts import SendEmail
-from contracts.wire import ENDPOINT
+from contracts.wire import ENDPOINT, H
 from emailer.bootstrap import App
 from handlers.ports import MessageContext
 from handlers.unit_of_work import outgoing
@@ -40,7 +40,7 @@ def create_app(app: App) -> FastAPI:
     async def send(command: SendEmail, request: Request, response: Response) -> dict[str, Any]:
         """Accept a SendEmail. Re-posting the same ``email_id`` answers the same and sends nothing new."""
         message_id = http_message_id(command.email_id)
-        headers = {"NServiceBus.CorrelationId": request.headers.get("X-Correlation-Id") or message_id}
+        headers = {H.CORRELATION_ID: request.headers.get("X-Correlation-Id") or message_id}
         context = MessageContext(message_id, "SendEmail", headers)
         if app.settings.embedded_bus:
             await run_in_threadpool(app.pipeline.handle_local, command, context)
@@ -53,7 +53,8 @@ def create_app(app: App) -> FastAPI:
                 reply_to=ENDPOINT,
                 destination=app.settings.input_queue,
             )
-            await run_in_threadpool(app.relay.publish_now, [message])
+            # No outbox row: the command is durable once the broker confirmed it (then 202).
+            await run_in_threadpool(app.bus.publish, [message])
         location = f"/v1/emails/{command.email_id}"
         response.headers["Location"] = location
         return {"email_id": command.email_id, "accepted": True, "status_url": location}
