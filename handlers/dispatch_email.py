@@ -16,8 +16,7 @@ from __future__ import annotations
 import structlog
 
 from contracts import Address, DispatchEmail
-from emailer.domain import Email, RetryPolicy, SendOutcome
-from emailer.domain.values import Mailbox
+from emailer.domain import Email, Mailbox, RetryPolicy, SendOutcome
 from emailer.retries import conflict_retrying
 from handlers.errors import ConcurrencyConflict
 from handlers.ports import BlobStore, Clock, OutgoingAttachment, OutgoingEmail, Provider
