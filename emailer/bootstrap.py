@@ -36,7 +36,6 @@ class App:
     provider: Provider
     clock: Clock
     policy: RetryPolicy
-    breaker: CircuitBreaker
     registry: Registry
     outbox: Outbox
     pipeline: MessagePipeline[Delivery]
@@ -61,7 +60,19 @@ def build_blob_store(settings: Settings) -> BlobStore:
     raise NotImplementedError("the S3 / MinIO blob store comes with the attachments work")
 
 
-def build_provider(settings: Settings) -> Provider:
+def build_provider(settings: Settings, clock: Clock) -> Provider:
+    """The configured provider, guarded by a circuit breaker."""
+    return guard_provider(build_real_provider(settings), settings, clock)
+
+
+def guard_provider(provider: Provider, settings: Settings, clock: Clock) -> Provider:
+    """``provider`` behind a circuit breaker (EMAILER_CIRCUIT_*): handlers never see the breaker."""
+    return CircuitBreaker(
+        provider, clock, settings.circuit_threshold, timedelta(seconds=settings.circuit_cooldown)
+    )
+
+
+def build_real_provider(settings: Settings) -> Provider:
     if settings.provider == "sendgrid":
         from emailer.adapters.providers.sendgrid import SendGridProvider
 
@@ -102,11 +113,10 @@ def bootstrap(
 
     engine = engine or make_engine(settings.effective_database_url)
     bus = bus or build_bus(settings)
-    provider = provider or build_provider(settings)
     blobs = blobs or build_blob_store(settings)
     clock = clock or SystemClock()
+    provider = guard_provider(provider or build_real_provider(settings), settings, clock)
     policy = settings.retry_policy()
-    breaker = CircuitBreaker(settings.circuit_threshold, timedelta(seconds=settings.circuit_cooldown))
 
     outbox = Outbox(engine, bus, clock)
     registry = Registry(
@@ -120,7 +130,7 @@ def bootstrap(
             Route(RecordDeliveryReports, lambda m, uow: record_delivery_reports(m, uow, clock)),
             Route(
                 DispatchEmail,
-                lambda m, uow: dispatch_email(m, uow, blobs, provider, clock, policy, breaker),
+                lambda m, uow: dispatch_email(m, uow, blobs, provider, clock, policy),
                 transactional=False,
             ),
         ]
@@ -133,7 +143,6 @@ def bootstrap(
         provider=provider,
         clock=clock,
         policy=policy,
-        breaker=breaker,
         registry=registry,
         outbox=outbox,
         pipeline=MessagePipeline(

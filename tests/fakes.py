@@ -168,6 +168,9 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         super().__init__(clock)
         self.store = store or _Store()
         self.commits = 0
+        self.conflicts = 0
+        """Prime with N: the next N commits fail with ConcurrencyConflict, as if another
+        transaction had changed the email first (nothing of theirs is saved)."""
 
     def _begin(self) -> None:
         self.emails = _FakeEmails(self.store)
@@ -178,6 +181,9 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         return list(self.emails.seen.values())
 
     def _flush(self, outbox: list[OutgoingMessage]) -> None:
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ConcurrencyConflict("primed conflict")
         for email in self.emails.seen.values():
             stored = self.store.emails.get(email.id)
             loaded = self.emails.versions.get(email.id)

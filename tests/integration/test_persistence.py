@@ -36,7 +36,7 @@ def count(engine: Engine, table: Table) -> int:
 def add_email(engine: Engine, clock: FakeClock, message_id: str = "m-1", **changes: Any) -> Email:
     command = send_email(**changes)
     refs = [store_attachment(a, FakeBlobStore()) for a in command.attachments]
-    email = Email.queue(command, refs, clock.now(), POLICY)
+    email = Email.queue(command, refs, clock.now())
     uow = SqlUnitOfWork(engine, clock)
     with uow:
         uow.context = MessageContext(message_id, "SendEmail")
@@ -67,7 +67,7 @@ def test_state_inbox_and_outbox_commit_together_or_not_at_all(engine: Engine) ->
     assert (count(engine, emails), count(engine, inbox), count(engine, outbox)) == (1, 1, 1)
     uow = SqlUnitOfWork(engine, clock)
     with uow:  # no commit: rolled back
-        uow.emails.add(Email.queue(send_email(attachments=[]), [], clock.now(), POLICY))
+        uow.emails.add(Email.queue(send_email(attachments=[]), [], clock.now()))
         uow.inbox.record("m-2", "SendEmail")
     assert (count(engine, emails), count(engine, inbox), count(engine, outbox)) == (1, 1, 1)
     with SqlUnitOfWork(engine, clock) as uow2:
@@ -84,7 +84,7 @@ def test_preloading_a_batch_answers_like_one_by_one(engine: Engine) -> None:
         assert found is not None and found.recipients == stored.recipients
         assert uow.emails.get("missing-1") is None
         assert uow.inbox.seen("m-1") and not uow.inbox.seen("m-unknown")
-        fresh = Email.queue(send_email(email_id="missing-1", attachments=[]), [], clock.now(), POLICY)
+        fresh = Email.queue(send_email(email_id="missing-1", attachments=[]), [], clock.now())
         uow.emails.add(fresh)  # known absent, then added: get returns it
         assert uow.emails.get("missing-1") is fresh
 
