@@ -13,8 +13,8 @@ What it does
   3. Runs ONE worker in this process (``Worker(bootstrap(settings))``), with
      timestamps taken on Emailer's own objects: ``app.pipeline.handle_batch``
      (a command is received), ``app.bus.publish`` (returns once the broker
-     confirmed every envelope; the outbox relay calls it through bootstrap's
-     ``publish`` closure) and ``app.provider.send`` (time in the provider call).
+     confirmed every message; the outbox relay, ``app.outbox``, calls it on
+     this instance) and ``app.provider.send`` (time in the provider call).
   4. Waits (bounded) until every email's ``EmailQueued`` and
      ``EmailDeliveryStarted`` were confirmed, stops the worker and checks the
      end state: N emails in the database, N requests accepted by the sandbox,
@@ -176,12 +176,12 @@ class Recorder:
     """Timestamps taken inside the worker, on Emailer's own objects (no library is patched).
 
     The wrappers only append; ``drain`` (called from the main thread) decodes the
-    published envelopes into ``confirmed[event type][email id] = time``.
+    published messages into ``confirmed[event type][email id] = time``.
     """
 
     def __init__(self) -> None:
         self.received: dict[str, float] = {}  # incoming message id -> first handle_batch entry
-        self.published: list[tuple[float, list[Any]]] = []  # (confirmed at, envelopes)
+        self.published: list[tuple[float, list[Any]]] = []  # (confirmed at, messages)
         self.confirmed: dict[str, dict[str, float]] = {t: {} for t in EVENT_TYPES}
         self.busy: dict[str, list[float]] = {}  # seam -> [seconds, calls, items]
         self._lock = threading.Lock()
@@ -201,15 +201,15 @@ class Recorder:
             finally:
                 self._add("handle_batch", perf() - t0, len(deliveries))
 
-        def timed_publish(envelopes: Sequence[Any]) -> None:
+        def timed_publish(messages: Sequence[Any]) -> None:
             t0 = perf()
-            publish(envelopes)  # returns once the broker confirmed every envelope
+            publish(messages)  # returns once the broker confirmed every message
             t1 = perf()
-            self.published.append((t1, list(envelopes)))
+            self.published.append((t1, list(messages)))
             # accept: a SendEmail batch's outbox (EmailQueued + DispatchEmail); dispatch: the rest
             # (EmailDeliveryStarted; scheduler and sweep publishes too, none in a healthy run).
-            step = "accept" if any(e.message_type == "EmailQueued" for e in envelopes) else "dispatch"
-            self._add(f"bus.publish[{step}]", t1 - t0, len(envelopes))
+            step = "accept" if any(m.message_type == "EmailQueued" for m in messages) else "dispatch"
+            self._add(f"bus.publish[{step}]", t1 - t0, len(messages))
 
         def timed_send(request: Any) -> Any:
             t0 = perf()
@@ -219,7 +219,7 @@ class Recorder:
                 self._add("provider.send", perf() - t0, 1)
 
         app.pipeline.handle_batch = timed_handle_batch  # the worker reads it when it starts consuming
-        app.bus.publish = timed_publish  # bootstrap's publish closure calls bus.publish on this instance
+        app.bus.publish = timed_publish  # the outbox (app.outbox) calls publish on this instance
         app.provider.send = timed_send  # the DispatchEmail route calls provider.send on this instance
 
     def _add(self, seam: str, seconds: float, items: int) -> None:
@@ -231,11 +231,11 @@ class Recorder:
 
     def drain(self) -> None:
         end = len(self.published)
-        for confirmed_at, envelopes in self.published[self._drained : end]:
-            for envelope in envelopes:
-                if envelope.message_type in EVENT_TYPES:
-                    email_id = json.loads(envelope.body)["email_id"]
-                    self.confirmed[envelope.message_type].setdefault(email_id, confirmed_at)
+        for confirmed_at, messages in self.published[self._drained : end]:
+            for message in messages:
+                if message.message_type in EVENT_TYPES:
+                    email_id = json.loads(message.body)["email_id"]
+                    self.confirmed[message.message_type].setdefault(email_id, confirmed_at)
         self._drained = end
 
     def counts(self) -> tuple[int, int, int]:
@@ -494,7 +494,6 @@ def end_state(app: Any, s: Stack, commands: list[Command]) -> dict[str, Any]:
     """What the run left behind: database, outbox, sandbox, subscriber queue, error queue."""
     from sqlalchemy import func, select
 
-    from emailer.adapters.persistence.outbox_store import OutboxStore
     from emailer.adapters.persistence.tables import emails
     from emailer.sandbox.client import SandboxClient
 
@@ -513,7 +512,7 @@ def end_state(app: Any, s: Stack, commands: list[Command]) -> dict[str, Any]:
         "email_statuses": statuses,
         "sandbox_accepted": accepted,
         "sandbox_distinct_emails": len(sent_ids & ours),
-        "outbox_pending": OutboxStore(app.engine).pending_count(),
+        "outbox_pending": app.outbox.pending_count(),
         "events_on_subscriber_queue": queue_depth(channel, s.sink_queue),
         "error_queue": queue_depth(channel, s.topology.error_queue),
     }
@@ -595,7 +594,7 @@ def print_ours(r: dict[str, Any]) -> None:
     print("  worker time (publish and provider calls happen inside handle_batch):")
     for seam, t in r["worker_time"].items():
         each = 1e3 * t["s"] / max(1, t["items"])
-        unit = units.get(seam, "envelopes")
+        unit = units.get(seam, "messages")
         print(
             f"    {seam:24}{t['s']:7.2f} s {t['calls']:6} calls {t['items']:6} {unit:9} {each:6.2f} ms each"
         )

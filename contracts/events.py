@@ -50,7 +50,13 @@ class EmailDeliveryFailed(EmailEvent):
     reason: str
     provider: str | None = None
     attempts: int = 0
-    permanent: bool = True
+    permanent: bool = Field(
+        default=True,
+        description=(
+            "always true: a failure that can still be retried is not reported, so every "
+            "EmailDeliveryFailed is final (kept so that existing subscribers keep reading it)"
+        ),
+    )
     provider_status: int | None = None
 
 

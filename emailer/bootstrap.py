@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -15,17 +14,17 @@ from emailer.config import Settings
 from emailer.domain import RetryPolicy
 from emailer.endpoint.pipeline import MessagePipeline
 from emailer.endpoint.registry import Registry, Route
-from emailer.endpoint.relay import OutboxRelay
 from handlers import send_email as send_email_module
 from handlers.cancel_email import cancel_email
 from handlers.dispatch_email import dispatch_email
-from handlers.ports import BlobStore, Clock, OutgoingMessage, Provider
+from handlers.ports import BlobStore, Clock, Provider
 from handlers.record_delivery_reports import record_delivery_reports
 from handlers.send_email import send_email
 from handlers.unit_of_work import AbstractUnitOfWork
 
 if TYPE_CHECKING:
-    from emailer.adapters.bus import Envelope, KombuBus
+    from emailer.adapters.bus import Delivery, KombuBus
+    from emailer.adapters.persistence.outbox import Outbox
 
 
 @dataclass
@@ -37,10 +36,9 @@ class App:
     provider: Provider
     clock: Clock
     policy: RetryPolicy
-    breaker: CircuitBreaker
     registry: Registry
-    relay: OutboxRelay
-    pipeline: MessagePipeline
+    outbox: Outbox
+    pipeline: MessagePipeline[Delivery]
     extras: dict[str, Any] = field(default_factory=dict)
 
     def new_uow(self) -> AbstractUnitOfWork:
@@ -62,7 +60,19 @@ def build_blob_store(settings: Settings) -> BlobStore:
     raise NotImplementedError("the S3 / MinIO blob store comes with the attachments work")
 
 
-def build_provider(settings: Settings) -> Provider:
+def build_provider(settings: Settings, clock: Clock) -> Provider:
+    """The configured provider, guarded by a circuit breaker."""
+    return guard_provider(build_real_provider(settings), settings, clock)
+
+
+def guard_provider(provider: Provider, settings: Settings, clock: Clock) -> Provider:
+    """``provider`` behind a circuit breaker (EMAILER_CIRCUIT_*): handlers never see the breaker."""
+    return CircuitBreaker(
+        provider, clock, settings.circuit_threshold, timedelta(seconds=settings.circuit_cooldown)
+    )
+
+
+def build_real_provider(settings: Settings) -> Provider:
     if settings.provider == "sendgrid":
         from emailer.adapters.providers.sendgrid import SendGridProvider
 
@@ -88,20 +98,6 @@ def build_bus(settings: Settings) -> KombuBus:
     return KombuBus(settings.bus_url, topology)
 
 
-def to_envelope(message: OutgoingMessage) -> Envelope:
-    """An outbox message as the bus carries it (the same fields, in the bus's type)."""
-    from emailer.adapters.bus import Envelope
-
-    return Envelope(
-        message_id=message.message_id,
-        message_type=message.message_type,
-        body=message.body,
-        headers=message.headers,
-        intent=message.intent,
-        destination=message.destination,
-    )
-
-
 def bootstrap(
     settings: Settings,
     *,
@@ -113,20 +109,16 @@ def bootstrap(
 ) -> App:
     from emailer.adapters.clock import SystemClock
     from emailer.adapters.persistence.engine import make_engine
-    from emailer.adapters.persistence.outbox_store import OutboxStore
+    from emailer.adapters.persistence.outbox import Outbox
 
     engine = engine or make_engine(settings.effective_database_url)
     bus = bus or build_bus(settings)
-    provider = provider or build_provider(settings)
     blobs = blobs or build_blob_store(settings)
     clock = clock or SystemClock()
+    provider = guard_provider(provider or build_real_provider(settings), settings, clock)
     policy = settings.retry_policy()
-    breaker = CircuitBreaker(settings.circuit_threshold, timedelta(seconds=settings.circuit_cooldown))
 
-    def publish(messages: Sequence[OutgoingMessage]) -> None:
-        bus.publish([to_envelope(m) for m in messages])
-
-    relay = OutboxRelay(publish, OutboxStore(engine), clock)
+    outbox = Outbox(engine, bus, clock)
     registry = Registry(
         [
             Route(
@@ -138,7 +130,7 @@ def bootstrap(
             Route(RecordDeliveryReports, lambda m, uow: record_delivery_reports(m, uow, clock)),
             Route(
                 DispatchEmail,
-                lambda m, uow: dispatch_email(m, uow, blobs, provider, clock, policy, breaker),
+                lambda m, uow: dispatch_email(m, uow, blobs, provider, clock, policy),
                 transactional=False,
             ),
         ]
@@ -151,13 +143,12 @@ def bootstrap(
         provider=provider,
         clock=clock,
         policy=policy,
-        breaker=breaker,
         registry=registry,
-        relay=relay,
+        outbox=outbox,
         pipeline=MessagePipeline(
             registry,
             lambda: app.new_uow(),
-            relay,
+            outbox,
             bus,
             settings.crash_at,
             concurrency=settings.dispatch_concurrency,

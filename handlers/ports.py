@@ -9,13 +9,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from contracts import Address
 from contracts.wire import H
 from emailer.domain import Email
+from emailer.domain import Outcome as Outcome  # re-exported: providers answer in the domain's terms
+from emailer.domain import SendOutcome as SendOutcome
 
 # --------------------------------------------------------------------------- messages
 
@@ -168,42 +169,16 @@ class OutgoingEmail:
         yield from self.bcc
 
 
-class Outcome(StrEnum):
-    ACCEPTED = "accepted"
-    """The provider took the email."""
-    REJECTED = "rejected"
-    """The provider refused it for good (400, 413): retrying would not help."""
-    TRANSIENT = "transient"
-    """It did not reach the provider, or the provider asked us to come back (429, 5xx)."""
-    UNKNOWN = "unknown"
-    """The request was sent but no answer came: it may or may not have been taken."""
-
-
-@dataclass(frozen=True)
-class SendOutcome:
-    outcome: Outcome
-    provider_message_id: str | None = None
-    reason: str | None = None
-    status: int | None = None
-    retry_after: timedelta | None = None
-    delivered: bool = False
-    """Acceptance is final delivery to every recipient (a local drop, not a relay): no callbacks follow."""
-
-    @classmethod
-    def accepted(
-        cls, provider_message_id: str | None, status: int | None = None, delivered: bool = False
-    ) -> SendOutcome:
-        return cls(
-            Outcome.ACCEPTED, provider_message_id=provider_message_id, status=status, delivered=delivered
-        )
-
-
 class UnsupportedFeature(Exception):
     """The provider cannot do what the email asks (raised loudly, never silently dropped)."""
 
 
 class Provider(Protocol):
-    """Sends one email. Returns a normalized outcome; raises only for programming errors."""
+    """Sends one email. Returns a normalized outcome; raises only for programming errors.
+
+    A provider may decline to try (``Outcome.POSTPONED``, e.g. its circuit is open):
+    the email then waits until the outcome's ``retry_at`` without spending an attempt.
+    """
 
     name: str
 

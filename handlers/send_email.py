@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import structlog
 
-from contracts import Attachment, AttachmentRef, DispatchEmail, SendEmail
-from emailer.domain import Email, RetryPolicy
+from contracts import Attachment as IncomingAttachment
+from contracts import SendEmail
+from emailer.domain import Attachment, Email, RetryPolicy
 from handlers.errors import InvalidMessage
 from handlers.ports import BlobStore, Clock
 from handlers.unit_of_work import AbstractUnitOfWork
@@ -26,10 +27,8 @@ def send_email(
         return
     refs = [store_attachment(a, blobs) for a in command.attachments]
     now = clock.now()
-    email = Email.queue(command, refs, now, policy)
-    if email.is_due(now):
-        email.lease_dispatch(now, policy)
-        uow.send(DispatchEmail(email_id=email.id))
+    email = Email.queue(command, refs, now)
+    email.wake(now, policy)  # due now (no send_at): it asks for its DispatchEmail
     uow.emails.add(email)
 
 
@@ -38,7 +37,7 @@ def prefetch(commands: list[SendEmail], uow: AbstractUnitOfWork) -> None:
     uow.emails.preload(c.email_id for c in commands)
 
 
-def store_attachment(attachment: Attachment, blobs: BlobStore) -> AttachmentRef:
+def store_attachment(attachment: IncomingAttachment, blobs: BlobStore) -> Attachment:
     """Move inline bytes into the blob store (or check a reference) and return the claim check."""
     if attachment.content is not None:
         key = blobs.put(attachment.content, attachment.content_type)
@@ -54,7 +53,7 @@ def store_attachment(attachment: Attachment, blobs: BlobStore) -> AttachmentRef:
                 f"attachment {attachment.filename!r}: size {attachment.size} given, blob has {found}"
             )
         size = found
-    return AttachmentRef(
+    return Attachment(
         filename=attachment.filename,
         content_type=attachment.content_type,
         disposition=attachment.disposition,

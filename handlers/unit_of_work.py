@@ -1,9 +1,9 @@
 """The unit of work: one database transaction, and the outbox it owns.
 
-Handlers change aggregates and ``send`` commands; the unit of work collects the
-events the aggregates emitted, encodes them with the headers of the message
-being handled, and on ``commit`` writes them as outbox rows in the same
-transaction as the state. What was written is then handed to the relay.
+Handlers change aggregates (and may ``send`` commands); the unit of work
+collects the commands and events the aggregates produced, encodes them with
+the headers of the message being handled, and on ``commit`` writes them as
+outbox rows in the same transaction as the state. What was written is then handed to the relay.
 
 One unit of work may span several incoming messages (a batch): the caller sets
 ``context`` before each and calls ``collect`` after each, so every outgoing
@@ -98,9 +98,11 @@ class AbstractUnitOfWork(abc.ABC):
         )
 
     def collect(self) -> None:
-        """Stage the events the touched aggregates emitted, under the current context."""
+        """Stage the commands and events the touched aggregates produced, under the current context."""
         now = self.clock.now()
         for email in self._touched():
+            for command in email.pull_commands():
+                self.send(command)
             for sequence, event in email.pull_events():
                 self._staged.append(
                     outgoing(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from emailer.domain import Email
@@ -57,6 +57,42 @@ class RecordingProvider:
         if self.outcomes:
             return self.outcomes.pop(0)
         return SendOutcome.accepted(f"fake-{len(self.sent)}", status=202)
+
+
+class RecordingPublisher:
+    """The ``Publisher`` port in memory: records what it published; prime ``failures`` to raise first."""
+
+    def __init__(self) -> None:
+        self.published: list[OutgoingMessage] = []
+        self.failures: list[Exception] = []
+        self.calls = 0
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        self.published.extend(messages)
+
+    def types(self) -> list[str]:
+        return [m.message_type for m in self.published]
+
+
+class FakeRelay:
+    """The pipeline's relay in memory: publishes what a commit wrote; a failure is left for a sweep."""
+
+    def __init__(self, publisher: RecordingPublisher | None = None) -> None:
+        self.publisher = publisher or RecordingPublisher()
+        self.left_for_sweep: list[OutgoingMessage] = []
+
+    def publish_committed(self, messages: Sequence[OutgoingMessage]) -> bool:
+        if not messages:
+            return True
+        try:
+            self.publisher.publish(messages)
+        except Exception:  # noqa: BLE001 - as the outbox: the rows stay pending
+            self.left_for_sweep.extend(messages)
+            return False
+        return True
 
 
 class _Store:
@@ -124,10 +160,17 @@ class _FakeProviderEvents:
 class FakeUnitOfWork(AbstractUnitOfWork):
     """Transactions over dicts: nothing is visible to the next transaction until commit."""
 
+    emails: _FakeEmails
+    inbox: _FakeInbox
+    provider_events: _FakeProviderEvents
+
     def __init__(self, clock: FakeClock, store: _Store | None = None) -> None:
         super().__init__(clock)
         self.store = store or _Store()
         self.commits = 0
+        self.conflicts = 0
+        """Prime with N: the next N commits fail with ConcurrencyConflict, as if another
+        transaction had changed the email first (nothing of theirs is saved)."""
 
     def _begin(self) -> None:
         self.emails = _FakeEmails(self.store)
@@ -138,6 +181,9 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         return list(self.emails.seen.values())
 
     def _flush(self, outbox: list[OutgoingMessage]) -> None:
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ConcurrencyConflict("primed conflict")
         for email in self.emails.seen.values():
             stored = self.store.emails.get(email.id)
             loaded = self.emails.versions.get(email.id)

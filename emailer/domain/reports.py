@@ -1,12 +1,16 @@
 """How each kind of provider report moves one recipient, as a table of small rules.
 
-Stale reports (older than the recipient's final state) and repeats change
-nothing and emit nothing; an open or click implies delivery.
+A rule changes the recipient through its methods and answers what happened:
+the timeline steps to record and the public events to emit, which the email
+then records and emits (this module knows nothing of ``Email``). An open or a
+click implies delivery, whatever order the callbacks came in.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, cast
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 from contracts import (
     DeliveryReport,
@@ -17,143 +21,124 @@ from contracts import (
     EmailRecipientDeliveryFailed,
     EmailRecipientOpened,
     EmailRecipientUnsubscribed,
+    Event,
     ReportKind,
 )
-from emailer.domain.status import FINAL, RecipientStatus
-
-if TYPE_CHECKING:
-    from emailer.domain.model import Email, Recipient
+from emailer.domain.recipient import Recipient
 
 
-def move_recipient(recipient: Recipient, status: RecipientStatus, report: DeliveryReport) -> bool:
-    """Move a recipient to ``status`` unless the report is stale or a repeat; True if it moved.
+@dataclass(frozen=True)
+class About:
+    """What every per-recipient event says about its email."""
 
-    A final state (delivered, failed) is left only for another final state that
-    happened later (an asynchronous bounce after delivery); a deferral never
-    undoes a final state, nor an older deferral a newer one.
-    """
-    if recipient.status in FINAL and (
-        status is RecipientStatus.DEFERRED
-        or (recipient.status_at is not None and report.occurred_at <= recipient.status_at)
-        or recipient.status is status
-    ):
-        return False
-    stale_deferral = (
-        recipient.status is RecipientStatus.DEFERRED is status
-        and recipient.status_at is not None
-        and report.occurred_at < recipient.status_at
-    )
-    if stale_deferral:
-        return False
-    recipient.status = status
-    recipient.status_reason = report.reason
-    recipient.status_at = report.occurred_at
-    recipient.changed = True
-    return True
+    email_id: str
+    metadata: dict[str, str]
+    provider_message_id: str | None
 
 
-def event_fields(email: Email, recipient: Recipient, report: DeliveryReport) -> dict[str, Any]:
-    """The fields every per-recipient event carries."""
+@dataclass(frozen=True)
+class Happened:
+    """One consequence of a report: a timeline step, with the event to publish (if any)."""
+
+    kind: str
+    detail: dict[str, Any]
+    event: Event | None = None
+
+
+Rule = Callable[[Recipient, DeliveryReport, About], list[Happened]]
+
+
+def apply_report(recipient: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    """Apply one report to ``recipient``; what happened, in order (nothing for a stale report)."""
+    return RULES.get(report.kind, _unknown)(recipient, report, about)
+
+
+def _fields(about: About, r: Recipient, report: DeliveryReport) -> dict[str, Any]:
     return {
-        "email_id": email.id,
-        "metadata": email.metadata,
+        "email_id": about.email_id,
+        "metadata": about.metadata,
         "occurred_at": report.occurred_at,
-        "recipient": recipient.address,
+        "recipient": r.address,
         "provider": report.provider,
-        "provider_message_id": report.provider_message_id or email.provider_message_id,
+        "provider_message_id": report.provider_message_id or about.provider_message_id,
     }
 
 
-def _report_delivered(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    if move_recipient(r, RecipientStatus.DELIVERED, report):
-        email._record(report.occurred_at, "recipient_delivered", {"recipient": r.address})
-        email._emit(EmailRecipientDelivered(**event_fields(email, r, report)))
+def _delivered(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    if not r.deliver(report.occurred_at, report.reason):
+        return []
+    event = EmailRecipientDelivered(**_fields(about, r, report))
+    return [Happened("recipient_delivered", {"recipient": r.address}, event)]
 
 
-def _report_deferred(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    if move_recipient(r, RecipientStatus.DEFERRED, report):
-        email._record(
-            report.occurred_at, "recipient_deferred", {"recipient": r.address, "reason": report.reason}
-        )
-        email._emit(EmailRecipientDeferred(**event_fields(email, r, report), reason=report.reason))
+def _deferred(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    if not r.defer(report.occurred_at, report.reason):
+        return []
+    event = EmailRecipientDeferred(**_fields(about, r, report), reason=report.reason)
+    return [Happened("recipient_deferred", {"recipient": r.address, "reason": report.reason}, event)]
 
 
-def _report_failed(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    if move_recipient(r, RecipientStatus.FAILED, report):
-        failure = cast(Literal["bounced", "dropped", "blocked"], report.kind.value)
-        email._record(
-            report.occurred_at,
-            "recipient_failed",
-            {"recipient": r.address, "failure": failure, "reason": report.reason},
-        )
-        email._emit(
-            EmailRecipientDeliveryFailed(
-                **event_fields(email, r, report),
-                failure=failure,
-                reason=report.reason,
-            )
-        )
+def _failed(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    if not r.fail(report.occurred_at, report.reason):
+        return []
+    failure = cast(Literal["bounced", "dropped", "blocked"], report.kind.value)
+    detail = {"recipient": r.address, "failure": failure, "reason": report.reason}
+    event = EmailRecipientDeliveryFailed(**_fields(about, r, report), failure=failure, reason=report.reason)
+    return [Happened("recipient_failed", detail, event)]
 
 
-def _engaged(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    """An open or a click proves delivery, whatever order the callbacks came in."""
-    if r.status not in FINAL:
-        _report_delivered(email, r, report)
+def _engaged(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    """An open or a click proves delivery."""
+    return [] if r.is_final else _delivered(r, report, about)
 
 
-def _report_opened(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    _engaged(email, r, report)
-    r.opens += 1
-    r.changed = True
-    email._record(report.occurred_at, "recipient_opened", {"recipient": r.address})
-    email._emit(EmailRecipientOpened(**event_fields(email, r, report), user_agent=report.user_agent))
+def _opened(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    happened = _engaged(r, report, about)
+    r.record_open()
+    event = EmailRecipientOpened(**_fields(about, r, report), user_agent=report.user_agent)
+    return [*happened, Happened("recipient_opened", {"recipient": r.address}, event)]
 
 
-def _report_clicked(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    _engaged(email, r, report)
-    r.clicks += 1
-    r.changed = True
-    email._record(report.occurred_at, "recipient_clicked", {"recipient": r.address, "url": report.url})
-    email._emit(
-        EmailRecipientClicked(**event_fields(email, r, report), url=report.url, user_agent=report.user_agent)
-    )
+def _clicked(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    happened = _engaged(r, report, about)
+    r.record_click()
+    event = EmailRecipientClicked(**_fields(about, r, report), url=report.url, user_agent=report.user_agent)
+    return [*happened, Happened("recipient_clicked", {"recipient": r.address, "url": report.url}, event)]
 
 
-def _report_complained(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    if not r.complained:
-        r.complained = r.changed = True
-        email._record(report.occurred_at, "recipient_complained", {"recipient": r.address})
-        email._emit(EmailRecipientComplained(**event_fields(email, r, report)))
+def _complained(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    if not r.complain():
+        return []
+    event = EmailRecipientComplained(**_fields(about, r, report))
+    return [Happened("recipient_complained", {"recipient": r.address}, event)]
 
 
-def _report_unsubscribed(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    if not r.unsubscribed:
-        r.unsubscribed = r.changed = True
-        email._record(report.occurred_at, "recipient_unsubscribed", {"recipient": r.address})
-        email._emit(EmailRecipientUnsubscribed(**event_fields(email, r, report)))
+def _unsubscribed(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    if not r.unsubscribe():
+        return []
+    event = EmailRecipientUnsubscribed(**_fields(about, r, report))
+    return [Happened("recipient_unsubscribed", {"recipient": r.address}, event)]
 
 
-def _report_processed(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    """The provider has the message (acceptance was recorded above); no recipient change."""
+def _processed(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    """The provider has the message (the email records acceptance); no recipient change."""
+    return []
 
 
-def report_unknown(email: Email, r: Recipient, report: DeliveryReport) -> None:
-    email._record(
-        report.occurred_at,
-        "report_unknown",
-        {"recipient": r.address, "provider_event": report.provider_event_type},
-    )
+def _unknown(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    detail = {"recipient": r.address, "provider_event": report.provider_event_type}
+    return [Happened("report_unknown", detail)]
 
 
-REPORT_RULES = {
-    ReportKind.PROCESSED: _report_processed,
-    ReportKind.DELIVERED: _report_delivered,
-    ReportKind.DEFERRED: _report_deferred,
-    ReportKind.BOUNCED: _report_failed,
-    ReportKind.DROPPED: _report_failed,
-    ReportKind.BLOCKED: _report_failed,
-    ReportKind.OPENED: _report_opened,
-    ReportKind.CLICKED: _report_clicked,
-    ReportKind.COMPLAINED: _report_complained,
-    ReportKind.UNSUBSCRIBED: _report_unsubscribed,
+RULES: dict[ReportKind, Rule] = {
+    ReportKind.PROCESSED: _processed,
+    ReportKind.DELIVERED: _delivered,
+    ReportKind.DEFERRED: _deferred,
+    ReportKind.BOUNCED: _failed,
+    ReportKind.DROPPED: _failed,
+    ReportKind.BLOCKED: _failed,
+    ReportKind.OPENED: _opened,
+    ReportKind.CLICKED: _clicked,
+    ReportKind.COMPLAINED: _complained,
+    ReportKind.UNSUBSCRIBED: _unsubscribed,
 }

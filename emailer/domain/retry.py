@@ -33,5 +33,10 @@ class RetryPolicy:
             delay = retry_after
         return delay
 
-    def deadline(self, created_at: datetime) -> datetime:
-        return created_at + self.budget
+    def deadline(self, created_at: datetime, send_at: datetime | None = None) -> datetime:
+        """When transient failures stop being retried: ``budget`` after sending was first due.
+
+        That is ``send_at`` when the email was scheduled (not when it was created):
+        an email scheduled a day ahead gets its whole budget from then.
+        """
+        return max(created_at, send_at or created_at) + self.budget

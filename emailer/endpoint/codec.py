@@ -8,16 +8,27 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from contracts import Message
+from contracts.wire import type_name
 from emailer.endpoint.registry import Registry, Route
 from handlers.errors import InvalidMessage
 from handlers.ports import MessageContext
 
 
 class IncomingDelivery(Protocol):
-    message_id: str
-    message_type: str | None
-    headers: dict[str, str]
-    body: bytes
+    """What decoding needs of a delivery, whatever transport brought it."""
+
+    @property
+    def message_id(self) -> str: ...
+
+    @property
+    def message_type(self) -> str | None:
+        """The enclosed message type (bare or NServiceBus's long form), if the sender set one."""
+
+    @property
+    def headers(self) -> dict[str, str]: ...
+
+    @property
+    def body(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -25,11 +36,6 @@ class Decoded:
     route: Route
     message: Message
     context: MessageContext
-
-
-def type_name(raw: str) -> str:
-    """``SendEmail``, ``contracts.SendEmail`` or ``Contracts.SendEmail, Contracts`` -> ``SendEmail``."""
-    return raw.split(";")[0].split(",")[0].strip().rsplit(".", 1)[-1]
 
 
 def decode(delivery: IncomingDelivery, registry: Registry) -> Decoded:

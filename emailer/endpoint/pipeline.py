@@ -9,7 +9,10 @@ so one bad message costs only itself.
 
 Failures never vanish: an invalid message goes to the error queue with the
 reason at once; any other exception is retried a few times (the delivery is
-requeued), then goes to the error queue.
+requeued, ``emailer.retries.IMMEDIATE_RETRIES``), then goes to the error queue.
+
+The pipeline knows no transport and no database: it takes deliveries, an error
+queue and an outbox relay through the small protocols below.
 """
 
 from __future__ import annotations
@@ -17,38 +20,56 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 
 from contracts import Message
-from emailer.adapters.bus.envelope import Delivery
 from emailer.domain import DomainError
-from emailer.endpoint.codec import Decoded, decode
+from emailer.endpoint.codec import Decoded, IncomingDelivery, decode
 from emailer.endpoint.faults import AFTER_COMMIT_BEFORE_PUBLISH, crash_point
 from emailer.endpoint.registry import Registry
-from emailer.endpoint.relay import OutboxRelay
+from emailer.retries import IMMEDIATE_RETRIES
 from handlers.errors import InvalidMessage
 from handlers.ports import MessageContext, OutgoingMessage
 from handlers.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger(__name__)
 
-IMMEDIATE_RETRIES = 3
 PERMANENT = (InvalidMessage, DomainError)
 
 
-class ErrorQueue(Protocol):
-    def send_to_error(self, delivery: Delivery, reason: str, exc: BaseException | None = None) -> None: ...
+class Settleable(IncomingDelivery, Protocol):
+    """A delivery the pipeline can settle: ack once committed, requeue to have it again."""
+
+    def ack(self) -> None: ...
+
+    def requeue(self) -> None: ...
 
 
-class MessagePipeline:
+D = TypeVar("D", bound=Settleable)
+D_contra = TypeVar("D_contra", bound=Settleable, contravariant=True)
+
+
+class ErrorQueue(Protocol[D_contra]):
+    """Moves a delivery to the error queue with the reason, then acks it."""
+
+    def send_to_error(self, delivery: D_contra, reason: str, exc: BaseException | None = None) -> None: ...
+
+
+class Relay(Protocol):
+    """Publishes what a commit wrote to the outbox; a failure leaves it to the sweep (never raises)."""
+
+    def publish_committed(self, messages: Sequence[OutgoingMessage]) -> bool: ...
+
+
+class MessagePipeline(Generic[D]):
     def __init__(
         self,
         registry: Registry,
         uow_factory: Callable[[], AbstractUnitOfWork],
-        relay: OutboxRelay,
-        errors: ErrorQueue,
+        relay: Relay,
+        errors: ErrorQueue[D],
         crash_at: str | None = None,
         concurrency: int = 1,
     ) -> None:
@@ -65,8 +86,8 @@ class MessagePipeline:
 
     # ------------------------------------------------------------ from the bus
 
-    def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
-        decoded: list[tuple[Delivery, Decoded]] = []
+    def handle_batch(self, deliveries: Sequence[D]) -> None:
+        decoded: list[tuple[D, Decoded]] = []
         for delivery in deliveries:
             try:
                 decoded.append((delivery, decode(delivery, self.registry)))
@@ -79,7 +100,7 @@ class MessagePipeline:
         if alone:
             self._handle_alone(alone)
 
-    def _handle_together(self, items: list[tuple[Delivery, Decoded]]) -> None:
+    def _handle_together(self, items: list[tuple[D, Decoded]]) -> None:
         try:
             written = self._run_transaction([x for _, x in items])
         except Exception as exc:
@@ -125,7 +146,7 @@ class MessagePipeline:
             if prefetch is not None:
                 prefetch([item.message for item in group], uow)
 
-    def _handle_alone(self, items: list[tuple[Delivery, Decoded]]) -> None:
+    def _handle_alone(self, items: list[tuple[D, Decoded]]) -> None:
         """Handlers that commit on their own (DispatchEmail): up to ``concurrency`` at once.
 
         They wait on the provider, so they overlap in a thread pool; acks, failures
@@ -156,7 +177,7 @@ class MessagePipeline:
                 return uow.take_committed(), exc
         return uow.take_committed(), None
 
-    def _after_commit(self, deliveries: list[Delivery], written: list[OutgoingMessage]) -> None:
+    def _after_commit(self, deliveries: list[D], written: list[OutgoingMessage]) -> None:
         crash_point(AFTER_COMMIT_BEFORE_PUBLISH, self.crash_at)
         for delivery in deliveries:
             delivery.ack()
@@ -180,7 +201,7 @@ class MessagePipeline:
 
     # ------------------------------------------------------------ failures
 
-    def _failed(self, delivery: Delivery, exc: Exception) -> None:
+    def _failed(self, delivery: D, exc: Exception) -> None:
         if isinstance(exc, PERMANENT):
             self._to_error_queue(delivery, exc)
             return
@@ -198,7 +219,7 @@ class MessagePipeline:
         )
         delivery.requeue()
 
-    def _to_error_queue(self, delivery: Delivery, exc: Exception) -> None:
+    def _to_error_queue(self, delivery: D, exc: Exception) -> None:
         log.error(
             "pipeline.moved_to_error_queue",
             message_id=delivery.message_id,

@@ -1,9 +1,12 @@
-"""The scheduler's step: find emails that are due (send_at, retries, expired waits) and dispatch them."""
+"""The scheduler's step: wake the emails that are due (send_at, retries, expired waits).
+
+Each email decides for itself whether to ask for a dispatch (``Email.wake``);
+the unit of work sends what it asked for when this step commits.
+"""
 
 from __future__ import annotations
 
-from contracts import DispatchEmail
-from emailer.domain import EmailStatus, RetryPolicy
+from emailer.domain import RetryPolicy
 from handlers.ports import Clock, MessageContext
 from handlers.unit_of_work import AbstractUnitOfWork
 
@@ -15,11 +18,6 @@ def schedule_due(uow: AbstractUnitOfWork, clock: Clock, policy: RetryPolicy, lim
         uow.context = MessageContext.originating("Scheduler")
         now = clock.now()
         for email in uow.emails.due(now, limit):
-            if email.status is EmailStatus.DISPATCHING:
-                email.give_up_waiting(now)
-            if email.is_due(now):
-                email.lease_dispatch(now, policy)
-                uow.send(DispatchEmail(email_id=email.id))
-                queued += 1
+            queued += email.wake(now, policy)
         uow.commit()
     return queued

@@ -91,7 +91,7 @@ def submit(command: SendEmail, settings: Settings, gateway_url: str | None) -> s
 
 
 def _submit_to_bus(command: SendEmail, settings: Settings) -> str:
-    from emailer.bootstrap import build_bus, to_envelope
+    from emailer.bootstrap import build_bus
     from handlers.ports import MessageContext
     from handlers.unit_of_work import outgoing
 
@@ -106,7 +106,7 @@ def _submit_to_bus(command: SendEmail, settings: Settings) -> str:
             now=datetime.now(UTC),
             destination=settings.input_queue,
         )
-        bus.publish([to_envelope(m)])
+        bus.publish([m])
     finally:
         bus.close()
     return f"on queue {settings.input_queue!r} at {bus.safe_url}"

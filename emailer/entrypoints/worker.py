@@ -8,8 +8,11 @@ from datetime import timedelta
 
 import structlog
 
+from emailer.adapters.persistence.inbox import purge_inbox
+from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.bootstrap import App
 from emailer.endpoint.scheduler import schedule_due
+from handlers.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -67,22 +70,27 @@ class Worker:
                 self.stopping.wait(1.0)
 
     def schedule_once(self) -> int:
-        uow = self.app.new_uow()
-        queued = schedule_due(uow, self.app.clock, self.app.policy)
-        self.app.relay.publish_committed(uow.take_committed())
+        """One scheduler pass; a pass whose connection was lost before it committed runs again."""
+
+        def tick() -> tuple[AbstractUnitOfWork, int]:
+            uow = self.app.new_uow()
+            return uow, schedule_due(uow, self.app.clock, self.app.policy)
+
+        uow, queued = with_reconnect(tick)
+        self.app.outbox.publish_committed(uow.take_committed())
         return queued
 
     def sweep_once(self) -> int:
-        return self.app.relay.sweep(timedelta(seconds=self.app.settings.outbox_sweep_after))
+        return self.app.outbox.sweep(timedelta(seconds=self.app.settings.outbox_sweep_after))
 
     def housekeeping_once(self) -> tuple[int, int]:
+        """Purge sent outbox rows and old inbox ids, each after its own retention."""
         s, now = self.app.settings, self.app.clock.now()
-        purged = self.app.relay.store.purge(
-            now - timedelta(seconds=s.outbox_retention), now - timedelta(seconds=s.inbox_retention)
-        )
-        if any(purged):
-            log.info("worker.housekeeping", outbox_rows=purged[0], inbox_ids=purged[1])
-        return purged
+        sent = self.app.outbox.purge(now - timedelta(seconds=s.outbox_retention))
+        handled = purge_inbox(self.app.engine, now - timedelta(seconds=s.inbox_retention))
+        if sent or handled:
+            log.info("worker.housekeeping", outbox_rows=sent, inbox_ids=handled)
+        return sent, handled
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()

@@ -1,17 +1,20 @@
-"""The SQL adapters (repository, unit of work, outbox, migrations) on SQLite and PostgreSQL alike."""
+"""The SQL adapters (repository, unit of work, migrations) on SQLite and PostgreSQL alike.
+
+The outbox and the inbox have their own module: ``test_outbox.py``.
+"""
 
 from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Table, func, select
 
 from emailer.adapters.persistence import schema
-from emailer.adapters.persistence.outbox_store import OutboxStore
 from emailer.adapters.persistence.queries import email_view
 from emailer.adapters.persistence.tables import emails, inbox, metadata, outbox
 from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
@@ -25,15 +28,15 @@ from tests.fakes import FakeBlobStore, FakeClock
 POLICY = RetryPolicy(jitter=0.0)
 
 
-def count(engine: Engine, table) -> int:  # type: ignore[no-untyped-def]
+def count(engine: Engine, table: Table) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def add_email(engine: Engine, clock: FakeClock, message_id: str = "m-1", **changes) -> Email:  # type: ignore[no-untyped-def]
+def add_email(engine: Engine, clock: FakeClock, message_id: str = "m-1", **changes: Any) -> Email:
     command = send_email(**changes)
     refs = [store_attachment(a, FakeBlobStore()) for a in command.attachments]
-    email = Email.queue(command, refs, clock.now(), POLICY)
+    email = Email.queue(command, refs, clock.now())
     uow = SqlUnitOfWork(engine, clock)
     with uow:
         uow.context = MessageContext(message_id, "SendEmail")
@@ -64,7 +67,7 @@ def test_state_inbox_and_outbox_commit_together_or_not_at_all(engine: Engine) ->
     assert (count(engine, emails), count(engine, inbox), count(engine, outbox)) == (1, 1, 1)
     uow = SqlUnitOfWork(engine, clock)
     with uow:  # no commit: rolled back
-        uow.emails.add(Email.queue(send_email(attachments=[]), [], clock.now(), POLICY))
+        uow.emails.add(Email.queue(send_email(attachments=[]), [], clock.now()))
         uow.inbox.record("m-2", "SendEmail")
     assert (count(engine, emails), count(engine, inbox), count(engine, outbox)) == (1, 1, 1)
     with SqlUnitOfWork(engine, clock) as uow2:
@@ -81,7 +84,7 @@ def test_preloading_a_batch_answers_like_one_by_one(engine: Engine) -> None:
         assert found is not None and found.recipients == stored.recipients
         assert uow.emails.get("missing-1") is None
         assert uow.inbox.seen("m-1") and not uow.inbox.seen("m-unknown")
-        fresh = Email.queue(send_email(email_id="missing-1", attachments=[]), [], clock.now(), POLICY)
+        fresh = Email.queue(send_email(email_id="missing-1", attachments=[]), [], clock.now())
         uow.emails.add(fresh)  # known absent, then added: get returns it
         assert uow.emails.get("missing-1") is fresh
 
@@ -140,45 +143,6 @@ def test_competing_schedulers_take_different_rows(pg_engine: Engine) -> None:
     release.set()
     t.join()
     assert len(taken) == 2 and len(others) == 2 and not set(taken) & set(others)
-
-
-def test_outbox_sweep_publishes_pending_rows_once(engine: Engine) -> None:
-    clock = FakeClock()
-    add_email(engine, clock)
-    store = OutboxStore(engine)
-    published: list[str] = []
-    assert (
-        store.sweep(lambda rows: published.extend(r.message_id for r in rows), clock.now(), timedelta(0)) == 1
-    )
-    assert (
-        store.sweep(lambda rows: published.extend(r.message_id for r in rows), clock.now(), timedelta(0)) == 0
-    )
-    assert len(published) == 1 and store.pending_count() == 0
-
-
-def test_housekeeping_purges_only_what_is_old_and_done(engine: Engine) -> None:
-    clock = FakeClock()
-    add_email(engine, clock)  # an inbox id and one outbox row, not sent yet
-    store = OutboxStore(engine)
-    later = clock.now() + timedelta(days=30)
-    assert store.purge(later, clock.now() - timedelta(days=1)) == (0, 0)  # pending rows are never purged
-    store.sweep(lambda rows: None, clock.now(), timedelta(0))
-    assert store.purge(clock.now(), clock.now()) == (0, 0)  # sent just now: kept
-    assert store.purge(later, later) == (1, 1)
-    assert count(engine, outbox) == 0 and count(engine, inbox) == 0 and count(engine, emails) == 1
-
-
-def test_a_failed_publish_leaves_rows_pending(engine: Engine) -> None:
-    clock = FakeClock()
-    add_email(engine, clock)
-    store = OutboxStore(engine)
-
-    def broken(rows: object) -> None:
-        raise ConnectionError("broker down")
-
-    with pytest.raises(ConnectionError):
-        store.sweep(broken, clock.now(), timedelta(0))
-    assert store.pending_count() == 1
 
 
 def test_models_match_the_migration(engine: Engine) -> None:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from contracts import DispatchEmail, SendEmail
 from emailer.domain import RetryPolicy
-from emailer.endpoint.pipeline import IMMEDIATE_RETRIES, MessagePipeline
+from emailer.endpoint.pipeline import MessagePipeline
 from emailer.endpoint.registry import Registry, Route
+from emailer.retries import IMMEDIATE_RETRIES
 from handlers.send_email import send_email as handle_send_email
 from tests.factories import send_email_payload
-from tests.fakes import FakeBlobStore, FakeClock, FakeUnitOfWork, _Store
+from tests.fakes import FakeBlobStore, FakeClock, FakeRelay, FakeUnitOfWork, _Store
 
 
 @dataclass
@@ -37,18 +39,9 @@ class FakeErrorQueue:
     def __init__(self) -> None:
         self.messages: list[tuple[FakeDelivery, str]] = []
 
-    def send_to_error(self, delivery, reason, exc=None) -> None:  # type: ignore[no-untyped-def]
+    def send_to_error(self, delivery: FakeDelivery, reason: str, exc: BaseException | None = None) -> None:
         self.messages.append((delivery, reason))
         delivery.ack()
-
-
-class FakeRelay:
-    def __init__(self) -> None:
-        self.published: list[str] = []
-
-    def publish_committed(self, messages) -> bool:  # type: ignore[no-untyped-def]
-        self.published.extend(m.message_type for m in messages)
-        return True
 
 
 class Harness:
@@ -61,7 +54,9 @@ class Harness:
         self.calls = 0
         self.fail_on: set[str] = set()
         registry = Registry([Route(SendEmail, self._send), Route(DispatchEmail, lambda m, u: None, False)])
-        self.pipeline = MessagePipeline(registry, self.new_uow, self.relay, self.errors)  # type: ignore[arg-type]
+        self.pipeline: MessagePipeline[FakeDelivery] = MessagePipeline(
+            registry, self.new_uow, self.relay, self.errors
+        )
 
     def new_uow(self) -> FakeUnitOfWork:
         return FakeUnitOfWork(self.clock, self.store)
@@ -73,7 +68,7 @@ class Harness:
         handle_send_email(message, uow, self.blobs, self.clock, RetryPolicy())
 
 
-def delivery(message_id: str, **changes) -> FakeDelivery:  # type: ignore[no-untyped-def]
+def delivery(message_id: str, **changes: Any) -> FakeDelivery:
     body = json.dumps(send_email_payload(**changes)).encode()
     return FakeDelivery(message_id, "SendEmail", body)
 
@@ -88,7 +83,7 @@ def test_a_batch_commits_once_then_acks_all_and_relays(h: Harness) -> None:
     h.pipeline.handle_batch(batch)
     assert all(d.acked for d in batch)
     assert len(h.store.emails) == 5 and len(h.store.inbox) == 5
-    assert h.relay.published.count("EmailQueued") == 5
+    assert h.relay.publisher.types().count("EmailQueued") == 5
 
 
 def test_the_same_message_twice_is_handled_once(h: Harness) -> None:
@@ -97,7 +92,7 @@ def test_the_same_message_twice_is_handled_once(h: Harness) -> None:
     h.pipeline.handle_batch([first])
     h.pipeline.handle_batch([again])
     assert again.acked and h.calls == 1
-    assert h.relay.published.count("EmailQueued") == 1
+    assert h.relay.publisher.types().count("EmailQueued") == 1
 
 
 def test_one_failing_message_does_not_cost_the_others(h: Harness) -> None:
@@ -129,7 +124,7 @@ def test_a_message_that_keeps_failing_goes_to_the_error_queue(h: Harness) -> Non
     ],
 )
 def test_invalid_messages_go_to_the_error_queue_with_the_reason(
-    h: Harness, message_type, body, reason
+    h: Harness, message_type: str | None, body: bytes, reason: str
 ) -> None:
     bad = FakeDelivery("m1", message_type, body)
     h.pipeline.handle_batch([bad])
@@ -169,9 +164,9 @@ def test_dispatches_of_a_batch_overlap_and_are_acked_by_the_caller() -> None:
 
     clock, store = FakeClock(), _Store()
     registry = Registry([Route(DispatchEmail, dispatch, transactional=False)])
-    pipeline = MessagePipeline(
+    pipeline: MessagePipeline[FakeDelivery] = MessagePipeline(
         registry, lambda: FakeUnitOfWork(clock, store), FakeRelay(), FakeErrorQueue(), concurrency=4
-    )  # type: ignore[arg-type]
+    )
     batch = [
         FakeDelivery(f"d{i}", "DispatchEmail", json.dumps({"email_id": f"e{i}"}).encode()) for i in range(2)
     ]

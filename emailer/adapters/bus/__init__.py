@@ -1,10 +1,11 @@
 """The bus adapter: kombu (RabbitMQ or ``memory://``) moving already-encoded messages.
 
-kombu lives in this package only; the rest of the code sees ``Envelope`` (out),
-``Delivery`` (in) and ``KombuBus``.
+kombu lives in this package only; the rest of the code sees ``KombuBus`` (the
+``handlers.ports.Publisher`` for ``OutgoingMessage``, and the consumer of the
+input queue) and ``Delivery`` (one incoming message, to ack or requeue).
 """
 
-from emailer.adapters.bus.envelope import Delivery, Envelope
+from emailer.adapters.bus.delivery import Delivery
 from emailer.adapters.bus.errors import (
     BusError,
     BusUnavailable,
@@ -20,7 +21,6 @@ __all__ = [
     "BusUnavailable",
     "Delivery",
     "DeliveryAlreadySettled",
-    "Envelope",
     "KombuBus",
     "PublishFailed",
     "PublishNotConfirmed",

@@ -4,6 +4,15 @@
 Modelled on ``kombu.mixins.ConsumerMixin``: raw messages only (``on_message``,
 so kombu never decodes a body nor acks one it cannot decode), explicit acks,
 and a fresh channel after every connection or channel failure.
+
+Reconnecting goes through ``emailer.retries.broker_reconnect_retrying``
+(tenacity) rather than kombu's ``ensure_connection`` retry loop: that loop only
+covers opening the connection (a channel that fails as consuming starts would
+spin), backs off linearly without jitter (N workers hammer a restarted broker
+together) and can only be interrupted by raising from a callback it calls once
+a second. Each attempt still opens the connection with kombu's
+``ensure_connection`` (one try), and the backoff starts over once a session
+was consuming.
 """
 
 from __future__ import annotations
@@ -19,12 +28,16 @@ from kombu.exceptions import OperationalError
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from emailer.adapters.bus.envelope import Delivery
+from emailer.adapters.bus.delivery import Delivery
+from emailer.retries import broker_reconnect_retrying
 
 _log = structlog.get_logger(__name__)
 
 OnBatch = Callable[[list[Delivery]], None]
-MAX_RECONNECT_PAUSE = 5.0
+
+
+class _SessionLost(Exception):
+    """A session that was consuming lost its connection: reconnect, the backoff starts over."""
 
 
 class BatchConsumer:
@@ -37,7 +50,6 @@ class BatchConsumer:
         self._queue = queue
         self._connect_timeout = connect_timeout
         self._safe_url = safe_url
-        self._failures = 0  # consecutive failed sessions, for the reconnect backoff
         self._lost = (
             OperationalError,
             OSError,
@@ -55,23 +67,26 @@ class BatchConsumer:
         idle_timeout: float,
     ) -> None:
         while not should_stop():
+            reconnecting = broker_reconnect_retrying(
+                self._lost,
+                should_stop=should_stop,
+                sleep=lambda seconds: _pause(seconds, should_stop),
+                on_retry=lambda _exc: self._connection.collect(),
+            )
             try:
-                self._session(on_batch, prefetch, max_batch, should_stop, idle_timeout)
-            except self._lost as exc:
-                self._failures += 1
-                failures = self._failures
-                pause = min(0.25 * 2 ** min(failures, 5), MAX_RECONNECT_PAUSE)
-                _log.warning(
-                    "bus.consumer.connection_lost",
-                    url=self._safe_url,
-                    error=f"{type(exc).__name__}: {exc}",
-                    attempt=failures,
-                    retry_in=pause,
-                )
-                # Drop the broken connection without talking to it; what it held
-                # unacked is redelivered by the broker.
-                self._connection.collect()
-                _pause(pause, should_stop)
+                for attempt in reconnecting:
+                    with attempt:
+                        self._session(on_batch, prefetch, max_batch, should_stop, idle_timeout)
+            except _SessionLost as lost:
+                self._dropped(lost.__cause__ or lost)
+            except self._lost:
+                if not should_stop():  # pragma: no cover - the policy has no attempt limit
+                    raise
+
+    def _dropped(self, exc: BaseException) -> None:
+        """Drop the broken connection without talking to it; what it held unacked is redelivered."""
+        _log.warning("bus.consumer.connection_lost", url=self._safe_url, error=f"{type(exc).__name__}: {exc}")
+        self._connection.collect()  # then reconnect at once; the backoff is for failed reconnects
 
     def _session(
         self,
@@ -99,7 +114,6 @@ class BatchConsumer:
         )
         consumer.qos(prefetch_count=prefetch)
         consumer.consume()
-        self._failures = 0
         try:
             while not should_stop():
                 _collect(connection, received, max_batch, idle_timeout)
@@ -111,8 +125,8 @@ class BatchConsumer:
                 in_flight[:] = [message for message in in_flight if not message.acknowledged]
                 if in_flight:
                     _log.warning("bus.consumer.unsettled", count=len(in_flight))
-        except self._lost:
-            raise
+        except self._lost as exc:
+            raise _SessionLost() from exc
         except BaseException:
             _give_back(in_flight + received)
             _close_quietly(consumer, channel)

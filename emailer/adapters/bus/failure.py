@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
-ENDPOINT_NAME = "emailer"
+from contracts.wire import ENDPOINT, H, wire_time
+
 MAX_STACK_TRACE_BYTES = 16 * 1024
 _TRUNCATED = "...(truncated)\n"
-
-
-def nsb_time(moment: datetime) -> str:
-    """NServiceBus wire format for times: ``yyyy-MM-dd HH:mm:ss:ffffff Z`` in UTC."""
-    if moment.tzinfo is None:
-        raise ValueError("a naive datetime has no defined UTC time")
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S:%f") + " Z"
 
 
 def failure_headers(
@@ -27,19 +21,19 @@ def failure_headers(
 ) -> dict[str, str]:
     """What failed where, when and why; ``reason`` is the human-readable message."""
     return {
-        "NServiceBus.FailedQ": failed_queue,
-        "NServiceBus.TimeOfFailure": nsb_time(now),
-        "NServiceBus.ExceptionInfo.ExceptionType": _type_name(exc),
-        "NServiceBus.ExceptionInfo.Message": reason,
-        "NServiceBus.ExceptionInfo.Source": ENDPOINT_NAME,
-        "NServiceBus.ExceptionInfo.StackTrace": _stack_trace(exc),
-        "NServiceBus.ProcessingEndpoint": ENDPOINT_NAME,
+        H.FAILED_Q: failed_queue,
+        H.TIME_OF_FAILURE: wire_time(now),
+        H.EXCEPTION_TYPE: _type_name(exc),
+        H.EXCEPTION_MESSAGE: reason,
+        H.EXCEPTION_SOURCE: ENDPOINT,
+        H.EXCEPTION_STACK_TRACE: _stack_trace(exc),
+        H.PROCESSING_ENDPOINT: ENDPOINT,
     }
 
 
-def merge_headers(*layers: Mapping[str, object] | None) -> dict[str, object]:
+def merge_headers(*layers: Mapping[str, str] | None) -> dict[str, str]:
     """Later layers win; ``None`` layers are skipped."""
-    merged: dict[str, object] = {}
+    merged: dict[str, str] = {}
     for layer in layers:
         if layer:
             merged.update(layer)

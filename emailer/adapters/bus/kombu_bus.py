@@ -1,7 +1,9 @@
 # mypy: allow-untyped-calls
 """KombuBus: moves already-encoded messages over RabbitMQ (py-amqp) or kombu's ``memory://``.
 
-It knows nothing of handlers or the database. Publishing and consuming use
+It implements the ``handlers.ports.Publisher`` port (``OutgoingMessage`` in,
+confirmed on the broker) and hands incoming ``Delivery`` batches to a
+callback. It knows nothing of handlers or the database. Publishing and consuming use
 separate connections: one thread consumes, any thread may publish (under a lock).
 On RabbitMQ a batch is published back-to-back and its confirms awaited together
 (``confirms.py``).
@@ -20,11 +22,13 @@ from kombu.connection import Connection
 from kombu.message import Message
 
 from emailer.adapters.bus.consuming import BatchConsumer
-from emailer.adapters.bus.envelope import CORRELATION_ID_HEADER, Delivery, Envelope
+from emailer.adapters.bus.delivery import Delivery
 from emailer.adapters.bus.errors import BusUnavailable, describe
 from emailer.adapters.bus.failure import failure_headers, merge_headers
-from emailer.adapters.bus.publishing import CONFIRM_TIMEOUT, BatchPublisher, Outgoing, connection_errors
+from emailer.adapters.bus.publishing import CONFIRM_TIMEOUT, BatchPublisher, connection_errors
 from emailer.adapters.bus.topology import Topology
+from emailer.retries import BROKER_CONNECT
+from handlers.ports import OutgoingMessage
 
 _log = structlog.get_logger(__name__)
 
@@ -61,6 +65,7 @@ class KombuBus:
         self.safe_url: str = url if self._driver == "memory" else self._publisher.as_uri()
         self._publishing = BatchPublisher(
             connection=self._publisher,
+            events_exchange=topology.events_exchange,
             driver=self._driver,
             confirm=confirm,
             connect_timeout=connect_timeout,
@@ -70,7 +75,7 @@ class KombuBus:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def connect(self, max_retries: int = 3) -> None:
+    def connect(self, max_retries: int = BROKER_CONNECT.attempts - 1) -> None:
         """Connect publisher and consumer, declare the topology; ``BusUnavailable`` if it can't."""
         for connection in (self._publisher, self._consumer):
             self._ensure_connected(connection, max_retries)
@@ -114,8 +119,8 @@ class KombuBus:
 
     # -- publishing --------------------------------------------------------------
 
-    def publish(self, envelopes: Sequence[Envelope]) -> None:
-        """Publish persistently; return only once the broker confirmed every envelope.
+    def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish persistently; return only once the broker confirmed every message.
 
         Send goes to the default exchange (routing key = queue), Publish to the
         events exchange (routing key = message type). The batch is written
@@ -123,44 +128,23 @@ class KombuBus:
 
         * A Send is ``mandatory``: one the broker cannot route (no such queue)
           raises ``PublishFailed`` naming it, once the broker has answered for
-          the whole batch, so every other envelope of the batch is then on the bus.
+          the whole batch, so every other message of the batch is then on the bus.
         * A broker nack raises ``PublishNotConfirmed`` (likewise after the whole
           batch was answered); a broker refusal (e.g. a missing exchange) raises
           ``PublishFailed`` at once and the rest of the batch is not sent.
-        * A dropped connection is re-established within ``PUBLISH_RETRY_POLICY``
-          and then the WHOLE batch is published again (the confirms still in
-          flight on the old channel are lost with it), so envelopes already
-          confirmed there reach the bus twice; beyond the policy, or when the
-          broker does not answer within ``confirm_timeout``, ``BusUnavailable``
-          is raised.
+        * A dropped connection is re-established under
+          ``emailer.retries.publish_retrying`` and then the WHOLE batch is
+          published again (the confirms still in flight on the old channel are
+          lost with it), so messages already confirmed there reach the bus
+          twice; beyond the policy, or when the broker does not answer within
+          ``confirm_timeout``, ``BusUnavailable`` is raised.
 
-        After any failure some envelopes of the batch may already be on the bus:
+        After any failure some messages of the batch may already be on the bus:
         retry the whole batch. That is safe because message ids are stable and
         receivers dedupe.
         """
-        outgoing: list[Outgoing] = []
-        for envelope in envelopes:
-            properties: dict[str, Any] = {
-                "message_id": envelope.message_id,
-                "type": envelope.message_type,
-            }
-            correlation_id = envelope.headers.get(CORRELATION_ID_HEADER)
-            if correlation_id:
-                properties["correlation_id"] = correlation_id
-            outgoing.append(
-                Outgoing(
-                    envelope.body,
-                    exchange="" if envelope.intent == "Send" else self.topology.events_exchange,
-                    routing_key=envelope.destination,
-                    headers=dict(envelope.headers),
-                    content_type="application/json",
-                    content_encoding="utf-8",
-                    properties=properties,
-                    mandatory=envelope.intent == "Send",
-                )
-            )
         with self._publish_lock:
-            self._publish_locked(outgoing)
+            self._publish_locked(messages)
 
     def send_to_error(
         self,
@@ -171,11 +155,11 @@ class KombuBus:
     ) -> None:
         """Move ``delivery`` to the error queue with NServiceBus failure headers, then ack it.
 
-        The original body and headers are kept; the ack happens only after the
-        error-queue publish is confirmed. ``extra_headers`` (e.g. retry counts) win.
+        The original body, headers and content type are kept; the ack happens
+        only after the error-queue publish is confirmed. ``extra_headers`` (e.g.
+        retry counts) win.
         """
         message: Message | None = delivery._message
-        original_headers = dict(message.headers) if message is not None else delivery.headers
         original_props: Mapping[str, Any] = message.properties if message is not None else {}
         failure = failure_headers(
             failed_queue=self.topology.input_queue,
@@ -183,27 +167,20 @@ class KombuBus:
             exc=exc,
             now=datetime.now(UTC),
         )
-        properties: dict[str, Any] = {
-            "message_id": original_props.get("message_id") or delivery.message_id,
-        }
-        for name in ("type", "correlation_id"):
-            if original_props.get(name):
-                properties[name] = original_props[name]
-        error_copy = Outgoing(
-            delivery.body,
-            exchange="",
-            routing_key=self.topology.error_queue,
-            headers=merge_headers(original_headers, failure, extra_headers),
+        error_copy = OutgoingMessage(
+            message_id=str(original_props.get("message_id") or delivery.message_id),
+            message_type=str(original_props.get("type") or ""),
+            body=delivery.body,
+            headers=merge_headers(delivery.headers, failure, extra_headers),
+            intent="Send",
+            destination=self.topology.error_queue,
             content_type=(message.content_type if message else None) or "application/octet-stream",
-            content_encoding=(message.content_encoding if message else None) or "binary",
-            properties=properties,
-            mandatory=True,
         )
         with self._publish_lock:
             self._publish_locked([error_copy])
         delivery.ack()
 
-    def _publish_locked(self, batch: list[Outgoing]) -> None:
+    def _publish_locked(self, batch: Sequence[OutgoingMessage]) -> None:
         if not self._connected:
             raise RuntimeError("KombuBus is not connected: call connect() first")
         self._publishing.publish(batch)
@@ -267,9 +244,10 @@ class KombuBus:
             connection.ensure_connection(
                 errback=retrying,
                 max_retries=max_retries,
-                interval_start=0.5,
-                interval_step=1.0,
-                interval_max=4.0,
+                # kombu grows the pause linearly: 0.5, 1.5, 2.5 ... up to max_wait.
+                interval_start=BROKER_CONNECT.first_wait,
+                interval_step=2 * BROKER_CONNECT.first_wait,
+                interval_max=BROKER_CONNECT.max_wait,
             )
         except connection_errors(connection) as exc:
             raise BusUnavailable(self.safe_url, describe(exc)) from exc

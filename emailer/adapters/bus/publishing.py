@@ -1,69 +1,80 @@
 # mypy: allow-untyped-calls
-"""The publisher behind ``KombuBus.publish``: a batch out, confirmed, surviving reconnects.
+"""The publisher behind ``KombuBus.publish``: a batch of ``OutgoingMessage`` out, confirmed, reconnecting.
 
 A batch is written back-to-back on one channel; on RabbitMQ (confirm mode) the
 confirms are then awaited together (``confirms.py``), instead of py-amqp's
 ``confirm_publish`` waiting for each message before sending the next. A lost
-connection is re-established within ``PUBLISH_RETRY_POLICY`` and the whole
-batch is published again on the new channel: the confirms that were in flight
-on the old one are lost with it, and message ids are stable, so a message that
-reaches the bus twice is deduped by its receivers.
+connection is re-established under ``emailer.retries.publish_retrying`` and the
+whole batch is published again on the new channel: the confirms that were in
+flight on the old one are lost with it, and message ids are stable, so a
+message that reaches the bus twice is deduped by its receivers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from itertools import count
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
+from contracts.wire import H
 from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker
 from emailer.adapters.bus.errors import BusUnavailable, PublishFailed, describe
+from emailer.retries import publish_retrying
+from handlers.ports import OutgoingMessage
 
 _log = structlog.get_logger(__name__)
 
 PERSISTENT = 2
-# Bounded: a publish that cannot get through within a few seconds raises to the caller.
-# Each retry reconnects and publishes the whole batch again.
-PUBLISH_RETRY_POLICY: Mapping[str, float] = {
-    "max_retries": 3,
-    "interval_start": 0.0,
-    "interval_step": 0.5,
-    "interval_max": 2.0,
-}
 CONFIRM_TIMEOUT = 30.0  # seconds the broker may take to confirm a whole batch
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One message as it goes on the wire, fixed once so that a republish sends the same."""
-
-    body: bytes
-    exchange: str
-    routing_key: str
-    headers: dict[str, Any]
-    content_type: str
-    content_encoding: str
-    properties: dict[str, Any]  # message_id, type, correlation_id
-    mandatory: bool
-    timestamp: int = field(default_factory=lambda: int(time.time()))  # AMQP: whole seconds
-
-    @property
-    def label(self) -> str:
-        return f"{self.properties.get('message_id')} to {self.exchange or '(default)'}/{self.routing_key}"
-
-    def amqp_properties(self) -> dict[str, Any]:
-        return {**self.properties, "delivery_mode": PERSISTENT, "timestamp": self.timestamp}
+_TEXT_TYPES = ("application/json", "text/")
 
 
 def connection_errors(connection: Connection) -> tuple[type[BaseException], ...]:
     """What a lost (or unreachable) broker connection raises."""
     return (OperationalError, OSError, *connection.connection_errors)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a message goes on AMQP: a Send to a queue (default exchange), a Publish to the events."""
+
+    exchange: str
+    routing_key: str
+    mandatory: bool
+
+    def label(self, message: OutgoingMessage) -> str:
+        return f"{message.message_id} to {self.exchange or '(default)'}/{self.routing_key}"
+
+
+def route(message: OutgoingMessage, events_exchange: str) -> Route:
+    """A Send is ``mandatory`` (an unroutable one is an error); a Publish with no subscriber is not."""
+    if message.intent == "Send":
+        return Route("", message.destination, mandatory=True)
+    return Route(events_exchange, message.destination, mandatory=False)
+
+
+def amqp_properties(message: OutgoingMessage, timestamp: int) -> dict[str, Any]:
+    """The AMQP properties of ``message``: its id, type and correlation id, persistent, stamped."""
+    properties: dict[str, Any] = {
+        "message_id": message.message_id,
+        "delivery_mode": PERSISTENT,
+        "timestamp": timestamp,  # AMQP: whole seconds
+    }
+    if message.message_type:
+        properties["type"] = message.message_type
+    correlation_id = message.headers.get(H.CORRELATION_ID)
+    if correlation_id:
+        properties["correlation_id"] = correlation_id
+    return properties
+
+
+def content_encoding(content_type: str) -> str:
+    return "utf-8" if content_type.startswith(_TEXT_TYPES) else "binary"
 
 
 class BatchPublisher:
@@ -73,6 +84,7 @@ class BatchPublisher:
         self,
         *,
         connection: Connection,
+        events_exchange: str,
         driver: str,
         confirm: bool,
         connect_timeout: float,
@@ -80,6 +92,7 @@ class BatchPublisher:
         safe_url: str,
     ) -> None:
         self._connection = connection
+        self._events_exchange = events_exchange
         self._amqp = driver == "amqp"
         # No confirms on kombu's virtual transports (memory://): a publish there is done.
         self._confirm = confirm and self._amqp
@@ -101,57 +114,65 @@ class BatchPublisher:
         self._detach()
         self._channel = None
 
-    def publish(self, batch: list[Outgoing]) -> None:
-        """Publish ``batch``; in confirm mode return once every message of it was confirmed."""
+    def publish(self, batch: Sequence[OutgoingMessage]) -> None:
+        """Publish ``batch``; in confirm mode return once every message of it was confirmed.
+
+        A lost connection is retried (reconnect, the whole batch again) under
+        ``publish_retrying``; beyond it, or when the broker does not confirm in
+        time, ``BusUnavailable``. A broker refusal raises ``PublishFailed`` at once.
+        """
         if not batch:
             return
-        for attempt in count():
-            try:
-                self._publish_once(batch)
-                return
-            except ConfirmTimeout as exc:  # connected, yet the broker does not answer (blocked?)
-                self._drop_connection()
-                raise BusUnavailable(self._safe_url, str(exc)) from exc
-            except self._connection.channel_errors as exc:
-                self._drop_channel()
-                raise PublishFailed(f"publish of {batch[0].label} etc. refused: {describe(exc)}") from exc
-            except self._connection_errors as exc:
-                self._drop_connection()
-                if attempt >= PUBLISH_RETRY_POLICY["max_retries"]:
-                    raise BusUnavailable(self._safe_url, describe(exc)) from exc
-                pause = min(
-                    PUBLISH_RETRY_POLICY["interval_start"] + attempt * PUBLISH_RETRY_POLICY["interval_step"],
-                    PUBLISH_RETRY_POLICY["interval_max"],
-                )
-                _log.warning(
-                    "bus.publish_retry",
-                    url=self._safe_url,
-                    error=describe(exc),
-                    batch=len(batch),
-                    attempt=attempt + 1,
-                    retry_in=pause,
-                )
-                time.sleep(pause)
+        timestamp = int(time.time())  # fixed once, so that a republish sends the same
+        try:
+            for attempt in publish_retrying(self._connection_errors):
+                with attempt:
+                    self._attempt(batch, timestamp)
+        except ConfirmTimeout as exc:  # connected, yet the broker does not answer (blocked?)
+            raise BusUnavailable(self._safe_url, str(exc)) from exc
+        except self._connection_errors as exc:
+            raise BusUnavailable(self._safe_url, describe(exc)) from exc
 
-    def _publish_once(self, batch: list[Outgoing]) -> None:
-        """One attempt: write the whole batch, then (confirm mode) wait for every confirm."""
+    def _attempt(self, batch: Sequence[OutgoingMessage], timestamp: int) -> None:
+        """One try; leaves the channel state ready for the next (a lost connection is dropped)."""
+        try:
+            self._publish_once(batch, timestamp)
+        except ConfirmTimeout:
+            self._drop_connection()
+            raise
+        except self._connection.channel_errors as exc:
+            self._drop_channel()
+            label = route(batch[0], self._events_exchange).label(batch[0])
+            raise PublishFailed(f"publish of {label} etc. refused: {describe(exc)}") from exc
+        except self._connection_errors:
+            self._drop_connection()
+            raise
+
+    def _publish_once(self, batch: Sequence[OutgoingMessage], timestamp: int) -> None:
+        """Write the whole batch, then (confirm mode) wait for every confirm."""
         channel = self._publishing_channel()
         confirms = self._confirms
         for item in batch:
+            where = route(item, self._events_exchange)
             message = channel.prepare_message(
-                item.body, 0, item.content_type, item.content_encoding, item.headers, item.amqp_properties()
+                item.body,
+                0,
+                item.content_type,
+                content_encoding(item.content_type),
+                dict(item.headers),
+                amqp_properties(item, timestamp),
             )
             if confirms is None:
                 channel.basic_publish(
-                    message, exchange=item.exchange, routing_key=item.routing_key, mandatory=item.mandatory
+                    message, exchange=where.exchange, routing_key=where.routing_key, mandatory=where.mandatory
                 )
             else:
                 confirms.publish(
                     message,
-                    label=item.label,
-                    exchange=item.exchange,
-                    routing_key=item.routing_key,
-                    mandatory=item.mandatory,
+                    label=where.label(item),
+                    exchange=where.exchange,
+                    routing_key=where.routing_key,
+                    mandatory=where.mandatory,
                 )
         if confirms is not None:
             confirms.wait(self._confirm_timeout)

@@ -114,6 +114,7 @@ outbox = Table(
     Column("body", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("dispatched_at", UtcDateTime),
+    Column("claimed_until", UtcDateTime),  # a sweeper's lease on a pending row (outbox.py)
     Index(
         "ix_outbox_pending",
         "created_at",

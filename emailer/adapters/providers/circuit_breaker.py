@@ -1,8 +1,15 @@
-"""A circuit breaker around the provider: stop calling a provider that keeps failing.
+"""A circuit breaker that is itself a provider: it guards another provider that keeps failing.
 
-Closed: calls go through. After ``threshold`` transient failures in a row it
-opens for ``cooldown``: dispatches are postponed without calling the provider.
-Then one trial call is let through (half-open); success closes it again.
+Closed: every send goes through. After ``threshold`` failures in a row it opens
+for ``cooldown``: sends are answered ``POSTPONED`` (try again when the cooldown
+ends) without calling the provider, and the email waits without spending an
+attempt. When the cooldown is over one send goes through as the trial
+(half-open); sends meanwhile are postponed by ``trial_wait``.
+
+Because admission and the provider call happen together here, every trial is a
+real provider call and its outcome always settles the breaker: an answer
+(accepted or rejected: the provider is up) closes it; a transient failure, an
+unknown outcome (no answer came) or an exception opens it for another cooldown.
 """
 
 from __future__ import annotations
@@ -10,35 +17,71 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
+from handlers.ports import Clock, Outcome, OutgoingEmail, Provider, SendOutcome
+
+ANSWERED = frozenset({Outcome.ACCEPTED, Outcome.REJECTED})
+"""Outcomes that show the provider is working (a rejection is about the email, not the provider)."""
+
 
 class CircuitBreaker:
-    def __init__(self, threshold: int = 5, cooldown: timedelta = timedelta(seconds=30)) -> None:
+    """A ``Provider`` that guards ``provider`` (same name, so the emails record the real one)."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        clock: Clock,
+        threshold: int = 5,
+        cooldown: timedelta = timedelta(seconds=30),
+        trial_wait: timedelta = timedelta(seconds=1),
+    ) -> None:
+        if threshold < 1:
+            raise ValueError("threshold must be at least 1")
+        self.provider = provider
+        self.name = provider.name
+        self.clock = clock
         self.threshold = threshold
         self.cooldown = cooldown
+        self.trial_wait = trial_wait
         self._failures = 0
         self._open_until: datetime | None = None
         self._trial_running = False
         self._lock = threading.Lock()
 
-    def allow(self, now: datetime) -> datetime | None:
-        """None if a call may go through now, else when to try again."""
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.provider!r}, threshold={self.threshold}, cooldown={self.cooldown})"
+
+    def send(self, email: OutgoingEmail) -> SendOutcome:
+        retry_at, trial = self._admit(self.clock.now())
+        if retry_at is not None:
+            return SendOutcome.postponed(retry_at, f"{self.name} circuit open after repeated failures")
+        answered = False
+        try:
+            outcome = self.provider.send(email)
+            answered = outcome.outcome in ANSWERED
+        finally:
+            self._settle(answered, trial, self.clock.now())
+        return outcome
+
+    def _admit(self, now: datetime) -> tuple[datetime | None, bool]:
+        """(None, is_trial) if the call may go through now, else (when to try again, False)."""
         with self._lock:
             if self._open_until is None:
-                return None
-            if now < self._open_until or self._trial_running:
-                return max(self._open_until, now + timedelta(seconds=1))
+                return None, False
+            if now < self._open_until:
+                return self._open_until, False
+            if self._trial_running:
+                return now + self.trial_wait, False
             self._trial_running = True
-            return None
+            return None, True
 
-    def record_success(self) -> None:
+    def _settle(self, answered: bool, trial: bool, now: datetime) -> None:
         with self._lock:
-            self._failures = 0
-            self._open_until = None
-            self._trial_running = False
-
-    def record_failure(self, now: datetime) -> None:
-        with self._lock:
+            if trial:
+                self._trial_running = False
+            if answered:
+                self._failures = 0
+                self._open_until = None
+                return
             self._failures += 1
-            self._trial_running = False
-            if self._failures >= self.threshold:
+            if trial or self._failures >= self.threshold:
                 self._open_until = now + self.cooldown

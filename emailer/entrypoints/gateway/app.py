@@ -136,7 +136,7 @@ def _accept(app: App, command: SendEmail, context: MessageContext) -> None:
             reply_to=ENDPOINT,
             destination=app.settings.input_queue,
         )
-        app.relay.publish_now([message])
+        app.bus.publish([message])  # no outbox row: durable once the broker confirmed it (then 202)
     except InvalidMessage:
         raise
     except Exception as exc:

@@ -1,7 +1,9 @@
-"""What crosses the bus: an outgoing ``Envelope`` (already encoded) and an incoming ``Delivery``.
+"""What comes in from the bus: a ``Delivery``, raw (the body is never decoded here).
 
-Both are plain data. The bus adapter fills a ``Delivery`` from a broker message
-and keeps a private handle to settle it; a fake bus can build one without it
+Outgoing messages are ``handlers.ports.OutgoingMessage``; only incoming ones
+have a type of their own, because they must be settled (acked or requeued) on
+the transport. The bus adapter fills a ``Delivery`` from a broker message and
+keeps a private handle to settle it; a fake bus can build one without it
 (``ack``/``requeue`` then only record the outcome in ``state``).
 """
 
@@ -12,40 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from contracts.wire import H, type_name
 from emailer.adapters.bus.errors import DeliveryAlreadySettled
 
-MESSAGE_ID_HEADER = "NServiceBus.MessageId"
-ENCLOSED_TYPES_HEADER = "NServiceBus.EnclosedMessageTypes"
-CORRELATION_ID_HEADER = "NServiceBus.CorrelationId"
-
-Intent = Literal["Send", "Publish"]
 DeliveryState = Literal["pending", "acked", "requeued"]
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """One outgoing message, already encoded, with the headers the caller built.
-
-    ``destination`` is the queue name for a Send and the routing key (the
-    message type name) for a Publish.
-    """
-
-    message_id: str
-    message_type: str
-    body: bytes
-    headers: Mapping[str, str]
-    intent: Intent
-    destination: str
-
-    def __post_init__(self) -> None:
-        if self.intent not in ("Send", "Publish"):
-            raise ValueError(f"intent must be 'Send' or 'Publish', not {self.intent!r}")
-        if not self.message_id:
-            raise ValueError("an envelope needs a message id")
-        if not self.destination:
-            raise ValueError(f"{self.intent} of {self.message_type} has no destination")
-        if not isinstance(self.body, bytes):
-            raise TypeError(f"body must be bytes (encoded already), not {type(self.body).__name__}")
 
 
 @dataclass
@@ -59,6 +31,7 @@ class Delivery:
 
     message_id: str
     message_type: str | None
+    """The bare type name (``contracts.wire.type_name``), or None if the sender set none."""
     headers: dict[str, str]
     body: bytes
     redelivered: bool
@@ -122,7 +95,7 @@ def body_hash_id(body: bytes) -> str:
 
 
 def _message_id(headers: Mapping[str, str], props: Mapping[str, object], body: bytes) -> str:
-    from_header = headers.get(MESSAGE_ID_HEADER, "").strip()
+    from_header = headers.get(H.MESSAGE_ID, "").strip()
     if from_header:
         return from_header
     from_property = props.get("message_id")
@@ -132,14 +105,11 @@ def _message_id(headers: Mapping[str, str], props: Mapping[str, object], body: b
 
 
 def _message_type(headers: Mapping[str, str], props: Mapping[str, object]) -> str | None:
-    # NServiceBus: "Ns.Type, Assembly, Version=...;Ns.IBase, ..." -> "Ns.Type"
-    enclosed = headers.get(ENCLOSED_TYPES_HEADER, "")
-    first = enclosed.split(";", 1)[0].split(",", 1)[0].strip()
-    if first:
-        return first
-    from_property = props.get("type")
-    if from_property:
-        return _text(from_property)
+    # The header wins over the AMQP ``type`` property; both may be NServiceBus's long form.
+    for raw in (headers.get(H.ENCLOSED_MESSAGE_TYPES, ""), _text(props.get("type") or "")):
+        name = type_name(raw) if raw.strip() else ""
+        if name:
+            return name
     return None
 
 

@@ -5,79 +5,57 @@ States of an email::
     queued --start_attempt--> dispatching --accepted--> accepted
        ^  \                      |  \--rejected / budget spent--> failed
        |   \--cancel--> cancelled |
-       +------ transient failure -+   (back to queued with a later ``not_before``)
+       +-- transient failure, ----+   (back to queued with a later ``not_before``)
+           or postponed
 
 ``dispatching`` is also where an attempt whose outcome is unknown waits (the
 request may have reached the provider). The rule for it: no blind resend. The
 email waits for the provider's own callback (which carries the email id) until
 ``due_at`` (``RetryPolicy.unknown_outcome_wait`` after the attempt started);
 any callback within that window settles it as accepted. Only when the window
-passes without one does the scheduler treat the attempt as not delivered and
-queue the email again.
+passes without one does ``wake`` treat the attempt as not delivered and queue
+the email again.
 
-Each transition appends to the timeline and may emit public events, which the
-unit of work collects and writes to the outbox in the same transaction.
+Each transition appends to the timeline and may emit public events and
+commands (a ``DispatchEmail`` to the endpoint itself), which the unit of work
+collects and writes to the outbox in the same transaction. A transition asked
+for in the wrong state raises ``IllegalTransition``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from contracts import (
-    AttachmentRef,
     DeliveryReport,
+    DispatchEmail,
     EmailCancelled,
     EmailDeliveryFailed,
     EmailDeliveryStarted,
-    EmailQueued,
-    Event,
     ReportKind,
     SendEmail,
 )
+from emailer.domain.aggregate import Aggregate
 from emailer.domain.errors import IllegalTransition
-from emailer.domain.reports import REPORT_RULES, report_unknown
+from emailer.domain.messages import content_of, delivered_reports, email_queued, recipients_of
+from emailer.domain.outcome import Outcome, SendOutcome
+from emailer.domain.recipient import Recipient
+from emailer.domain.reports import About, apply_report
 from emailer.domain.retry import RetryPolicy
-from emailer.domain.status import EmailStatus, RecipientStatus
+from emailer.domain.status import EmailStatus
+from emailer.domain.values import Attachment, Content
 
 
 @dataclass
-class Recipient:
-    """One addressee of an email and what is known of its delivery."""
-
-    address: str
-    kind: str  # to, cc or bcc
-    name: str | None = None
-    status: RecipientStatus = RecipientStatus.PENDING
-    status_reason: str | None = None
-    status_at: datetime | None = None
-    opens: int = 0
-    clicks: int = 0
-    complained: bool = False
-    unsubscribed: bool = False
-    changed: bool = field(default=False, compare=False)
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    """One step in an email's life, as a person reads it in ``emailer status``."""
-
-    at: datetime
-    kind: str
-    detail: dict[str, Any]
-
-
-@dataclass
-class Email:
+class Email(Aggregate):
     """The aggregate root. Build new ones with :meth:`queue`; repositories rebuild stored ones."""
 
     id: str
     status: EmailStatus
-    content: dict[str, Any]
-    """from, reply_to, subject, text, html, template, headers, categories (as stored)."""
+    content: Content
     metadata: dict[str, str]
-    attachments: list[AttachmentRef]
+    attachments: list[Attachment]
     recipients: list[Recipient]
     created_at: datetime
     send_at: datetime | None = None
@@ -87,88 +65,53 @@ class Email:
     provider: str | None = None
     provider_message_id: str | None = None
     last_error: str | None = None
-    updated_at: datetime | None = None
-    version: int = 0
-    event_seq: int = 0
-    dirty: bool = field(default=False, repr=False)
-    """Changed since loaded or saved (repositories save only dirty emails)."""
-    new_timeline: list[TimelineEntry] = field(default_factory=list, repr=False)
-    events: list[tuple[int, Event]] = field(default_factory=list, repr=False)
 
     # ------------------------------------------------------------------ creation
 
     @classmethod
-    def queue(
-        cls,
-        command: SendEmail,
-        attachments: list[AttachmentRef],
-        now: datetime,
-        policy: RetryPolicy,
-    ) -> Email:
+    def queue(cls, command: SendEmail, attachments: list[Attachment], now: datetime) -> Email:
         """A new email from a SendEmail whose attachments are already in the blob store."""
-        content = {
-            "from": command.from_.model_dump(mode="json"),
-            "reply_to": command.reply_to.model_dump(mode="json") if command.reply_to else None,
-            "subject": command.subject,
-            "text": command.text,
-            "html": command.html,
-            "template_id": command.template_id,
-            "template_data": command.template_data,
-            "headers": dict(command.headers),
-            "categories": list(command.categories),
-        }
         email = cls(
             id=command.email_id,
             status=EmailStatus.QUEUED,
-            content=content,
+            content=content_of(command),
             metadata=dict(command.metadata),
             attachments=list(attachments),
-            recipients=[
-                Recipient(address=a.email, name=a.name, kind=kind) for kind, a in command.recipients()
-            ],
+            recipients=recipients_of(command),
             created_at=now,
             send_at=command.send_at,
             not_before=command.send_at or now,
         )
         email.due_at = email.not_before
         email._record(now, "queued", {"recipients": len(email.recipients), "attachments": len(attachments)})
-        email._emit(
-            EmailQueued(
-                email_id=email.id,
-                metadata=email.metadata,
-                occurred_at=now,
-                from_=command.from_,
-                to=command.to,
-                cc=command.cc,
-                bcc=command.bcc,
-                subject=command.subject,
-                template_id=command.template_id,
-                attachments=attachments,
-                categories=command.categories,
-                send_at=command.send_at,
-            )
-        )
+        email._emit(email_queued(command, attachments, now))
         return email
 
     # ------------------------------------------------------------------ queries
 
     def is_due(self, now: datetime) -> bool:
-        """Queued and not held back by send_at or a retry backoff."""
+        """Queued and not held back by send_at, a retry backoff or a postponement."""
         return self.status is EmailStatus.QUEUED and (self.not_before is None or self.not_before <= now)
 
     # ------------------------------------------------------------- dispatching
 
-    def lease_dispatch(self, now: datetime, policy: RetryPolicy) -> None:
-        """A DispatchEmail is on its way: the scheduler leaves the email alone until the lease ends."""
-        self.check_status(EmailStatus.QUEUED, action="lease a dispatch")
-        self.due_at = now + policy.dispatch_lease
-        self.dirty = True
+    def wake(self, now: datetime, policy: RetryPolicy) -> bool:
+        """Found due (new, send_at reached, backoff over, wait expired): ask for a dispatch if due.
 
-    def postpone(self, until: datetime, reason: str, now: datetime) -> None:
-        """Hold a queued email back without an attempt (e.g. the provider's circuit is open)."""
-        self.check_status(EmailStatus.QUEUED, action="postpone")
-        self.not_before = self.due_at = until
-        self._record(now, "postponed", {"until": until.isoformat(), "reason": reason})
+        An attempt whose wait for a callback ran out is queued again first. A
+        due email is leased (nobody else asks for it until the lease ends) and
+        emits a ``DispatchEmail`` to the endpoint itself. True if it asked.
+        """
+        self.check_status(EmailStatus.QUEUED, EmailStatus.DISPATCHING, action="wake for dispatch")
+        if self.due_at is not None and now < self.due_at:
+            return False  # leased, backing off, or waiting for a callback
+        if self.status is EmailStatus.DISPATCHING:
+            self.give_up_waiting(now)
+        if not self.is_due(now):
+            return False
+        self.due_at = now + policy.dispatch_lease
+        self._send(DispatchEmail(email_id=self.id))
+        return True
 
     def start_attempt(self, now: datetime, policy: RetryPolicy) -> int:
         """Mark an attempt as under way (committed before the provider is called)."""
@@ -180,6 +123,33 @@ class Email:
         self.due_at = now + policy.unknown_outcome_wait
         self._record(now, "attempt_started", {"attempt": self.attempts})
         return self.attempts
+
+    def record_outcome(self, outcome: SendOutcome, provider: str, now: datetime, policy: RetryPolicy) -> None:
+        """What the provider said about the attempt under way decides what happens next.
+
+        A callback may have settled the email as accepted while the provider call
+        was in flight: it has the last word, and any other outcome changes nothing.
+        """
+        if outcome.outcome is Outcome.ACCEPTED:
+            self.delivery_started(provider, outcome.provider_message_id, now)
+            if outcome.delivered:
+                message_id = outcome.provider_message_id
+                for report in delivered_reports(self.id, self.recipients, provider, message_id, now):
+                    self.apply_report(report, now)
+            return
+        if self.status is EmailStatus.ACCEPTED:
+            return
+        reason = outcome.reason or outcome.outcome.value
+        if outcome.outcome is Outcome.REJECTED:
+            self.check_status(EmailStatus.DISPATCHING, action="record a rejection")
+            self.fail(reason, now, provider=provider, status=outcome.status)
+        elif outcome.outcome is Outcome.TRANSIENT:
+            self.attempt_failed(provider, reason, now, policy, retry_after=outcome.retry_after)
+        elif outcome.outcome is Outcome.UNKNOWN:
+            self.attempt_outcome_unknown(provider, reason, now)
+        else:
+            assert outcome.retry_at is not None  # SendOutcome guarantees it
+            self.attempt_postponed(outcome.retry_at, reason, now)
 
     def delivery_started(self, provider: str, provider_message_id: str | None, now: datetime) -> None:
         """The provider accepted the email."""
@@ -212,10 +182,9 @@ class Email:
         retry_after: timedelta | None = None,
     ) -> None:
         """A transient failure: try again later, or fail if the retry budget is spent."""
-        if self.status is not EmailStatus.DISPATCHING:
-            return  # settled meanwhile (a callback, a concurrent attempt): nothing to retry
+        self.check_status(EmailStatus.DISPATCHING, action="record a failed attempt")
         next_at = now + policy.delay(self.attempts, retry_after)
-        if next_at > policy.deadline(self.created_at):
+        if next_at > policy.deadline(self.created_at, self.send_at):
             self.fail(
                 f"retry budget spent after {self.attempts} attempts; last error: {reason}",
                 now,
@@ -233,8 +202,7 @@ class Email:
 
     def attempt_outcome_unknown(self, provider: str, reason: str, now: datetime) -> None:
         """The request may have reached the provider: wait for its callback (see module doc)."""
-        if self.status is not EmailStatus.DISPATCHING:
-            return
+        self.check_status(EmailStatus.DISPATCHING, action="record an unknown outcome")
         self.provider = provider
         self.last_error = reason
         self._record(
@@ -242,6 +210,17 @@ class Email:
             "attempt_outcome_unknown",
             {"attempt": self.attempts, "reason": reason, "waiting_until": _iso(self.due_at)},
         )
+
+    def attempt_postponed(self, until: datetime, reason: str, now: datetime) -> None:
+        """The attempt was not made (the provider's circuit is open): queue again for ``until``.
+
+        It spends no attempt and cannot spend the retry budget: nothing was tried.
+        """
+        self.check_status(EmailStatus.DISPATCHING, action="postpone")
+        self.status = EmailStatus.QUEUED
+        self.attempts -= 1
+        self.not_before = self.due_at = until
+        self._record(now, "postponed", {"until": until.isoformat(), "reason": reason})
 
     def give_up_waiting(self, now: datetime) -> None:
         """The wait for a callback after an unknown outcome ran out: queue the email again."""
@@ -267,7 +246,6 @@ class Email:
                 reason=reason,
                 provider=provider,
                 attempts=self.attempts,
-                permanent=True,
                 provider_status=status,
             )
         )
@@ -292,37 +270,21 @@ class Email:
         ):
             # any callback proves the provider has the email: settles an unknown outcome
             self.delivery_started(report.provider, report.provider_message_id, now)
-        recipient = self._recipient(report.recipient)
+        recipient = next((r for r in self.recipients if r.is_addressed_as(report.recipient)), None)
         if recipient is None:
             self._record(now, "report_ignored", {"recipient": report.recipient, "kind": report.kind.value})
             return
-        REPORT_RULES.get(report.kind, report_unknown)(self, recipient, report)
+        about = About(self.id, self.metadata, self.provider_message_id)
+        for happened in apply_report(recipient, report, about):
+            self._record(report.occurred_at, happened.kind, happened.detail)
+            if happened.event is not None:
+                self._emit(happened.event)
 
-    def _recipient(self, address: str) -> Recipient | None:
-        wanted = address.lower()
-        return next((r for r in self.recipients if r.address.lower() == wanted), None)
-
-    # ----------------------------------------------------------------- guards
+    # -------------------------------------------------------------------- guards
 
     def check_status(self, *allowed: EmailStatus, action: str) -> None:
         if self.status not in allowed:
             raise IllegalTransition(f"cannot {action}: email {self.id} is {self.status.value}")
-
-    # --------------------------------------------------------------- recording
-
-    def _record(self, at: datetime, kind: str, detail: dict[str, Any]) -> None:
-        self.dirty = True
-        self.updated_at = at
-        self.new_timeline.append(TimelineEntry(at=at, kind=kind, detail=detail))
-
-    def _emit(self, event: Event) -> None:
-        self.event_seq += 1
-        self.events.append((self.event_seq, event))
-
-    def pull_events(self) -> list[tuple[int, Event]]:
-        """The events emitted since the last pull, with their per-email sequence numbers."""
-        events, self.events = self.events, []
-        return events
 
 
 def _iso(value: datetime | None) -> str | None:

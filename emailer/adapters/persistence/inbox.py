@@ -1,0 +1,112 @@
+"""What was already handled: incoming message ids (the inbox) and applied provider callback ids.
+
+Both are "seen ids": looked up and recorded inside the unit of work's
+transaction, written on flush with the rest of it. ``SeenIds`` is that one
+implementation; ``SqlInbox`` and ``SqlProviderEvents`` give it the shape of
+their ports. The inbox has its own purge: an id kept longer than any
+redelivery can take is enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, and_, delete, insert, select, tuple_
+
+from emailer.adapters.persistence.tables import inbox, provider_events
+from handlers.ports import Clock
+
+Key = tuple[str, ...]
+
+
+class SeenIds:
+    """Keys of ``table`` (its primary key columns) seen before, or recorded in this transaction."""
+
+    def __init__(self, conn: Connection, table: Table, clock: Clock, stamp_column: str) -> None:
+        self.conn = conn
+        self.table = table
+        self.clock = clock
+        self.stamp_column = stamp_column
+        self.key_columns = list(table.primary_key.columns)
+        self.staged: dict[Key, dict[str, Any]] = {}
+        self._checked: dict[Key, bool] = {}
+
+    def preload(self, keys: Iterable[Key]) -> None:
+        """Look these keys up in one round trip; ``seen`` then answers from memory."""
+        wanted = set(keys) - self._checked.keys()
+        if not wanted:
+            return
+        query = select(*self.key_columns).where(self._among(wanted))
+        found = {tuple(row) for row in self.conn.execute(query)}
+        self._checked.update({key: key in found for key in wanted})
+
+    def seen(self, key: Key) -> bool:
+        if key in self.staged:
+            return True
+        if key not in self._checked:
+            query = select(*self.key_columns).where(self._among({key}))
+            self._checked[key] = self.conn.execute(query).first() is not None
+        return self._checked[key]
+
+    def record(self, key: Key, **columns: Any) -> None:
+        row = dict(zip((c.name for c in self.key_columns), key, strict=True))
+        self.staged[key] = {**row, **columns, self.stamp_column: self.clock.now()}
+
+    def flush(self) -> None:
+        if self.staged:
+            self.conn.execute(insert(self.table), list(self.staged.values()))
+            self._checked.update(dict.fromkeys(self.staged, True))
+            self.staged = {}
+
+    def _among(self, keys: set[Key]) -> Any:
+        if len(self.key_columns) == 1:
+            return self.key_columns[0].in_([key[0] for key in keys])
+        if len(keys) == 1:
+            (key,) = keys
+            return and_(*(column == value for column, value in zip(self.key_columns, key, strict=True)))
+        return tuple_(*self.key_columns).in_(sorted(keys))
+
+
+class SqlInbox:
+    """``handlers.ports.Inbox``: incoming message ids already handled."""
+
+    def __init__(self, conn: Connection, clock: Clock) -> None:
+        self.ids = SeenIds(conn, inbox, clock, "handled_at")
+
+    def seen(self, message_id: str) -> bool:
+        return self.ids.seen((message_id,))
+
+    def record(self, message_id: str, message_type: str) -> None:
+        self.ids.record((message_id,), message_type=message_type)
+
+    def preload(self, message_ids: Iterable[str]) -> None:
+        self.ids.preload((m,) for m in message_ids)
+
+    def flush(self) -> None:
+        self.ids.flush()
+
+
+class SqlProviderEvents:
+    """``handlers.ports.ProviderEvents``: provider callback ids already applied."""
+
+    def __init__(self, conn: Connection, clock: Clock) -> None:
+        self.ids = SeenIds(conn, provider_events, clock, "received_at")
+
+    def seen(self, provider: str, event_id: str) -> bool:
+        return self.ids.seen((provider, event_id))
+
+    def record(self, provider: str, event_id: str, email_id: str) -> None:
+        self.ids.record((provider, event_id), email_id=email_id)
+
+    def flush(self) -> None:
+        self.ids.flush()
+
+
+def purge_inbox(engine: Engine, handled_before: datetime) -> int:
+    """Delete inbox ids handled before ``handled_before``; returns how many."""
+    with engine.begin() as conn:
+        result = conn.execute(delete(inbox).where(inbox.c.handled_at < handled_before))
+    return int(result.rowcount)
+

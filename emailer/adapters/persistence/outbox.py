@@ -1,0 +1,214 @@
+"""The outbox: the rows a commit writes, the relay that publishes them after it, and the sweep.
+
+* ``write`` runs inside the unit of work's transaction: the outgoing messages
+  become rows together with the state that caused them.
+* ``Outbox.publish_committed`` is the relay: right after the commit it
+  publishes what the commit wrote (through the ``Publisher`` port, which
+  returns only once the broker confirmed) and only then marks the rows sent.
+  A failed publish is not the caller's problem: the rows stay pending.
+* ``Outbox.sweep`` takes what a crash or a failed publish left pending. It
+  *claims* rows in a short transaction (``claimed_until``, a lease set under
+  ``SKIP LOCKED`` on PostgreSQL; SQLite serialises writers instead), publishes
+  with no transaction open, then marks them sent. Competing sweepers take
+  different rows; rows a crashed sweeper had claimed are taken again once its
+  lease ends.
+
+Subscribers see a message at least once, always with the same message id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, or_, select, update
+
+from contracts.wire import H
+from emailer.adapters.persistence.reconnect import with_reconnect
+from emailer.adapters.persistence.tables import outbox
+from emailer.retries import OUTBOX_CLAIM_LEASE
+from handlers.ports import Clock, OutgoingMessage, Publisher
+
+log = structlog.get_logger(__name__)
+
+SWEEP_LIMIT = 500
+
+
+def write(conn: Connection, messages: Sequence[OutgoingMessage], now: datetime) -> None:
+    """Insert ``messages`` as pending rows, inside the caller's transaction."""
+    if messages:
+        conn.execute(insert(outbox), [_row(m, now) for m in messages])
+
+
+def _row(message: OutgoingMessage, now: datetime) -> dict[str, Any]:
+    return {
+        "message_id": message.message_id,
+        "message_type": message.message_type,
+        "intent": message.intent,
+        "destination": message.destination,
+        "headers": dict(message.headers),
+        "body": message.body.decode(),
+        "created_at": now,
+    }
+
+
+def _message(row: RowMapping) -> OutgoingMessage:
+    headers: dict[str, str] = dict(row["headers"])
+    return OutgoingMessage(
+        message_id=row["message_id"],
+        message_type=row["message_type"],
+        body=row["body"].encode(),
+        headers=headers,
+        intent=row["intent"],
+        destination=row["destination"],
+        content_type=headers.get(H.CONTENT_TYPE) or "application/json",
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Pending rows one sweeper owns until ``until`` (the value it wrote in ``claimed_until``)."""
+
+    messages: list[OutgoingMessage]
+    until: datetime
+
+    @property
+    def message_ids(self) -> list[str]:
+        return [m.message_id for m in self.messages]
+
+
+class Outbox:
+    """The relay and the sweep over the ``outbox`` table, publishing through ``publisher``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        publisher: Publisher,
+        clock: Clock,
+        lease: timedelta = OUTBOX_CLAIM_LEASE,
+    ) -> None:
+        self.engine = engine
+        self.publisher = publisher
+        self.clock = clock
+        self.lease = lease
+
+    # ------------------------------------------------------------- the relay
+
+    def publish_committed(self, messages: Sequence[OutgoingMessage]) -> bool:
+        """Publish right after the commit; True if all were confirmed and marked sent."""
+        if not messages:
+            return True
+        try:
+            self.publisher.publish(messages)
+        except Exception as exc:  # noqa: BLE001 - the rows stay pending: the sweep will publish them
+            log.warning("outbox.publish_failed_left_for_sweep", count=len(messages), error=str(exc))
+            return False
+        return self._mark_sent([m.message_id for m in messages])
+
+    # ------------------------------------------------------------- the sweep
+
+    def sweep(self, older_than: timedelta, limit: int = SWEEP_LIMIT) -> int:
+        """Claim rows pending for longer than ``older_than``, publish them, mark them sent.
+
+        Returns how many were published. A failed publish raises (after giving
+        the claim back, so the next sweep takes the rows at once).
+        """
+        claim = self.claim(older_than, limit)
+        if not claim.messages:
+            return 0
+        try:
+            self.publisher.publish(claim.messages)
+        except Exception:
+            self._release(claim)
+            raise
+        self._mark_sent(claim.message_ids)
+        log.info("outbox.swept", count=len(claim.messages))
+        return len(claim.messages)
+
+    def claim(self, older_than: timedelta, limit: int = SWEEP_LIMIT) -> Claim:
+        """Take up to ``limit`` pending, unclaimed rows for ``lease``, in one short transaction."""
+        now = self.clock.now()
+        until = now + self.lease
+
+        def claim_rows() -> list[OutgoingMessage]:
+            with self.engine.begin() as conn:
+                rows = (
+                    conn.execute(
+                        select(outbox)
+                        .where(
+                            outbox.c.dispatched_at.is_(None),
+                            outbox.c.created_at <= now - older_than,
+                            or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until <= now),
+                        )
+                        .order_by(outbox.c.created_at)
+                        .limit(limit)
+                        .with_for_update(skip_locked=True)
+                    )
+                    .mappings()
+                    .all()
+                )
+                if rows:
+                    conn.execute(
+                        update(outbox)
+                        .where(outbox.c.message_id.in_([r["message_id"] for r in rows]))
+                        .values(claimed_until=until)
+                    )
+            return [_message(r) for r in rows]
+
+        # Lost before the commit: nothing was claimed. Lost in it: the rows wait out the lease.
+        return Claim(with_reconnect(claim_rows), until)
+
+    def _release(self, claim: Claim) -> None:
+        """Give a claim back early (only if it is still ours); best effort, the lease ends anyway."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(outbox)
+                    .where(
+                        outbox.c.message_id.in_(claim.message_ids),
+                        outbox.c.dispatched_at.is_(None),
+                        outbox.c.claimed_until == claim.until,
+                    )
+                    .values(claimed_until=None)
+                )
+        except Exception:  # noqa: BLE001 - the rows come back when the lease ends
+            log.warning("outbox.release_failed", count=len(claim.messages), exc_info=True)
+
+    def _mark_sent(self, message_ids: list[str]) -> bool:
+        """Mark confirmed rows sent; if even the retries fail, the sweep publishes them again."""
+        now = self.clock.now()
+
+        def mark() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(outbox)
+                    .where(outbox.c.message_id.in_(message_ids), outbox.c.dispatched_at.is_(None))
+                    .values(dispatched_at=now, claimed_until=None)
+                )
+
+        try:
+            with_reconnect(mark)
+        except Exception as exc:  # noqa: BLE001 - published already; a second publish is deduped
+            log.warning("outbox.mark_sent_failed", count=len(message_ids), error=str(exc))
+            return False
+        return True
+
+    # ---------------------------------------------------------- housekeeping
+
+    def purge(self, sent_before: datetime) -> int:
+        """Delete rows sent before ``sent_before``; pending rows are never purged."""
+        with self.engine.begin() as conn:
+            sent = outbox.c.dispatched_at
+            result = conn.execute(delete(outbox).where(sent.is_not(None), sent < sent_before))
+        return int(result.rowcount)
+
+    def pending_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(outbox).where(outbox.c.dispatched_at.is_(None))
+                ).scalar_one()
+            )
