@@ -1,0 +1,208 @@
+"""The unit-of-work port: one transaction over the emails, the inbox, provider events and the outbox.
+
+Every adapter in ``UNITS_OF_WORK`` runs the whole suite through the port only
+(``AbstractUnitOfWork`` and the repositories it exposes): the in-memory fake
+the handler tests use, and the SQL one on SQLite and on PostgreSQL. A
+behaviour the fake gets wrong would make the handler tests lie; this suite is
+what keeps it honest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from contracts.wire import H
+from emailer.adapters.persistence import schema
+from emailer.adapters.persistence.engine import make_engine
+from emailer.adapters.persistence.tables import metadata
+from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
+from emailer.domain import Email, EmailStatus, RetryPolicy
+from handlers.errors import ConcurrencyConflict
+from handlers.ports import MessageContext
+from handlers.send_email import store_attachment
+from handlers.unit_of_work import AbstractUnitOfWork, event_message_id
+from tests.factories import send_email
+from tests.fakes import FakeBlobStore, FakeClock, FakeUnitOfWork, _Store
+
+NewUow = Callable[[], AbstractUnitOfWork]
+Adapter = Callable[[pytest.FixtureRequest, FakeClock], AbstractContextManager[NewUow]]
+POLICY = RetryPolicy(jitter=0.0)
+
+
+@contextmanager
+def in_memory_fake(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[NewUow]:
+    store = _Store()
+    yield lambda: FakeUnitOfWork(clock, store)
+
+
+@contextmanager
+def sql_on_sqlite(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[NewUow]:
+    engine = make_engine(f"sqlite:///{request.getfixturevalue('tmp_path') / 'uow.db'}")
+    schema.upgrade(engine)
+    try:
+        yield lambda: SqlUnitOfWork(engine, clock)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def sql_on_postgres(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[NewUow]:
+    engine: Engine = make_engine(request.getfixturevalue("postgres_url"))
+    schema.upgrade(engine)
+    with engine.begin() as conn:  # a clean slate: this test's rows only
+        names = ", ".join(t.name for t in metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} CASCADE"))
+    try:
+        yield lambda: SqlUnitOfWork(engine, clock)
+    finally:
+        engine.dispose()
+
+
+# One line per adapter; a server-backed one carries its marker.
+UNITS_OF_WORK = [
+    pytest.param(in_memory_fake, id="in-memory-fake"),
+    pytest.param(sql_on_sqlite, id="sqlite"),
+    pytest.param(sql_on_postgres, id="postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=UNITS_OF_WORK)
+def new_uow(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[NewUow]:
+    adapter: Adapter = request.param
+    with adapter(request, clock) as factory:
+        yield factory
+
+
+def queue(clock: FakeClock, **changes: Any) -> Email:
+    command = send_email(**changes)
+    attachments = [store_attachment(a, FakeBlobStore()) for a in command.attachments]
+    return Email.queue(command, attachments, clock.now())
+
+
+def store(new_uow: NewUow, email: Email, message_id: str = "m-1") -> list[Any]:
+    uow = new_uow()
+    with uow:
+        uow.context = MessageContext(message_id, "SendEmail", {H.CORRELATION_ID: "corr-1"})
+        uow.emails.add(email)
+        uow.inbox.record(message_id, "SendEmail")
+        return uow.commit()
+
+
+def test_what_was_committed_comes_back_whole(new_uow: NewUow, clock: FakeClock) -> None:
+    email = queue(clock, send_at=(clock.now() + timedelta(hours=2)).isoformat(), metadata={"order": "7"})
+    store(new_uow, email)
+    with new_uow() as uow:
+        loaded = uow.emails.get(email.id)
+    assert loaded is not None
+    for attr in ("id", "status", "content", "metadata", "attachments", "created_at", "send_at", "due_at"):
+        assert getattr(loaded, attr) == getattr(email, attr), attr
+    assert [(r.address, r.kind, r.name) for r in loaded.recipients] == [
+        (r.address, r.kind, r.name) for r in email.recipients
+    ]
+
+
+def test_nothing_is_visible_without_a_commit(new_uow: NewUow, clock: FakeClock) -> None:
+    email = queue(clock)
+    uow = new_uow()
+    with uow:
+        uow.emails.add(email)
+        uow.inbox.record("m-9", "SendEmail")
+        uow.provider_events.record("sendgrid", "ev-9", email.id)
+    with new_uow() as again:
+        assert again.emails.get(email.id) is None
+        assert not again.inbox.seen("m-9")
+        assert not again.provider_events.seen("sendgrid", "ev-9")
+
+
+def test_an_exception_inside_the_transaction_rolls_it_back(new_uow: NewUow, clock: FakeClock) -> None:
+    email = queue(clock)
+    with pytest.raises(RuntimeError), new_uow() as uow:
+        uow.emails.add(email)
+        raise RuntimeError("handler failed")
+    with new_uow() as again:
+        assert again.emails.get(email.id) is None
+
+
+def test_the_commit_writes_the_events_with_stable_ids_and_the_context_headers(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    email = queue(clock)
+    email.wake(clock.now(), POLICY)
+    written = store(new_uow, email, message_id="m-incoming")
+    queued = [m for m in written if m.message_type == "EmailQueued"]
+    assert len(queued) == 1 and queued[0].intent == "Publish"
+    assert queued[0].message_id == event_message_id(email.id, 1)  # the same however often it is published
+    assert queued[0].headers[H.CORRELATION_ID] == "corr-1"
+    assert queued[0].headers[H.RELATED_TO] == "m-incoming"
+    dispatch = [m for m in written if m.message_type == "DispatchEmail"]
+    assert len(dispatch) == 1 and dispatch[0].intent == "Send"
+
+
+def test_handled_ids_and_provider_events_are_remembered(new_uow: NewUow, clock: FakeClock) -> None:
+    email = queue(clock)
+    store(new_uow, email, message_id="m-1")
+    uow = new_uow()
+    with uow:
+        uow.provider_events.record("sendgrid", "ev-1", email.id)
+        uow.commit()
+    with new_uow() as again:
+        again.inbox.preload(["m-1", "m-2"])
+        assert again.inbox.seen("m-1") and not again.inbox.seen("m-2")
+        assert again.provider_events.seen("sendgrid", "ev-1")
+        assert not again.provider_events.seen("sendgrid", "ev-2")
+
+
+def test_preloading_answers_like_getting_one_by_one(new_uow: NewUow, clock: FakeClock) -> None:
+    email = queue(clock)
+    store(new_uow, email)
+    with new_uow() as uow:
+        uow.emails.preload([email.id, "not-there"])
+        found = uow.emails.get(email.id)
+        assert found is not None and found.id == email.id
+        assert uow.emails.get("not-there") is None
+
+
+# SQLite serialises writers (BEGIN IMMEDIATE): two of its transactions never overlap, so only the
+# adapters whose transactions can overlap take part in the conflict test.
+OVERLAPPING_WRITERS = [p for p in UNITS_OF_WORK if p.id != "sqlite"]
+
+
+@pytest.mark.parametrize("new_uow", OVERLAPPING_WRITERS, indirect=True)
+def test_a_change_made_meanwhile_is_a_conflict_and_saves_nothing(new_uow: NewUow, clock: FakeClock) -> None:
+    email = queue(clock)
+    store(new_uow, email)
+    first, second = new_uow(), new_uow()
+    with first, second:
+        a, b = first.emails.get(email.id), second.emails.get(email.id)
+        assert a is not None and b is not None
+        a.cancel("first", clock.now())
+        first.commit()
+        b.cancel("second", clock.now())
+        with pytest.raises(ConcurrencyConflict):
+            second.commit()
+    with new_uow() as uow:
+        stored = uow.emails.get(email.id)
+        assert stored is not None and stored.status is EmailStatus.CANCELLED
+
+
+def test_due_finds_only_what_is_due(new_uow: NewUow, clock: FakeClock) -> None:
+    now_email = queue(clock)
+    later = queue(clock, send_at=(clock.now() + timedelta(hours=1)).isoformat())
+    store(new_uow, now_email, "m-1")
+    store(new_uow, later, "m-2")
+    with new_uow() as uow:
+        assert [e.id for e in uow.emails.due(clock.now(), 10)] == [now_email.id]
+    clock.advance(3601)
+    with new_uow() as uow:
+        assert sorted(e.id for e in uow.emails.due(clock.now(), 10)) == sorted([now_email.id, later.id])
