@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -39,7 +39,6 @@ class App:
     registry: Registry
     outbox: Outbox
     pipeline: MessagePipeline[Delivery]
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def new_uow(self) -> AbstractUnitOfWork:
         from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork

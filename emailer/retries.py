@@ -29,7 +29,10 @@ an outbox row a crashed        taken again once the claim's lease ends      ``OU
 sweeper had claimed            (``adapters/persistence/outbox.py``)
 an email the provider refused  back to the database with a later due time   ``emailer.domain.RetryPolicy``
 for now (429, 5xx, down)       (backoff, Retry-After, 24 h budget)          (``EMAILER_RETRY_*``)
-a provider that keeps failing  circuit breaker: stop calling for a while    ``EMAILER_CIRCUIT_*``
+a provider that keeps failing  circuit breaker around the provider: stop     ``EMAILER_CIRCUIT_*``
+                               calling for a while, postpone emails without
+                               spending an attempt (``adapters/providers/
+                               circuit_breaker.py``)
 =============================  ===========================================  ===========================
 """
 
