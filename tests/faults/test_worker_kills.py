@@ -39,7 +39,8 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
     for kill_number in range(1, KILLS + 1):
         # Kill once a further share of the emails reached the provider: mid-stream, not before or after.
         target = EMAILS * kill_number // (KILLS + 2)
-        wait_until(lambda t=target: sandbox_client.stats()["accepted"] >= t, 120, f"{target} provider requests")
+        reached = lambda t=target: sandbox_client.stats()["accepted"] >= t  # noqa: E731
+        wait_until(reached, 120, f"{target} provider requests")
         victim = running.pop(0)
         kill(victim)
         running.append(stack.start_worker())
