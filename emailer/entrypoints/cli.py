@@ -75,6 +75,18 @@ def gateway(
 
 
 @app.command()
+def ingress(
+    host: Annotated[str | None, typer.Option(help="listen host")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port")] = None,
+) -> None:
+    """Serve the webhook ingress: provider callbacks, verified, onto the bus (no database)."""
+    from emailer.entrypoints.runner import run_ingress
+
+    overrides = {k: v for k, v in {"ingress_host": host, "ingress_port": port}.items() if v is not None}
+    run_ingress(_settings(**overrides))
+
+
+@app.command()
 def sandbox(
     host: Annotated[str, typer.Option(help="listen host")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="listen port")] = 3025,
