@@ -93,13 +93,36 @@ def sandbox(
     api_key_env: Annotated[
         str, typer.Option(help="environment variable holding the API key to require")
     ] = "EMAILER_SANDBOX_API_KEY",
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(envvar="EMAILER_SANDBOX_WEBHOOK_URL", help="post signed Event Webhook batches here"),
+    ] = None,
+    webhook_mode: Annotated[
+        str,
+        typer.Option(envvar="EMAILER_SANDBOX_WEBHOOK_MODE", help="normal, duplicate, shuffle or both"),
+    ] = "normal",
+    webhook_batch_interval: Annotated[
+        float, typer.Option(envvar="EMAILER_SANDBOX_WEBHOOK_BATCH_INTERVAL", help="seconds a batch collects")
+    ] = 1.0,
+    webhook_key_env: Annotated[
+        str, typer.Option(help="environment variable holding the webhook signing key (else a new one)")
+    ] = "EMAILER_SANDBOX_WEBHOOK_PRIVATE_KEY",
 ) -> None:
-    """Serve a SendGrid-compatible API for local runs, tests and benchmarks."""
+    """Serve a SendGrid-compatible API for local runs, tests and benchmarks (and post its webhooks)."""
     import os
 
     from emailer.sandbox.server import serve
+    from emailer.sandbox.webhooks import WebhookMode, WebhookOptions
 
-    serve(host, port, os.environ.get(api_key_env) or None)
+    webhook = None
+    if webhook_url:
+        webhook = WebhookOptions(
+            url=webhook_url,
+            private_key=os.environ.get(webhook_key_env) or None,
+            mode=WebhookMode(webhook_mode),
+            batch_interval=webhook_batch_interval,
+        )
+    serve(host, port, os.environ.get(api_key_env) or None, webhook)
 
 
 @app.command()
