@@ -9,6 +9,7 @@ from contracts.base import Command, Event, Message, message_types
 from contracts.commands import CancelEmail, DispatchEmail, RecordDeliveryReports, SendEmail
 from contracts.events import (
     EmailCancelled,
+    EmailDeliveryCompleted,
     EmailDeliveryFailed,
     EmailDeliveryStarted,
     EmailQueued,
@@ -19,6 +20,7 @@ from contracts.events import (
     EmailRecipientDeliveryFailed,
     EmailRecipientOpened,
     EmailRecipientUnsubscribed,
+    RecipientOutcome,
 )
 from contracts.values import (
     Address,
@@ -37,6 +39,7 @@ __all__ = [
     "DeliveryReport",
     "DispatchEmail",
     "EmailCancelled",
+    "EmailDeliveryCompleted",
     "EmailDeliveryFailed",
     "EmailDeliveryStarted",
     "EmailQueued",
@@ -49,6 +52,7 @@ __all__ = [
     "EmailRecipientUnsubscribed",
     "Event",
     "Message",
+    "RecipientOutcome",
     "RecordDeliveryReports",
     "ReportKind",
     "SendEmail",

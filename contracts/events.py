@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AwareDatetime, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
 from contracts.base import Event
 from contracts.values import Address, AttachmentRef
@@ -77,18 +77,23 @@ class EmailRecipientDeliveryFailed(RecipientEvent):
 
     failure: Literal["bounced", "dropped", "blocked"]
     reason: str | None = None
+    bounce_classification: str | None = None
 
 
 class EmailRecipientDeferred(RecipientEvent):
     """The recipient's server asked the provider to try again later; it will."""
 
     reason: str | None = None
+    attempt: int | None = Field(default=None, description="the provider's attempt count, when it says")
 
 
 class EmailRecipientOpened(RecipientEvent):
     """The recipient opened the message (as far as open tracking can tell)."""
 
     user_agent: str | None = None
+    machine_open: bool = Field(
+        default=False, description="opened by a machine (a mail privacy proxy), not necessarily a person"
+    )
 
 
 class EmailRecipientClicked(RecipientEvent):
@@ -104,6 +109,27 @@ class EmailRecipientComplained(RecipientEvent):
 
 class EmailRecipientUnsubscribed(RecipientEvent):
     """The recipient unsubscribed through the provider's link."""
+
+
+class RecipientOutcome(BaseModel):
+    """How delivery ended for one recipient."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    recipient: EmailStr
+    outcome: Literal["delivered", "failed"]
+    reason: str | None = None
+    at: AwareDatetime | None = None
+
+
+class EmailDeliveryCompleted(EmailEvent):
+    """Every recipient has a final outcome (delivered or failed): nothing more will be tried.
+
+    Published once per email, after the per-recipient events that settled it.
+    Engagement (opens, clicks, complaints) may still follow.
+    """
+
+    outcomes: list[RecipientOutcome]
 
 
 class EmailCancelled(EmailEvent):

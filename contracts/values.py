@@ -93,6 +93,8 @@ class ReportKind(StrEnum):
     CLICKED = "clicked"
     COMPLAINED = "complained"
     UNSUBSCRIBED = "unsubscribed"
+    RESUBSCRIBED = "resubscribed"
+    """Recorded on the timeline only: no public event."""
     UNKNOWN = "unknown"
 
 
@@ -110,3 +112,10 @@ class DeliveryReport(_Value):
     url: str | None = None
     user_agent: str | None = None
     provider_event_type: str | None = Field(default=None, description="the provider's own name")
+    mta_response: str | None = Field(default=None, description="the receiving server's answer, if any")
+    bounce_type: str | None = Field(default=None, description="the provider's bounce type (bounce, blocked)")
+    bounce_classification: str | None = Field(
+        default=None, description="the provider's classification of a bounce (e.g. Invalid Address)"
+    )
+    machine_open: bool = Field(default=False, description="an open made by a machine (a mail privacy proxy)")
+    attempt: int | None = Field(default=None, ge=0, description="the provider's attempt count (deferrals)")

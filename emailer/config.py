@@ -63,6 +63,29 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(None, description="the token `emailer send` / `status` present")
 
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = Field(8026, ge=0, le=65535)
+    ingress_max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest webhook body the ingress reads (413 beyond)"
+    )
+    ingress_basic_auth: SecretStr | None = Field(
+        None, description="'user:password' a webhook must present (HTTP basic auth); unset: none asked"
+    )
+    sendgrid_webhook_public_keys: str | None = Field(
+        None,
+        description="SendGrid's Event Webhook verification key(s), base64 DER as SendGrid shows them; "
+        "several comma-separated while rotating",
+    )
+    sendgrid_webhook_verify: bool = Field(
+        True, description="verify SendGrid's signature; false only for local experiments (warned)"
+    )
+    sendgrid_webhook_tolerance: float = Field(
+        300.0, gt=0, description="seconds a signed timestamp may be from now, either way"
+    )
+    provider_event_retention: float = Field(
+        30 * 86400.0, gt=0, description="seconds a handled provider event id is kept for dedupe"
+    )
+
     retry_first_delay: float = Field(5.0, gt=0, description="seconds")
     retry_max_delay: float = Field(600.0, gt=0, description="seconds")
     retry_budget: float = Field(86400.0, gt=0, description="seconds; then EmailDeliveryFailed")
@@ -147,7 +170,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = make_url(self.effective_database_url).render_as_string(hide_password=True)
         data["bus_url"] = _mask_url_password(self.bus_url)
-        for secret in ("sendgrid_api_key", "api_tokens", "api_token"):
+        for secret in ("sendgrid_api_key", "api_tokens", "api_token", "ingress_basic_auth"):
             data[secret] = "**********" if getattr(self, secret) else None
         return data
 

@@ -31,8 +31,10 @@ from contracts import (
     DeliveryReport,
     DispatchEmail,
     EmailCancelled,
+    EmailDeliveryCompleted,
     EmailDeliveryFailed,
     EmailDeliveryStarted,
+    RecipientOutcome,
     ReportKind,
     SendEmail,
 )
@@ -43,7 +45,7 @@ from emailer.domain.outcome import Outcome, SendOutcome
 from emailer.domain.recipient import Recipient
 from emailer.domain.reports import About, apply_report
 from emailer.domain.retry import RetryPolicy
-from emailer.domain.status import EmailStatus
+from emailer.domain.status import EmailStatus, RecipientStatus
 from emailer.domain.values import Attachment, Content
 
 
@@ -65,6 +67,8 @@ class Email(Aggregate):
     provider: str | None = None
     provider_message_id: str | None = None
     last_error: str | None = None
+    completed_at: datetime | None = None
+    """When every recipient had a final outcome (``EmailDeliveryCompleted`` was emitted)."""
 
     # ------------------------------------------------------------------ creation
 
@@ -279,6 +283,34 @@ class Email(Aggregate):
             self._record(report.occurred_at, happened.kind, happened.detail)
             if happened.event is not None:
                 self._emit(happened.event)
+        self._complete_if_settled(now)
+
+    def _complete_if_settled(self, now: datetime) -> None:
+        """Once every recipient has a final outcome the email is final: say so, once.
+
+        A later report may still change a recipient (an asynchronous bounce after
+        delivery): its own event says so; the email stays completed.
+        """
+        if self.completed_at is not None or self.status is not EmailStatus.ACCEPTED:
+            return
+        if not all(r.is_final for r in self.recipients):
+            return
+        self.completed_at = now
+        outcomes = [
+            RecipientOutcome(
+                recipient=r.address,
+                outcome="delivered" if r.status is RecipientStatus.DELIVERED else "failed",
+                reason=r.status_reason,
+                at=r.status_at,
+            )
+            for r in self.recipients
+        ]
+        delivered = sum(o.outcome == "delivered" for o in outcomes)
+        self._record(now, "completed", {"delivered": delivered, "failed": len(outcomes) - delivered})
+        completed = EmailDeliveryCompleted(
+            email_id=self.id, metadata=self.metadata, occurred_at=now, outcomes=outcomes
+        )
+        self._emit(completed)
 
     # -------------------------------------------------------------------- guards
 

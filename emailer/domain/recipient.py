@@ -25,6 +25,8 @@ class Recipient:
     clicks: int = 0
     complained: bool = False
     unsubscribed: bool = False
+    delivery_implied: bool = False
+    """Delivered only as far as an open or a click implies: any explicit report outranks it."""
     changed: bool = field(default=False, compare=False)
     """Changed since loaded or saved (repositories save only changed recipients)."""
 
@@ -38,28 +40,54 @@ class Recipient:
     # ------------------------------------------------------------ delivery state
 
     def deliver(self, at: datetime, reason: str | None = None) -> bool:
-        """The recipient's server took the message; True if this changed the recipient."""
+        """The recipient's server took the message; True if this is news (an event to publish).
+
+        A delivery that an open or a click implied is replaced by the explicit
+        one (its time and answer), which is not news: it was published already.
+        """
+        if self.status is RecipientStatus.DELIVERED and self.delivery_implied:
+            self.status_at, self.status_reason, self.delivery_implied = at, reason, False
+            self.changed = True
+            return False
         return self._reach(RecipientStatus.DELIVERED, at, reason)
+
+    def deliver_implied(self, at: datetime) -> bool:
+        """An open or a click proves delivery, unless the recipient's outcome is already known."""
+        if self.is_final:
+            return False
+        self.delivery_implied = True
+        return self._reach(RecipientStatus.DELIVERED, at, "implied by engagement")
 
     def defer(self, at: datetime, reason: str | None = None) -> bool:
         """The recipient's server asked the provider to try again later."""
         return self._reach(RecipientStatus.DEFERRED, at, reason)
 
     def fail(self, at: datetime, reason: str | None = None) -> bool:
-        """The message will not reach this recipient (bounced, dropped, blocked)."""
+        """The message will not reach this recipient (bounced, dropped, blocked).
+
+        An explicit failure outranks a delivery that engagement only implied, whenever it happened.
+        """
+        if self.status is RecipientStatus.DELIVERED and self.delivery_implied:
+            self.status_at = None
+            self.delivery_implied = False
         return self._reach(RecipientStatus.FAILED, at, reason)
 
     def _reach(self, status: RecipientStatus, at: datetime, reason: str | None) -> bool:
         """Move to ``status`` unless the report is stale or a repeat.
 
         A final state (delivered, failed) is left only for another final state that
-        happened later (an asynchronous bounce after delivery); a deferral never
-        undoes a final state, nor an older deferral a newer one.
+        happened later (an asynchronous bounce after delivery), or at the same
+        second for a failure (so that the order the two arrive in does not
+        matter); a deferral never undoes a final state, nor an older deferral a
+        newer one.
         """
         if self.is_final and (
             status is RecipientStatus.DEFERRED
-            or (self.status_at is not None and at <= self.status_at)
             or self.status is status
+            or (
+                self.status_at is not None
+                and (at < self.status_at or (at == self.status_at and status is not RecipientStatus.FAILED))
+            )
         ):
             return False
         stale_deferral = (

@@ -74,7 +74,7 @@ def _delivered(r: Recipient, report: DeliveryReport, about: About) -> list[Happe
 def _deferred(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
     if not r.defer(report.occurred_at, report.reason):
         return []
-    event = EmailRecipientDeferred(**_fields(about, r, report), reason=report.reason)
+    event = EmailRecipientDeferred(**_fields(about, r, report), reason=report.reason, attempt=report.attempt)
     return [Happened("recipient_deferred", {"recipient": r.address, "reason": report.reason}, event)]
 
 
@@ -83,19 +83,29 @@ def _failed(r: Recipient, report: DeliveryReport, about: About) -> list[Happened
         return []
     failure = cast(Literal["bounced", "dropped", "blocked"], report.kind.value)
     detail = {"recipient": r.address, "failure": failure, "reason": report.reason}
-    event = EmailRecipientDeliveryFailed(**_fields(about, r, report), failure=failure, reason=report.reason)
+    event = EmailRecipientDeliveryFailed(
+        **_fields(about, r, report),
+        failure=failure,
+        reason=report.reason,
+        bounce_classification=report.bounce_classification,
+    )
     return [Happened("recipient_failed", detail, event)]
 
 
 def _engaged(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
-    """An open or a click proves delivery."""
-    return [] if r.is_final else _delivered(r, report, about)
+    """An open or a click proves delivery, unless the outcome is known (it never revives a failure)."""
+    if not r.deliver_implied(report.occurred_at):
+        return []
+    event = EmailRecipientDelivered(**_fields(about, r, report))
+    return [Happened("recipient_delivered", {"recipient": r.address, "implied_by": report.kind.value}, event)]
 
 
 def _opened(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
     happened = _engaged(r, report, about)
     r.record_open()
-    event = EmailRecipientOpened(**_fields(about, r, report), user_agent=report.user_agent)
+    event = EmailRecipientOpened(
+        **_fields(about, r, report), user_agent=report.user_agent, machine_open=report.machine_open
+    )
     return [*happened, Happened("recipient_opened", {"recipient": r.address}, event)]
 
 
@@ -125,6 +135,11 @@ def _processed(r: Recipient, report: DeliveryReport, about: About) -> list[Happe
     return []
 
 
+def _resubscribed(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
+    """Back in a suppression group: worth a line on the timeline, not a public event."""
+    return [Happened("recipient_resubscribed", {"recipient": r.address})]
+
+
 def _unknown(r: Recipient, report: DeliveryReport, about: About) -> list[Happened]:
     detail = {"recipient": r.address, "provider_event": report.provider_event_type}
     return [Happened("report_unknown", detail)]
@@ -141,4 +156,5 @@ RULES: dict[ReportKind, Rule] = {
     ReportKind.CLICKED: _clicked,
     ReportKind.COMPLAINED: _complained,
     ReportKind.UNSUBSCRIBED: _unsubscribed,
+    ReportKind.RESUBSCRIBED: _resubscribed,
 }

@@ -75,19 +75,54 @@ def gateway(
 
 
 @app.command()
+def ingress(
+    host: Annotated[str | None, typer.Option(help="listen host")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port")] = None,
+) -> None:
+    """Serve the webhook ingress: provider callbacks, verified, onto the bus (no database)."""
+    from emailer.entrypoints.runner import run_ingress
+
+    overrides = {k: v for k, v in {"ingress_host": host, "ingress_port": port}.items() if v is not None}
+    run_ingress(_settings(**overrides))
+
+
+@app.command()
 def sandbox(
     host: Annotated[str, typer.Option(help="listen host")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="listen port")] = 3025,
     api_key_env: Annotated[
         str, typer.Option(help="environment variable holding the API key to require")
     ] = "EMAILER_SANDBOX_API_KEY",
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(envvar="EMAILER_SANDBOX_WEBHOOK_URL", help="post signed Event Webhook batches here"),
+    ] = None,
+    webhook_mode: Annotated[
+        str,
+        typer.Option(envvar="EMAILER_SANDBOX_WEBHOOK_MODE", help="normal, duplicate, shuffle or both"),
+    ] = "normal",
+    webhook_batch_interval: Annotated[
+        float, typer.Option(envvar="EMAILER_SANDBOX_WEBHOOK_BATCH_INTERVAL", help="seconds a batch collects")
+    ] = 1.0,
+    webhook_key_env: Annotated[
+        str, typer.Option(help="environment variable holding the webhook signing key (else a new one)")
+    ] = "EMAILER_SANDBOX_WEBHOOK_PRIVATE_KEY",
 ) -> None:
-    """Serve a SendGrid-compatible API for local runs, tests and benchmarks."""
+    """Serve a SendGrid-compatible API for local runs, tests and benchmarks (and post its webhooks)."""
     import os
 
     from emailer.sandbox.server import serve
+    from emailer.sandbox.webhooks import WebhookMode, WebhookOptions
 
-    serve(host, port, os.environ.get(api_key_env) or None)
+    webhook = None
+    if webhook_url:
+        webhook = WebhookOptions(
+            url=webhook_url,
+            private_key=os.environ.get(webhook_key_env) or None,
+            mode=WebhookMode(webhook_mode),
+            batch_interval=webhook_batch_interval,
+        )
+    serve(host, port, os.environ.get(api_key_env) or None, webhook)
 
 
 @app.command()

@@ -64,6 +64,12 @@ def run_gateway(settings: Settings) -> None:
         app.close()
 
 
+def run_ingress(settings: Settings) -> None:
+    from emailer.entrypoints.ingress.process import serve
+
+    serve(settings)
+
+
 def run_all(settings: Settings) -> None:
     """Everything in one process; migrates its own database first (this is the laptop mode)."""
     import uvicorn
@@ -71,9 +77,11 @@ def run_all(settings: Settings) -> None:
     from emailer.adapters.persistence import schema
     from emailer.bootstrap import bootstrap
     from emailer.entrypoints.gateway.app import create_app
+    from emailer.entrypoints.ingress.process import mounted_router
     from emailer.entrypoints.worker import Worker
 
     app = bootstrap(settings)
+    webhooks = mounted_router(app)
     schema.upgrade(app.engine)
     worker = Worker(app)
     worker.start()
@@ -86,6 +94,7 @@ def run_all(settings: Settings) -> None:
     print(
         "Emailer is running.\n"
         f"  API       {url}  (POST /v1/emails, GET /v1/emails/{{id}}, /readyz)\n"
+        f"  webhooks  {url}/webhooks/sendgrid  (SendGrid's Event Webhook)\n"
         f"  emails    {where}\n"
         f"  database  {app.settings.shown()['database_url']}\n"
         f"  bus       {app.bus.safe_url}\n"
@@ -94,10 +103,10 @@ def run_all(settings: Settings) -> None:
         "  stop      Ctrl-C",
         flush=True,
     )
+    api = create_app(app)
+    api.include_router(webhooks)
     try:
-        uvicorn.run(
-            create_app(app), host=settings.gateway_host, port=settings.gateway_port, log_level="warning"
-        )
+        uvicorn.run(api, host=settings.gateway_host, port=settings.gateway_port, log_level="warning")
     finally:
         worker.stop()
         app.close()

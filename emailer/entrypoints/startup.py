@@ -14,7 +14,10 @@ def describe(exc: BaseException) -> str | None:
 
     from emailer.adapters.bus import BusUnavailable
     from emailer.adapters.persistence.schema import SchemaNotAtHead
+    from emailer.config import ConfigError
 
+    if isinstance(exc, ConfigError):
+        return str(exc)
     if isinstance(exc, BusUnavailable):
         return f"{exc} (check EMAILER_BUS_URL and that RabbitMQ is running)"
     if isinstance(exc, SchemaNotAtHead):

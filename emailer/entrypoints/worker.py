@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import structlog
 
-from emailer.adapters.persistence.inbox import purge_inbox
+from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_events
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.bootstrap import App
 from emailer.endpoint.scheduler import schedule_due
@@ -84,12 +84,13 @@ class Worker:
         return self.app.outbox.sweep(timedelta(seconds=self.app.settings.outbox_sweep_after))
 
     def housekeeping_once(self) -> tuple[int, int]:
-        """Purge sent outbox rows and old inbox ids, each after its own retention."""
+        """Purge sent outbox rows, old inbox ids and old provider event ids, each after its own retention."""
         s, now = self.app.settings, self.app.clock.now()
         sent = self.app.outbox.purge(now - timedelta(seconds=s.outbox_retention))
         handled = purge_inbox(self.app.engine, now - timedelta(seconds=s.inbox_retention))
-        if sent or handled:
-            log.info("worker.housekeeping", outbox_rows=sent, inbox_ids=handled)
+        seen = purge_provider_events(self.app.engine, now - timedelta(seconds=s.provider_event_retention))
+        if sent or handled or seen:
+            log.info("worker.housekeeping", outbox_rows=sent, inbox_ids=handled, provider_event_ids=seen)
         return sent, handled
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -6,9 +6,10 @@ delay, another 5xx), the size (413), the JSON (400), SendGrid's documented
 rules (400). An accepted request answers 202 with an empty body and an
 ``X-Message-Id`` header, and is kept in ``SandboxState`` for the control API.
 
-Event Webhook seam: SendGrid posts signed delivery events for accepted mail to
-an Event Webhook URL; here that URL is ``SandboxState.webhook_url``, and the
-posting belongs beside the 202 answer below. This module does not post yet.
+Event Webhook: when the sandbox has a ``WebhookSender`` (a URL to post to,
+``SandboxState.webhook_url``), every accepted request's events, chosen by the
+recipients' addresses (``scenarios.py``), are handed to it right after the 202
+is decided; it posts them in signed batches (``webhooks.py``).
 
 The API key is compared, never logged nor echoed; only its last four
 characters are kept with an accepted request.
@@ -38,7 +39,9 @@ from emailer.sandbox.errors import (
     status_error,
 )
 from emailer.sandbox.rules import validate_mail_send
+from emailer.sandbox.scenarios import events_for
 from emailer.sandbox.state import FailureMode, Mode, SandboxState
+from emailer.sandbox.webhooks import WebhookMode, WebhookSender
 
 DRAIN_LIMIT_BYTES = 4 * MAX_BODY_BYTES
 """A refused body is still read (and dropped) up to this size, so the client sees the answer.
@@ -63,8 +66,19 @@ class ModeSettings(BaseModel):
     )
 
 
-def create_app(state: SandboxState, api_key: str | None) -> FastAPI:
-    """The sandbox application. With ``api_key`` None, any bearer token starting ``SG.`` passes."""
+class WebhookModeSettings(BaseModel):
+    """Body of ``PUT /sandbox/webhook``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: WebhookMode
+
+
+def create_app(state: SandboxState, api_key: str | None, webhooks: WebhookSender | None = None) -> FastAPI:
+    """The sandbox application. With ``api_key`` None, any bearer token starting ``SG.`` passes.
+
+    With ``webhooks``, accepted requests' events are posted to its URL.
+    """
     app = FastAPI(title="Emailer SendGrid sandbox", docs_url=None, redoc_url=None, openapi_url=None)
 
     def require_key(request: Request) -> None:
@@ -100,6 +114,8 @@ def create_app(state: SandboxState, api_key: str | None) -> FastAPI:
         if errors:
             return _errors(HTTPStatus.BAD_REQUEST, *errors)
         accepted = state.record_accepted(body, token)
+        if webhooks is not None:
+            webhooks.add(events_for(body, accepted.message_id, time.time()))
         return Response(status_code=HTTPStatus.ACCEPTED, headers={"X-Message-Id": accepted.message_id})
 
     @app.get("/sandbox/messages", dependencies=[control])
@@ -120,6 +136,21 @@ def create_app(state: SandboxState, api_key: str | None) -> FastAPI:
     @app.get("/sandbox/mode", dependencies=[control])
     def get_mode() -> dict[str, Any]:
         return state.failure.to_dict()
+
+    @app.get("/sandbox/webhook", dependencies=[control])
+    def get_webhook() -> dict[str, Any]:
+        """Where events are posted, the public key (SendGrid's format), counters and mode."""
+        if webhooks is None:
+            raise HTTPException(HTTPStatus.NOT_FOUND, detail="no webhook URL is configured")
+        return webhooks.stats()
+
+    @app.put("/sandbox/webhook", dependencies=[control])
+    def put_webhook(settings: WebhookModeSettings) -> dict[str, Any]:
+        """Duplicates and reordering on request: normal, duplicate, shuffle, duplicate-shuffle."""
+        if webhooks is None:
+            raise HTTPException(HTTPStatus.NOT_FOUND, detail="no webhook URL is configured")
+        webhooks.set_mode(settings.mode)
+        return webhooks.stats()
 
     @app.get("/sandbox/stats", dependencies=[control])
     def stats() -> dict[str, int]:

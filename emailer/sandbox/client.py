@@ -63,6 +63,20 @@ class SandboxClient:
         result: dict[str, int] = response.json()
         return result
 
+    def webhook(self) -> dict[str, Any]:
+        """The Event Webhook's URL, public key (SendGrid's format), mode and counters."""
+        response = self._http.get("/sandbox/webhook")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def set_webhook_mode(self, mode: str) -> dict[str, Any]:
+        """normal, duplicate (every batch twice), shuffle (events reordered), duplicate-shuffle."""
+        response = self._http.put("/sandbox/webhook", json={"mode": mode})
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
     def wait_for_messages(
         self, count: int, email_id: str | None = None, timeout: float = 10.0
     ) -> list[dict[str, Any]]:

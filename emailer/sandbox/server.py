@@ -18,6 +18,7 @@ import uvicorn
 
 from emailer.sandbox.app import create_app
 from emailer.sandbox.state import SandboxState
+from emailer.sandbox.webhooks import WebhookOptions, WebhookSender
 
 STARTUP_TIMEOUT_S = 10.0
 SHUTDOWN_GRACE_S = 1
@@ -30,6 +31,7 @@ class SandboxHandle:
 
     url: str
     state: SandboxState
+    webhooks: WebhookSender | None = None
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -44,24 +46,43 @@ class _AnnouncingServer(uvicorn.Server):
         print(f"sandbox listening on {self._url}", flush=True)
 
 
-def serve(host: str, port: int, api_key: str | None) -> None:
+def serve(host: str, port: int, api_key: str | None, webhook: WebhookOptions | None = None) -> None:
     """Serve a fresh sandbox until interrupted (blocking). ``port=0`` picks a free port."""
     sock = _bind(host, port)
     url = _url(host, sock.getsockname()[1])
-    config = uvicorn.Config(create_app(SandboxState(), api_key), log_level="warning")
-    _AnnouncingServer(config, url).run(sockets=[sock])
+    sender = _start_webhooks(webhook)
+    state = SandboxState(webhook_url=webhook.url if webhook else None)
+    config = uvicorn.Config(create_app(state, api_key, sender), log_level="warning")
+    try:
+        _AnnouncingServer(config, url).run(sockets=[sock])
+    finally:
+        if sender is not None:
+            sender.stop()
+
+
+def _start_webhooks(webhook: WebhookOptions | None) -> WebhookSender | None:
+    if webhook is None:
+        return None
+    sender = WebhookSender(webhook)
+    sender.start()
+    print(f"sandbox webhook posting to {webhook.url} (mode {sender.mode.value})", flush=True)
+    print(f"sandbox webhook public key (SendGrid format): {sender.keys.public_key}", flush=True)
+    return sender
 
 
 @contextmanager
 def running_sandbox(
-    api_key: str | None = None, host: str = "127.0.0.1", port: int = 0
+    api_key: str | None = None, host: str = "127.0.0.1", port: int = 0, webhook: WebhookOptions | None = None
 ) -> Iterator[SandboxHandle]:
     """A sandbox serving on a background thread for the duration of the ``with`` block."""
-    state = SandboxState()
+    state = SandboxState(webhook_url=webhook.url if webhook else None)
+    sender = WebhookSender(webhook) if webhook else None
+    if sender is not None:
+        sender.start()
     sock = _bind(host, port)
     url = _url(host, sock.getsockname()[1])
     config = uvicorn.Config(
-        create_app(state, api_key),
+        create_app(state, api_key, sender),
         log_level="warning",
         log_config=None,  # leave the host process's logging configuration alone
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
@@ -73,8 +94,10 @@ def running_sandbox(
     thread.start()
     try:
         _wait_until_serving(url, thread)
-        yield SandboxHandle(url=url, state=state)
+        yield SandboxHandle(url=url, state=state, webhooks=sender)
     finally:
+        if sender is not None:
+            sender.stop()
         server.should_exit = True
         thread.join(timeout=SHUTDOWN_GRACE_S + 5)
         sock.close()

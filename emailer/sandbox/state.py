@@ -90,8 +90,8 @@ def new_message_id() -> str:
 class SandboxState:
     """Thread-safe memory of one sandbox.
 
-    ``webhook_url`` is the seam for SendGrid's signed Event Webhook: the sandbox
-    will post delivery events for accepted requests there. Nothing uses it yet.
+    ``webhook_url`` is where the sandbox's ``WebhookSender`` posts SendGrid's
+    signed Event Webhook batches for accepted requests (None: it posts none).
     """
 
     webhook_url: str | None = None

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from contracts.wire import H
 from emailer.adapters.persistence import outbox as outbox_rows
-from emailer.adapters.persistence.inbox import purge_inbox
+from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_events
 from emailer.adapters.persistence.outbox import Outbox
 from emailer.adapters.persistence.tables import inbox, outbox
 from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
@@ -270,3 +270,15 @@ def test_seen_ids_answer_for_both_inbox_and_provider_events(engine: Engine) -> N
         assert uow.provider_events.seen("sendgrid", "ev-1")
         assert not uow.provider_events.seen("sendgrid", "ev-2")
         assert not uow.provider_events.seen("other", "ev-1")
+
+
+def test_provider_event_ids_are_purged_after_their_retention_only(engine: Engine) -> None:
+    clock = FakeClock()
+    with SqlUnitOfWork(engine, clock) as uow:
+        uow.inbox.record("in-1", "RecordDeliveryReports")
+        uow.provider_events.record("sendgrid", "ev-1", "e-1")
+        uow.commit()
+    assert purge_provider_events(engine, clock.now()) == 0  # received just now: kept (dedupes a re-post)
+    assert purge_provider_events(engine, clock.now() + timedelta(days=31)) == 1
+    with SqlUnitOfWork(engine, clock) as uow:
+        assert not uow.provider_events.seen("sendgrid", "ev-1") and uow.inbox.seen("in-1")

@@ -28,6 +28,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "emailer.sandbox": ("emailer.adapters", "emailer.entrypoints", "emailer.endpoint", "emailer.domain",
                         "emailer.bootstrap", "handlers", "contracts"),
     "emailer.bootstrap": ("emailer.entrypoints",),
+    # The webhook ingress holds no database connection (DESIGN.md): it reaches the bus only.
+    "emailer.entrypoints.ingress": ("emailer.adapters.persistence", "emailer.entrypoints.worker",
+                                    "emailer.entrypoints.gateway.app", "emailer.endpoint"),
+    "emailer.adapters.webhooks": ("emailer.adapters.persistence", "emailer.adapters.bus", "handlers"),
     "emailer.config": ("emailer.adapters", "emailer.entrypoints", "emailer.endpoint", "emailer.bootstrap"),
 }  # fmt: skip
 # The domain is plain Python: no framework.

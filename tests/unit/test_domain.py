@@ -151,6 +151,7 @@ def test_acceptance_that_is_delivery_delivers_every_recipient() -> None:
     email.record_outcome(SendOutcome.accepted("local-1", delivered=True), "file", T0, POLICY)
     assert event_types(email) == [
         "EmailDeliveryStarted", "EmailRecipientDelivered", "EmailRecipientDelivered",
+        "EmailDeliveryCompleted",
     ]  # fmt: skip
     assert {r.status for r in email.recipients} == {RecipientStatus.DELIVERED}
 

@@ -110,3 +110,10 @@ def purge_inbox(engine: Engine, handled_before: datetime) -> int:
         result = conn.execute(delete(inbox).where(inbox.c.handled_at < handled_before))
     return int(result.rowcount)
 
+
+
+def purge_provider_events(engine: Engine, received_before: datetime) -> int:
+    """Delete provider event ids received before ``received_before`` (EMAILER_PROVIDER_EVENT_RETENTION)."""
+    with engine.begin() as conn:
+        result = conn.execute(delete(provider_events).where(provider_events.c.received_at < received_before))
+    return int(result.rowcount)

@@ -51,6 +51,7 @@ def email_from_rows(row: Row, recipient_rows: Iterable[Row], attachment_rows: It
         updated_at=row["updated_at"],
         version=row["version"],
         event_seq=row["event_seq"],
+        completed_at=row["completed_at"],
     )
 
 
@@ -66,6 +67,7 @@ def recipient_from_row(row: Row) -> Recipient:
         clicks=row["clicks"],
         complained=row["complained"],
         unsubscribed=row["unsubscribed"],
+        delivery_implied=row["delivery_implied"],
     )
 
 
@@ -119,6 +121,7 @@ def email_row(e: Email) -> dict[str, Any]:
         "updated_at": e.updated_at or e.created_at,
         "version": e.version,
         "event_seq": e.event_seq,
+        "completed_at": e.completed_at,
     }
 
 
@@ -134,6 +137,7 @@ def recipient_row(r: Recipient) -> dict[str, Any]:
         "clicks": r.clicks,
         "complained": r.complained,
         "unsubscribed": r.unsubscribed,
+        "delivery_implied": r.delivery_implied,
     }
 
 

@@ -55,6 +55,7 @@ def _view(email: Email, purged_at: Sequence[datetime | None], steps: Sequence[Ro
         "provider": email.provider,
         "provider_message_id": email.provider_message_id,
         "last_error": email.last_error,
+        "completed_at": _iso(email.completed_at),
         "recipients": [
             {
                 "address": r.address,

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -47,6 +48,7 @@ emails = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
     Column("event_seq", Integer, nullable=False),
+    Column("completed_at", UtcDateTime),
     Index(
         "ix_emails_due_at",
         "due_at",
@@ -72,6 +74,7 @@ recipients = Table(
     Column("clicks", Integer, nullable=False, default=0),
     Column("complained", Boolean, nullable=False, default=False),
     Column("unsubscribed", Boolean, nullable=False, default=False),
+    Column("delivery_implied", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("email_id", "position"),
 )
 

@@ -1,0 +1,1 @@
+"""Provider webhooks: one module per provider turns its callbacks into provider-neutral reports."""
