@@ -87,7 +87,8 @@ def build_real_provider(settings: Settings) -> Provider:
     return FileProvider(settings.effective_mail_dir)
 
 
-def build_bus(settings: Settings) -> KombuBus:
+def build_bus(settings: Settings, **options: Any) -> KombuBus:
+    """The bus; ``options`` go to ``KombuBus`` (the gateway's has short connect and confirm timeouts)."""
     from emailer.adapters.bus import KombuBus, Topology
 
     topology = Topology(
@@ -95,7 +96,7 @@ def build_bus(settings: Settings) -> KombuBus:
         events_exchange=settings.events_exchange,
         error_queue=settings.error_queue,
     )
-    return KombuBus(settings.bus_url, topology)
+    return KombuBus(settings.bus_url, topology, **options)
 
 
 def bootstrap(
