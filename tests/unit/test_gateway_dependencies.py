@@ -28,7 +28,7 @@ from tests.factories import send_email_payload
 
 
 class FakeBroker:
-    """Refuses connections until ``up`` is set; ``stuck`` makes a publish wait for a confirm that never comes."""
+    """Refuses connections until ``up`` is set; ``stuck``: a publish waits for a confirm that never comes."""
 
     safe_url = "amqp://fake//"
 
@@ -71,6 +71,7 @@ def app(tmp_path: Path, broker: FakeBroker) -> Iterator[App]:
 
 def test_until_the_broker_connects_post_is_503_and_readyz_names_it(app: App, broker: FakeBroker) -> None:
     with Dependencies(app) as dependencies, TestClient(create_app(app, dependencies)) as client:
+        assert dependencies.first_schema_error(timeout=10) is None  # as run_gateway waits before serving
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503 and set(ready.json()["missing"]) == {"broker"}
