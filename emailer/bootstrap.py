@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -86,7 +86,8 @@ def build_real_provider(settings: Settings) -> Provider:
     return FileProvider(settings.effective_mail_dir)
 
 
-def build_bus(settings: Settings) -> KombuBus:
+def build_bus(settings: Settings, **options: Any) -> KombuBus:
+    """The bus; ``options`` go to ``KombuBus`` (the gateway's has short connect and confirm timeouts)."""
     from emailer.adapters.bus import KombuBus, Topology
 
     topology = Topology(
@@ -94,7 +95,7 @@ def build_bus(settings: Settings) -> KombuBus:
         events_exchange=settings.events_exchange,
         error_queue=settings.error_queue,
     )
-    return KombuBus(settings.bus_url, topology)
+    return KombuBus(settings.bus_url, topology, **options)
 
 
 def bootstrap(

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     gateway_max_body_bytes: int = Field(
         30 * 1024 * 1024, ge=1024, description="largest request body the gateway reads (413 beyond)"
     )
+    gateway_publish_timeout: float = Field(
+        5.0, gt=0, le=120, description="seconds a POST waits for the broker's confirm before answering 503"
+    )
     api_tokens: SecretStr | None = Field(
         None,
         description="gateway API tokens, comma-separated; each 'TOKEN' (every scope), 'send:TOKEN' or "

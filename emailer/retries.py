@@ -15,6 +15,10 @@ opening the bus (``connect``)  kombu ``ensure_connection``, bounded         ``BR
                                (``adapters/bus/kombu_bus.py``)
 the consumer's lost            tenacity, no limit, ends when the worker     ``broker_reconnect_retrying``,
 connection                     stops (``adapters/bus/consuming.py``)        ``BROKER_RECONNECT``
+a gateway's database or        tenacity in a background thread, no limit,   ``dependency_retrying``,
+broker not answering at        ends when the gateway stops (``entrypoints/  ``DEPENDENCY_WAIT``
+start-up                       gateway/dependencies.py``); it serves
+                               meanwhile (/readyz 503, POST 503)
 an outcome hit by a conflict   reload the email, apply the outcome again    ``conflict_retrying``,
                                                                             ``CONFLICT``
 a lost database connection     a new connection, the same short             ``database_retrying``,
@@ -79,6 +83,8 @@ BROKER_CONNECT = Backoff(attempts=4, first_wait=0.5, max_wait=4.0)
 """Opening the bus at start-up: a few tries (kombu's, linear), then ``BusUnavailable``."""
 BROKER_RECONNECT = Backoff(attempts=0, first_wait=0.25, max_wait=5.0)
 """The consumer reconnects for as long as the worker runs (0: no limit)."""
+DEPENDENCY_WAIT = Backoff(attempts=0, first_wait=0.5, max_wait=10.0)
+"""A gateway that started without its database or broker tries again for as long as it runs."""
 CONFLICT = Backoff(attempts=3, first_wait=0.0, max_wait=0.05)
 """Recording a provider outcome that raced a callback: reload and apply again."""
 DATABASE = Backoff(attempts=5, first_wait=0.2, max_wait=3.0)
@@ -166,6 +172,20 @@ def broker_reconnect_retrying(
         retry=_retry_on(on),
         reraise=True,
         before_sleep=_logger("bus.consumer.reconnect_retry", on_retry),
+        sleep=sleep,
+    )
+
+
+def dependency_retrying(
+    on: RetryOn, *, event: str, should_stop: Callable[[], bool], sleep: Callable[[float], None]
+) -> Retrying:
+    """``DEPENDENCY_WAIT``: no limit, ending (re-raising) once ``should_stop()``; ``sleep`` wakes early."""
+    return Retrying(
+        stop=stop_any(_stop(DEPENDENCY_WAIT), _StopWhen(should_stop)),
+        wait=_wait(DEPENDENCY_WAIT, jitter=True),
+        retry=_retry_on(on),
+        reraise=True,
+        before_sleep=_logger(event),
         sleep=sleep,
     )
 

@@ -69,6 +69,20 @@ def gateway_base(settings: Settings, explicit: str | None) -> str:
     ).rstrip("/")
 
 
+def auth_headers(settings: Settings) -> dict[str, str]:
+    """``Authorization: Bearer`` with ``EMAILER_API_TOKEN`` when it is set."""
+    if settings.api_token is None or not settings.api_token.get_secret_value():
+        return {}
+    return {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
+
+
+def refused(settings: Settings) -> str:
+    """What to say when the gateway answered 401."""
+    if settings.api_token is None:
+        return "the gateway requires an API token: set EMAILER_API_TOKEN"
+    return "the gateway refused the API token: set EMAILER_API_TOKEN to a token it accepts"
+
+
 def submit(command: SendEmail, settings: Settings, gateway_url: str | None) -> str:
     """Through the gateway (default), or onto the bus if a broker is configured and no URL given."""
     if gateway_url is None and not settings.embedded_bus:
@@ -80,11 +94,13 @@ def submit(command: SendEmail, settings: Settings, gateway_url: str | None) -> s
         response = httpx.post(
             f"{base}/v1/emails",
             content=command.model_dump_json(by_alias=True),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **auth_headers(settings)},
             timeout=30,
         )
     except httpx.HTTPError as exc:
         raise RuntimeError(f"cannot reach the gateway at {base}: {exc} (is `emailer run` running?)") from None
+    if response.status_code == 401:
+        raise RuntimeError(refused(settings))
     if response.status_code != 202:
         raise RuntimeError(f"gateway answered {response.status_code}: {response.text}")
     return f"status: {base}{response.headers.get('Location', '')}"
@@ -124,12 +140,15 @@ def fetch_status(
 
     base = gateway_base(settings, gateway_url)
     try:
-        response = httpx.get(f"{base}/v1/emails/{email_id}", timeout=10)
+        response = httpx.get(f"{base}/v1/emails/{email_id}", headers=auth_headers(settings), timeout=10)
     except httpx.HTTPError as exc:
         raise RuntimeError(f"cannot reach the gateway at {base}: {exc} (or use --from-db)") from None
     if response.status_code == 404:
         return None
-    response.raise_for_status()
+    if response.status_code == 401:
+        raise RuntimeError(refused(settings))
+    if response.status_code != 200:
+        raise RuntimeError(f"gateway answered {response.status_code}: {response.text[:500]}")
     result: dict[str, Any] = response.json()
     return result
 

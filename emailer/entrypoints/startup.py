@@ -1,7 +1,8 @@
 """Start-up failures as one line each: which setting or service, and what to do.
 
 A process that cannot start (a database or broker that does not answer, a
-schema not at head) says so in one line on stderr and exits non-zero, instead
+schema not at head, a port already taken, API tokens that are missing or
+unreadable) says so in one line on stderr and exits non-zero, instead
 of a traceback. Anything not recognised here is a bug and keeps its traceback.
 """
 
@@ -15,8 +16,10 @@ def describe(exc: BaseException) -> str | None:
     from emailer.adapters.bus import BusUnavailable
     from emailer.adapters.persistence.schema import SchemaNotAtHead
     from emailer.config import ConfigError
+    from emailer.entrypoints.gateway.auth import TokenError
+    from emailer.entrypoints.serving import ListenError
 
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ConfigError | TokenError | ListenError):
         return str(exc)
     if isinstance(exc, BusUnavailable):
         return f"{exc} (check EMAILER_BUS_URL and that RabbitMQ is running)"

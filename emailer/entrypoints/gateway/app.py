@@ -5,7 +5,10 @@ embedded in-memory bus it is handled in this process and committed first;
 with RabbitMQ it is on the broker with a publisher confirm. The body is read
 within ``EMAILER_GATEWAY_MAX_BODY_BYTES`` and decoded exactly as the worker
 decodes a message (``body.py``); a dependency that does not answer gives 503
-with ``Retry-After`` (``errors.py``); API tokens lock it (``auth.py``).
+with ``Retry-After`` (``errors.py``), and so does a broker that does not
+confirm within ``EMAILER_GATEWAY_PUBLISH_TIMEOUT``; API tokens lock it
+(``auth.py``). Given ``Dependencies`` (``emailer gateway`` does), it serves
+before its database and broker answer (``dependencies.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 import uuid
 from typing import Any
 
+import anyio
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -26,6 +30,7 @@ from emailer.bootstrap import App
 from emailer.entrypoints.gateway import errors
 from emailer.entrypoints.gateway.auth import TokenCheck, parse_tokens
 from emailer.entrypoints.gateway.body import BodyTooLarge, InvalidBody, decode, read_capped
+from emailer.entrypoints.gateway.dependencies import BROKER, DATABASE, Dependencies
 from emailer.entrypoints.gateway.openapi import ERROR_RESPONSES, install_request_schema
 from handlers.errors import InvalidMessage
 from handlers.ports import MessageContext
@@ -46,7 +51,8 @@ class Accepted(BaseModel):
     status_url: str
 
 
-def create_app(app: App) -> FastAPI:
+def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
+    """The API over ``app``. Without ``dependencies`` the caller has connected the bus already."""
     api = FastAPI(
         title="Emailer",
         version="1",
@@ -75,8 +81,12 @@ def create_app(app: App) -> FastAPI:
             return JSONResponse({"error": "invalid SendEmail", "detail": exc.errors}, status_code=422)
         message_id = http_message_id(command.email_id)
         headers = {H.CORRELATION_ID: request.headers.get("X-Correlation-Id") or message_id}
+        context = MessageContext(message_id, "SendEmail", headers)
         try:
-            await run_in_threadpool(_accept, app, command, MessageContext(message_id, "SendEmail", headers))
+            if app.settings.embedded_bus:
+                await run_in_threadpool(_accept, app, command, context)
+            else:
+                await _publish_in_time(app, dependencies, command, context)
         except InvalidMessage as exc:
             detail = [{"field": "body", "rule": "invalid", "message": str(exc)}]
             return JSONResponse({"error": "invalid SendEmail", "detail": detail}, status_code=422)
@@ -107,19 +117,46 @@ def create_app(app: App) -> FastAPI:
 
     @api.get("/readyz", responses={503: {"description": "a dependency is not answering"}})
     async def readyz() -> JSONResponse:
-        """Ready when the database and the bus answer."""
-        checks = {
-            "database": await run_in_threadpool(_db_ok, app),
-            "bus": await run_in_threadpool(app.bus.ping),
-        }
-        ready = all(checks.values())
+        """Ready when the database (at the schema's head) and the bus answer; ``missing`` says why not."""
+        missing = dependencies.missing() if dependencies is not None else {}
+        if DATABASE not in missing and not await run_in_threadpool(_db_ok, app):
+            missing[DATABASE] = "not answering"
+        if BROKER not in missing and not await run_in_threadpool(app.bus.ping):
+            missing[BROKER] = "not answering"
+        checks = {"database": DATABASE not in missing, "bus": BROKER not in missing}
+        ready = not missing
         body: dict[str, Any] = {"ready": ready, "checks": checks}
+        if missing:
+            body["missing"] = missing
         if not tokens.enabled:
             body["warnings"] = ["no API tokens: anyone who reaches the gateway may send and read"]
         return JSONResponse(body, status_code=200 if ready else 503)
 
     install_request_schema(api, {"SendEmail": SendEmail})
     return api
+
+
+async def _publish_in_time(
+    app: App, dependencies: Dependencies | None, command: SendEmail, context: MessageContext
+) -> None:
+    """Publish the command with a confirm within ``gateway_publish_timeout``, else 503.
+
+    A publish that timed out is left to finish in its thread (it is bounded by
+    the bus's own connect and confirm timeouts); if it lands after all, the
+    client's retry of the same ``email_id`` is deduplicated by the inbox.
+    """
+    if dependencies is not None and not dependencies.broker_connected:
+        raise errors.DependencyUnavailable(BROKER, ConnectionError("not connected yet"))
+    timeout = app.settings.gateway_publish_timeout
+    try:
+        with anyio.fail_after(timeout):
+            await anyio.to_thread.run_sync(_accept, app, command, context, abandon_on_cancel=True)
+    except TimeoutError:
+        raise errors.DependencyUnavailable(
+            BROKER,
+            TimeoutError(f"no publisher confirm within {timeout:g}s"),
+            outcome="the command may or may not be on the bus; retry the same request (same email_id)",
+        ) from None
 
 
 def _accept(app: App, command: SendEmail, context: MessageContext) -> None:

@@ -20,14 +20,16 @@ from emailer.redaction import describe
 log = structlog.get_logger(__name__)
 
 RETRY_AFTER_SECONDS = 5
+NOTHING_CHANGED = "nothing was changed, retry later"
 
 
 class DependencyUnavailable(Exception):
     """The database or the broker did not answer; ``dependency`` names which."""
 
-    def __init__(self, dependency: str, cause: BaseException) -> None:
+    def __init__(self, dependency: str, cause: BaseException, outcome: str = NOTHING_CHANGED) -> None:
         super().__init__(f"the {dependency} is unavailable: {describe(cause)}")
         self.dependency = dependency
+        self.outcome = outcome
 
 
 def unavailable_dependency(exc: BaseException) -> str | None:
@@ -44,10 +46,10 @@ def unavailable_dependency(exc: BaseException) -> str | None:
     return None
 
 
-def unavailable_response(dependency: str) -> JSONResponse:
+def unavailable_response(dependency: str, outcome: str = NOTHING_CHANGED) -> JSONResponse:
     return JSONResponse(
         {
-            "error": f"the {dependency} is unavailable; nothing was changed, retry later",
+            "error": f"the {dependency} is unavailable; {outcome}",
             "dependency": dependency,
             "retry_after": RETRY_AFTER_SECONDS,
         },
@@ -65,13 +67,30 @@ def install(api: FastAPI) -> None:
     @api.exception_handler(DependencyUnavailable)
     async def _unavailable(request: Request, exc: DependencyUnavailable) -> JSONResponse:
         log.warning("gateway.dependency_unavailable", path=request.url.path, error=str(exc))
-        return unavailable_response(exc.dependency)
+        return unavailable_response(exc.dependency, exc.outcome)
 
-    @api.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _dependency(request: Request, exc: Exception) -> JSONResponse:
         dependency = unavailable_dependency(exc)
         if dependency is not None:
             log.warning("gateway.dependency_unavailable", path=request.url.path, error=describe(exc))
             return unavailable_response(dependency)
         log.error("gateway.unexpected_error", path=request.url.path, error=describe(exc))
         return JSONResponse({"error": "internal error; it was logged"}, status_code=500)
+
+    # The exception types a failing dependency raises get their own handlers: Starlette
+    # answers those and is done, where the catch-all below also re-raises to the server,
+    # which logs a traceback (wanted for a bug, noise for a database that is down).
+    for kind in _dependency_errors():
+        api.add_exception_handler(kind, _dependency)
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return await _dependency(request, exc)
+
+
+def _dependency_errors() -> tuple[type[Exception], ...]:
+    from amqp.exceptions import AMQPError
+    from kombu.exceptions import KombuError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (SQLAlchemyError, BusError, ConnectionError, KombuError, AMQPError)

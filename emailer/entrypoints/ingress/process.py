@@ -43,16 +43,21 @@ def standalone_app(settings: Settings, bus: KombuBus) -> FastAPI:
 
 def serve(settings: Settings) -> None:
     """``emailer ingress``: serve until interrupted."""
-    import uvicorn
+    from emailer.entrypoints import serving
 
+    sock = serving.bind(settings.ingress_host, settings.ingress_port)
     bus = build_bus(settings)
     try:
         app = standalone_app(settings, bus)
         bus.connect()
-        url = f"http://{settings.ingress_host}:{settings.ingress_port}"
-        print(f"ingress listening on {url} (POST /webhooks/sendgrid) to {bus.safe_url}", flush=True)
-        uvicorn.run(app, host=settings.ingress_host, port=settings.ingress_port, log_level="warning")
+        url = serving.url(sock)
+        serving.serve(
+            app,
+            sock,
+            lambda: print(f"ingress listening on {url} (POST /webhooks/sendgrid) to {bus.safe_url}", flush=True),
+        )
     finally:
+        sock.close()
         bus.close()
 
 
