@@ -50,12 +50,8 @@ def serve(settings: Settings) -> None:
     try:
         app = standalone_app(settings, bus)
         bus.connect()
-        url = serving.url(sock)
-        serving.serve(
-            app,
-            sock,
-            lambda: print(f"ingress listening on {url} (POST /webhooks/sendgrid) to {bus.safe_url}", flush=True),
-        )
+        banner = f"ingress listening on {serving.url(sock)} (POST /webhooks/sendgrid) to {bus.safe_url}"
+        serving.serve(app, sock, lambda: print(banner, flush=True))
     finally:
         sock.close()
         bus.close()
