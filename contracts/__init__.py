@@ -24,6 +24,7 @@ from contracts.values import (
     Address,
     Attachment,
     AttachmentRef,
+    AttachmentReference,
     DeliveryReport,
     ReportKind,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "Address",
     "Attachment",
     "AttachmentRef",
+    "AttachmentReference",
     "CancelEmail",
     "Command",
     "DeliveryReport",

@@ -18,7 +18,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 contracts_app = typer.Typer(help="The public message contracts.", no_args_is_help=True)
+blobs_app = typer.Typer(help="The blob store (attachments).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(blobs_app, name="blobs")
 app.add_typer(contracts_app, name="contracts")
 
 
@@ -185,6 +187,31 @@ def db_current() -> None:
 
     engine = make_engine(_settings().effective_database_url)
     typer.echo(f"current: {schema.current_revision(engine)}  head: {schema.head_revision()}")
+
+
+@blobs_app.command("gc")
+def blobs_gc(
+    grace: Annotated[
+        float | None,
+        typer.Option(help="seconds; keep blobs written more recently (default EMAILER_BLOB_GRACE)"),
+    ] = None,
+) -> None:
+    """Delete blobs nothing needs any more (unused uploads, leftovers), after a grace period."""
+    from datetime import timedelta
+
+    from emailer.adapters.clock import SystemClock
+    from emailer.adapters.persistence.blob_refs import PurgeRules, collect_garbage
+    from emailer.adapters.persistence.engine import make_engine
+    from emailer.bootstrap import build_blob_store
+
+    settings = _settings()
+    rules = PurgeRules(
+        retention=timedelta(seconds=settings.attachment_retention),
+        grace=timedelta(seconds=settings.blob_grace if grace is None else grace),
+    )
+    engine = make_engine(settings.effective_database_url)
+    deleted = collect_garbage(engine, build_blob_store(settings), SystemClock(), rules)
+    typer.echo(f"deleted {deleted} blob(s) nothing needs")
 
 
 @contracts_app.command("schema")

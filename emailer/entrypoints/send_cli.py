@@ -152,7 +152,8 @@ def render_status(view: dict[str, Any]) -> str:
     if view.get("attachments"):
         lines.append("attachments")
         for a in view["attachments"]:
-            lines.append(f"  {a['filename']} ({a['content_type']}, {a['size']} bytes)")
+            purged = f", purged {a['purged_at']}" if a.get("purged_at") else ""
+            lines.append(f"  {a['filename']} ({a['content_type']}, {a['size']} bytes{purged})")
     lines.append("timeline")
     for step in view["timeline"]:
         detail = ", ".join(f"{k}={v}" for k, v in step.items() if k not in ("at", "kind") and v is not None)
