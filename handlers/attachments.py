@@ -140,3 +140,27 @@ def _store(attachment: IncomingAttachment, key: str, size: int, blobs: BlobStore
         sha256=key,
         size=size,
     )
+
+
+def claim_checked(command: SendEmail, blobs: BlobStore, limits: AttachmentLimits) -> SendEmail:
+    """The command as the HTTP gateway forwards it to the broker: inline bytes moved to the blob store
+    (the message carries references only), references checked, the size limit kept.
+
+    The worker checks everything again when it accepts the command (under the blob locks).
+    """
+    accepted = accept_attachments(command, blobs, None, limits)
+    if not any(a.content is not None for a in command.attachments):
+        return command
+    references = [
+        IncomingAttachment(
+            filename=a.filename,
+            content_type=a.content_type,
+            disposition=a.disposition,
+            content_id=a.content_id,
+            sha256=a.sha256,
+            size=a.size,
+            key=a.sha256,
+        )  # fmt: skip
+        for a in accepted
+    ]
+    return command.model_copy(update={"attachments": references})

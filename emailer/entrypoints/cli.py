@@ -108,15 +108,22 @@ def send(
     gateway_url: Annotated[str | None, typer.Option(help="gateway URL (default: from settings)")] = None,
 ) -> None:
     """Send an email through the gateway, or straight onto the bus when a broker URL is configured."""
-    from emailer.entrypoints.send_cli import build_command, submit
+    from emailer.entrypoints.send_cli import build_command, submit, uploader
 
     settings = _settings()
     try:
-        command = build_command(
+        build_command(  # checked first, so that a bad command uploads nothing
             sender, to, cc or [], bcc or [], subject, text, text_file, html, html_file, attach or [], email_id
         )
+        upload = uploader(settings, gateway_url)
+        command = build_command(
+            sender, to, cc or [], bcc or [], subject, text, text_file, html, html_file, attach or [],
+            email_id, upload,
+        )  # fmt: skip
     except ValueError as exc:
         _fail(str(exc))
+    except RuntimeError as exc:
+        _fail(str(exc), 1)
     try:
         where = submit(command, settings, gateway_url)
     except RuntimeError as exc:
