@@ -210,8 +210,11 @@ class Clock(Protocol):
 class AttachmentSource(Protocol):
     """Where an attachment's bytes come from when they are not in memory: a blob, checked while read."""
 
-    sha256: str
-    size: int
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
 
     def open(self) -> AbstractContextManager[BlobReader]:
         """The bytes as a stream. Raises ``AttachmentUnusable`` if the blob is missing or altered

@@ -15,10 +15,13 @@ from tests.e2e.harness import free_port
 pytestmark = pytest.mark.s3
 
 
-def store_for(endpoint: str, bucket: str, **options: object) -> S3BlobStore:
+def store_for(
+    endpoint: str, bucket: str, part_size: int = 8 * 1024 * 1024, timeout: float = 30.0
+) -> S3BlobStore:
     return S3BlobStore(
-        endpoint, bucket, S3_ACCESS_KEY, S3_SECRET_KEY, secure=False, region="us-east-1", **options
-    )  # type: ignore[arg-type]
+        endpoint, bucket, S3_ACCESS_KEY, S3_SECRET_KEY, secure=False, region="us-east-1",
+        part_size=part_size, timeout=timeout,
+    )  # fmt: skip
 
 
 def every_object(endpoint: str, bucket: str) -> list[str]:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import urllib3
 from minio import Minio
@@ -100,7 +100,7 @@ class S3BlobStore:
         with _answering(self.endpoint):
             # One part at a time (num_parallel_uploads=1): memory stays at about one part.
             self.client.put_object(
-                self.bucket, temporary, hashing, -1, content_type=content_type,
+                self.bucket, temporary, cast(BinaryIO, hashing), -1, content_type=content_type,
                 part_size=self.part_size, num_parallel_uploads=1,
             )  # fmt: skip
             try:

@@ -12,7 +12,7 @@ in ``SendEmail.attachments``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import anyio.from_thread
 from fastapi import APIRouter, Depends, Query, Request
@@ -29,7 +29,7 @@ from emailer.entrypoints.gateway.openapi import ERROR_RESPONSES
 from handlers.ports import BlobStoreUnavailable, BlobTooLarge, StoredBlob
 
 DRAIN_FACTOR = 4
-UPLOAD_RESPONSES = {k: v for k, v in ERROR_RESPONSES.items() if k in (401, 413, 422, 503)}
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {k: v for k, v in ERROR_RESPONSES.items() if k in (401, 413, 422, 503)}
 
 
 class _BodyReader:
