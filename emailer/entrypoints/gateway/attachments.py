@@ -29,7 +29,9 @@ from emailer.entrypoints.gateway.openapi import ERROR_RESPONSES
 from handlers.ports import BlobStoreUnavailable, BlobTooLarge, StoredBlob
 
 DRAIN_FACTOR = 4
-UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {k: v for k, v in ERROR_RESPONSES.items() if k in (401, 413, 422, 503)}
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    k: v for k, v in ERROR_RESPONSES.items() if k in (401, 413, 422, 503)
+}
 
 
 class _BodyReader:
