@@ -26,6 +26,7 @@ from contracts.values import (
     Address,
     Attachment,
     AttachmentRef,
+    AttachmentReference,
     DeliveryReport,
     ReportKind,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Address",
     "Attachment",
     "AttachmentRef",
+    "AttachmentReference",
     "CancelEmail",
     "Command",
     "DeliveryReport",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -18,7 +18,11 @@ from pydantic import (
 from contracts.fields import ContentId, DisplayName, FileName
 
 INLINE_ATTACHMENT_MAX_BYTES = 2 * 1024 * 1024
-"""Largest attachment a command may carry inline; bigger ones travel as references."""
+"""The ceiling for one inline attachment whatever the configuration; bigger ones travel as references."""
+INLINE_CONTENT_DEFAULT_MAX_BYTES = 256 * 1024
+"""Inline content a SendEmail may carry in all (decoded), unless EMAILER_INLINE_ATTACHMENTS_MAX_BYTES
+says otherwise; the rest goes through the blob store (POST /v1/attachments or the claim-check helper)."""
+SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
 class _Value(BaseModel):
@@ -30,6 +34,7 @@ class Address(_Value):
 
     email: EmailStr
     name: DisplayName | None = None
+
 
 ContentType = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;.*)?$", max_length=255)
@@ -43,8 +48,18 @@ class AttachmentRef(_Value):
     content_type: ContentType = "application/octet-stream"
     disposition: Literal["attachment", "inline"] = "attachment"
     content_id: ContentId | None = None
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="content address in the blob store")
+    sha256: str = Field(pattern=SHA256_HEX, description="content address in the blob store")
     size: int = Field(ge=0)
+    key: str | None = Field(
+        default=None, pattern=SHA256_HEX, description="the blob store key (content-addressed: the sha256)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_is_the_sha256(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("key") and data.get("sha256"):
+            return {**data, "key": data["sha256"]}
+        return data
 
 
 class Attachment(_Value):
@@ -59,15 +74,30 @@ class Attachment(_Value):
     disposition: Literal["attachment", "inline"] = "attachment"
     content_id: ContentId | None = None
     content: Base64Bytes | None = Field(
-        default=None, description="the bytes, base64-encoded; at most 2 MiB decoded"
+        default=None,
+        description="the bytes, base64-encoded; small files only: 256 KiB decoded per command by default",
     )
     sha256: str | None = Field(
-        default=None, pattern=r"^[0-9a-f]{64}$", description="key of bytes already in the blob store"
+        default=None, pattern=SHA256_HEX, description="key of bytes already in the blob store"
     )
-    size: int | None = Field(default=None, ge=0)
+    size: int | None = Field(default=None, ge=0, description="with sha256: the blob's size, checked")
+    key: str | None = Field(
+        default=None,
+        pattern=SHA256_HEX,
+        description="the reference's blob store key, as POST /v1/attachments answers it; equals sha256",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_names_the_blob(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("key") and not data.get("sha256") and "content" not in data:
+            return {**data, "sha256": data["key"]}  # a reference given by its key alone
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> Attachment:
+        if self.key is not None and self.key != self.sha256:
+            raise ValueError("'key' and 'sha256' name different blobs (the key is the sha256)")
         if (self.content is None) == (self.sha256 is None):
             raise ValueError("give exactly one of 'content' (inline bytes) and 'sha256' (a reference)")
         if self.content is not None and len(self.content) > INLINE_ATTACHMENT_MAX_BYTES:
@@ -78,6 +108,19 @@ class Attachment(_Value):
         if self.disposition == "inline" and not self.content_id:
             raise ValueError("an inline attachment needs a content_id")
         return self
+
+
+class AttachmentReference(_Value):
+    """A blob in the store, ready to put in ``SendEmail.attachments``: what ``POST /v1/attachments``
+    and the claim-check helper answer."""
+
+    key: str = Field(pattern=SHA256_HEX, description="the blob store key (the sha256)")
+    sha256: str = Field(pattern=SHA256_HEX)
+    size: int = Field(ge=0)
+    filename: FileName
+    content_type: ContentType = "application/octet-stream"
+    disposition: Literal["attachment", "inline"] = "attachment"
+    content_id: ContentId | None = None
 
 
 class ReportKind(StrEnum):

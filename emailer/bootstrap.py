@@ -15,6 +15,7 @@ from emailer.domain import RetryPolicy
 from emailer.endpoint.pipeline import MessagePipeline
 from emailer.endpoint.registry import Registry, Route
 from handlers import send_email as send_email_module
+from handlers.attachments import AttachmentLimits
 from handlers.cancel_email import cancel_email
 from handlers.dispatch_email import dispatch_email
 from handlers.ports import BlobStore, Clock, Provider
@@ -56,7 +57,32 @@ def build_blob_store(settings: Settings) -> BlobStore:
         from emailer.adapters.blobstore.local import LocalBlobStore
 
         return LocalBlobStore(settings.effective_blob_dir)
-    raise NotImplementedError("the S3 / MinIO blob store comes with the attachments work")
+    from emailer.adapters.blobstore.s3 import S3BlobStore
+
+    store = S3BlobStore(
+        settings.s3_endpoint,
+        settings.s3_bucket,
+        settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
+        settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
+        region=settings.s3_region,
+        secure=settings.s3_secure,
+        prefix=settings.s3_prefix,
+        part_size=settings.s3_part_size,
+        timeout=settings.s3_timeout,
+    )
+    if settings.s3_create_bucket:
+        store.ensure_bucket()
+    return store
+
+
+def attachment_limits(settings: Settings) -> AttachmentLimits:
+    """What a SendEmail must keep to be accepted: the inline cap and the provider's size limit."""
+    setting = f"EMAILER_{settings.provider.upper()}_MAX_EMAIL_BYTES"
+    return AttachmentLimits(
+        inline_max_bytes=settings.inline_attachments_max_bytes,
+        max_email_bytes=settings.max_email_bytes,
+        provider=f"the {settings.provider} provider ({setting})",
+    )
 
 
 def build_provider(settings: Settings, clock: Clock) -> Provider:
@@ -117,13 +143,14 @@ def bootstrap(
     clock = clock or SystemClock()
     provider = guard_provider(provider or build_real_provider(settings), settings, clock)
     policy = settings.retry_policy()
+    limits = attachment_limits(settings)
 
     outbox = Outbox(engine, bus, clock)
     registry = Registry(
         [
             Route(
                 SendEmail,
-                lambda m, uow: send_email(m, uow, blobs, clock, policy),
+                lambda m, uow: send_email(m, uow, blobs, clock, policy, limits),
                 prefetch=send_email_module.prefetch,
             ),
             Route(CancelEmail, lambda m, uow: cancel_email(m, uow, clock)),

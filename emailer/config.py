@@ -19,6 +19,10 @@ from emailer.domain import RetryPolicy
 PREFIX = "EMAILER_"
 
 
+SECRETS = ("sendgrid_api_key", "api_tokens", "api_token", "ingress_basic_auth", "s3_access_key", "s3_secret_key")
+"""Settings show-config prints masked."""
+
+
 class ConfigError(Exception):
     """A configuration value is missing or invalid; the message names the variable."""
 
@@ -40,6 +44,42 @@ class Settings(BaseSettings):
 
     blob_store: Literal["local", "s3"] = "local"
     blob_dir: Path | None = None
+    s3_endpoint: str = Field("", description="host:port of the S3 / MinIO server (no scheme)")
+    s3_bucket: str = Field("", description="the bucket blobs live in")
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str | None = None
+    s3_secure: bool = Field(True, description="TLS (https); false for a local MinIO over http")
+    s3_prefix: str = Field("blobs/", description="object names are <prefix><sha256>")
+    s3_create_bucket: bool = Field(False, description="create the bucket at start-up if it is missing")
+    s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, description="multipart part size, bytes")
+    s3_timeout: float = Field(30.0, gt=0, description="seconds to wait for S3 to answer")
+
+    attachment_max_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, description="largest upload POST /v1/attachments takes (413 beyond)"
+    )
+    inline_attachments_max_bytes: int = Field(
+        256 * 1024,
+        ge=0,
+        le=2 * 1024 * 1024,
+        description="inline attachment content a SendEmail may carry in all, decoded",
+    )
+    sendgrid_max_email_bytes: int = Field(
+        30 * 1000 * 1000,
+        ge=1024,
+        description="SendGrid refuses a request this large or more (base64 included): refused at acceptance",
+    )
+    file_max_email_bytes: int | None = Field(None, ge=1024, description="the .eml provider's limit (none)")
+    attachment_retention: float = Field(
+        0.0, ge=0, description="seconds attachments are kept after the provider accepted their email"
+    )
+    blob_grace: float = Field(
+        3600.0,
+        ge=0,
+        description="seconds a blob written (or re-uploaded) recently is never deleted: its command may "
+        "still be on its way",
+    )
+    attachment_purge_interval: float = Field(5.0, gt=0, description="seconds between attachment purges")
 
     provider: Literal["file", "sendgrid"] = "file"
     mail_dir: Path | None = Field(None, description="where the file provider writes .eml files")
@@ -137,7 +177,18 @@ class Settings(BaseSettings):
     def _provider_needs_key(self) -> Settings:
         if self.provider == "sendgrid" and not self.sendgrid_api_key:
             raise ValueError("EMAILER_SENDGRID_API_KEY is required when EMAILER_PROVIDER=sendgrid")
+        if self.blob_store == "s3" and not (self.s3_endpoint and self.s3_bucket):
+            raise ValueError(
+                "EMAILER_S3_ENDPOINT and EMAILER_S3_BUCKET are required when EMAILER_BLOB_STORE=s3"
+            )
         return self
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _bare_endpoint(cls, value: str) -> str:
+        if "://" in value or "/" in value.rstrip("/"):
+            raise ValueError("give host:port only (TLS is EMAILER_S3_SECURE), e.g. minio.internal:9000")
+        return value.rstrip("/")
 
     # -------------------------------------------------------------- derived
 
@@ -152,6 +203,11 @@ class Settings(BaseSettings):
     @property
     def effective_mail_dir(self) -> Path:
         return self.mail_dir or self.var_dir / "mail"
+
+    @property
+    def max_email_bytes(self) -> int | None:
+        """The configured provider's limit on one encoded email."""
+        return self.sendgrid_max_email_bytes if self.provider == "sendgrid" else self.file_max_email_bytes
 
     @property
     def embedded_bus(self) -> bool:
@@ -173,7 +229,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = make_url(self.effective_database_url).render_as_string(hide_password=True)
         data["bus_url"] = _mask_url_password(self.bus_url)
-        for secret in ("sendgrid_api_key", "api_tokens", "api_token", "ingress_basic_auth"):
+        for secret in SECRETS:
             data[secret] = "**********" if getattr(self, secret) else None
         return data
 

@@ -18,8 +18,9 @@ import structlog
 from contracts import Address, DispatchEmail
 from emailer.domain import Email, Mailbox, RetryPolicy, SendOutcome
 from emailer.retries import conflict_retrying
+from handlers.claim_check import outgoing_attachment
 from handlers.errors import ConcurrencyConflict
-from handlers.ports import BlobStore, Clock, OutgoingAttachment, OutgoingEmail, Provider
+from handlers.ports import BlobStore, Clock, OutgoingEmail, Provider
 from handlers.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -92,26 +93,12 @@ def record_outcome(
 
 
 def build_request(email: Email, blobs: BlobStore) -> OutgoingEmail:
-    """The provider-neutral request, with attachment bytes read from the blob store."""
+    """The provider-neutral request; attachments are streamed from the blob store by the provider."""
     c = email.content
     by_kind: dict[str, list[Address]] = {"to": [], "cc": [], "bcc": []}
     for r in email.recipients:
         by_kind[r.kind].append(Address(email=r.address, name=r.name))
-    attachments = []
-    for ref in email.attachments:
-        try:
-            content = blobs.get(ref.sha256)
-        except KeyError as exc:
-            raise LookupError(f"attachment {ref.filename!r} ({ref.sha256}) is not in the blob store") from exc
-        attachments.append(
-            OutgoingAttachment(
-                filename=ref.filename,
-                content_type=ref.content_type,
-                content=content,
-                disposition=ref.disposition,
-                content_id=ref.content_id,
-            )
-        )
+    attachments = [outgoing_attachment(ref, blobs) for ref in email.attachments]
     return OutgoingEmail(
         email_id=email.id,
         from_=_address(c.from_),

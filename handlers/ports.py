@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -113,18 +114,89 @@ class ProviderEvents(Protocol):
     def record(self, provider: str, event_id: str, email_id: str) -> None: ...
 
 
+class BlobReader(Protocol):
+    """A stream of a blob's bytes: ``read(n)`` returns at most n bytes, ``b""`` at the end."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What the store knows of one blob without reading it."""
+
+    key: str
+    size: int
+    modified_at: datetime
+    """When it was last written (a put of content already stored counts as a write)."""
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """What a streamed put stored: its key (the sha256 of the bytes) and its size."""
+
+    key: str
+    size: int
+
+
+class BlobTooLarge(Exception):
+    """A streamed put passed its ``max_size``; nothing was stored."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the content is larger than {limit} bytes")
+        self.limit = limit
+
+
+class BlobStoreUnavailable(Exception):
+    """The blob store did not answer (network, server error): retry later, nothing is wrong with the data."""
+
+
 class BlobStore(Protocol):
-    """Content-addressed bytes: the key of a blob is the sha256 of its content (hex)."""
+    """Content-addressed bytes: the key of a blob is the sha256 of its content (hex).
+
+    Every method raises ``BlobStoreUnavailable`` when the store does not answer;
+    ``KeyError`` and ``None`` mean "no such blob", never "cannot tell".
+    """
 
     def put(self, data: bytes, content_type: str = "application/octet-stream") -> str: ...
 
+    def put_stream(
+        self,
+        reader: BlobReader,
+        content_type: str = "application/octet-stream",
+        max_size: int | None = None,
+    ) -> StoredBlob:
+        """Store what ``reader`` yields, hashing while streaming (bounded memory).
+
+        More than ``max_size`` bytes raises ``BlobTooLarge`` and leaves nothing stored.
+        """
+
+    def open(self, key: str) -> AbstractContextManager[BlobReader]:
+        """The blob's bytes as a stream; raises KeyError if there is no such blob."""
+
     def get(self, key: str) -> bytes:
         """The blob's bytes; raises KeyError if there is no such blob."""
+
+    def stat(self, key: str) -> BlobInfo | None:
+        """Size and write time of the blob, or None if there is no such blob."""
 
     def size(self, key: str) -> int | None:
         """Size in bytes of the blob, or None if there is no such blob."""
 
     def delete(self, key: str) -> None: ...
+
+    def list(self) -> Iterator[BlobInfo]:
+        """Every blob in the store (for garbage collection)."""
+
+
+class BlobReferences(Protocol):
+    """The database's side of the claim check: which blobs emails still need.
+
+    ``hold`` locks the blobs' rows until the transaction ends, so a purge running
+    at the same time waits and then sees the new reference (it never deletes a
+    blob an email being accepted needs).
+    """
+
+    def hold(self, keys: Iterable[str]) -> None: ...
 
 
 class Clock(Protocol):
@@ -135,13 +207,53 @@ class Clock(Protocol):
 # --------------------------------------------------------------------------- provider
 
 
+class AttachmentSource(Protocol):
+    """Where an attachment's bytes come from when they are not in memory: a blob, checked while read."""
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def open(self) -> AbstractContextManager[BlobReader]:
+        """The bytes as a stream. Raises ``AttachmentUnusable`` if the blob is missing or altered
+        (an altered blob raises before its last bytes are returned)."""
+
+
+class AttachmentUnusable(Exception):
+    """An attachment's blob is missing, or its bytes no longer match its sha256 or size (permanent)."""
+
+
 @dataclass(frozen=True)
 class OutgoingAttachment:
+    """One attachment to send: bytes in memory (``content``), or a checked stream (``source``)."""
+
     filename: str
     content_type: str
-    content: bytes
+    content: bytes = b""
     disposition: str = "attachment"
     content_id: str | None = None
+    source: AttachmentSource | None = None
+
+    @property
+    def size(self) -> int:
+        return self.source.size if self.source is not None else len(self.content)
+
+    def open(self) -> AbstractContextManager[BlobReader]:
+        """The bytes as a stream (checked against the sha256 when they come from the blob store)."""
+        if self.source is not None:
+            return self.source.open()
+        import io
+
+        return io.BytesIO(self.content)
+
+    def read(self) -> bytes:
+        """All the bytes in memory: for small emails only (providers stream large ones)."""
+        if self.source is None:
+            return self.content
+        with self.source.open() as reader:
+            return reader.read()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import structlog
 from contracts import Attachment as IncomingAttachment
 from contracts import SendEmail
 from emailer.domain import Attachment, Email, RetryPolicy
+from handlers.attachments import DEFAULT_LIMITS, AttachmentLimits, accept_attachments
 from handlers.errors import InvalidMessage
 from handlers.ports import BlobStore, Clock
 from handlers.unit_of_work import AbstractUnitOfWork
@@ -20,12 +21,13 @@ def send_email(
     blobs: BlobStore,
     clock: Clock,
     policy: RetryPolicy,
+    limits: AttachmentLimits = DEFAULT_LIMITS,
 ) -> None:
     """Runs inside the caller's transaction; the caller commits (and records the inbox)."""
     if uow.emails.get(command.email_id) is not None:
         log.info("send_email.duplicate_email_id", email_id=command.email_id)
         return
-    refs = [store_attachment(a, blobs) for a in command.attachments]
+    refs = accept_attachments(command, blobs, uow.blob_refs, limits)
     now = clock.now()
     email = Email.queue(command, refs, now)
     email.wake(now, policy)  # due now (no send_at): it asks for its DispatchEmail

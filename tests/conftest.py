@@ -86,6 +86,43 @@ def _ensure_database(url: str) -> None:
             conn.execute(f'CREATE DATABASE "{parsed.database}"')
 
 
+S3_ACCESS_KEY = "emailer-test-access"
+S3_SECRET_KEY = "emailer-test-secret-0123456789"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's standalone S3 server on a free loopback port, for this test session: host:port.
+
+    It stands in for MinIO; nothing outside the tests is needed. A server that
+    cannot start is a failure in CI and a skip elsewhere, like any other service.
+    """
+    try:
+        from moto.server import ThreadedMotoServer
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    except Exception as exc:  # noqa: BLE001 - any failure means "no S3 server"
+        unavailable("S3 (moto server)", f"{type(exc).__name__}: {exc}")
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, unique_name: str) -> str:
+    """A bucket of this test's own on the moto server (created)."""
+    from minio import Minio
+
+    client = Minio(s3_endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, secure=False, region="us-east-1")
+    client.make_bucket(unique_name)
+    return unique_name
+
+
 @pytest.fixture(autouse=True)
 def _reset_logging() -> Iterator[None]:
     """A test that configures structlog (the CLI does) must not leak that into the next one."""

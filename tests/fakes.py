@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterable, Sequence
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
 from emailer.domain import Email
 from handlers.errors import ConcurrencyConflict
-from handlers.ports import OutgoingEmail, OutgoingMessage, SendOutcome
+from handlers.ports import (
+    BlobInfo,
+    BlobReader,
+    BlobStoreUnavailable,
+    BlobTooLarge,
+    OutgoingEmail,
+    OutgoingMessage,
+    SendOutcome,
+    StoredBlob,
+)
 from handlers.unit_of_work import AbstractUnitOfWork
 
 
@@ -25,22 +36,82 @@ class FakeClock:
 
 
 class FakeBlobStore:
-    def __init__(self) -> None:
+    """The blob store in a dict; ``modified`` keeps each blob's write time (from ``clock`` if given)."""
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
         self.blobs: dict[str, bytes] = {}
+        self.modified: dict[str, datetime] = {}
+        self.clock = clock
+        self.unavailable = False
+        """Prime with True: every call raises BlobStoreUnavailable, as if the store were down."""
+
+    def _check(self) -> None:
+        if self.unavailable:
+            raise BlobStoreUnavailable("the fake blob store is down")
+
+    def _now(self) -> datetime:
+        return self.clock.now() if self.clock is not None else datetime.now(UTC)
 
     def put(self, data: bytes, content_type: str = "application/octet-stream") -> str:
+        self._check()
         key = hashlib.sha256(data).hexdigest()
         self.blobs[key] = data
+        self.modified[key] = self._now()
         return key
 
+    def put_stream(
+        self,
+        reader: BlobReader,
+        content_type: str = "application/octet-stream",
+        max_size: int | None = None,
+    ) -> StoredBlob:
+        self._check()
+        chunks, size = [], 0
+        while chunk := reader.read(64 * 1024):
+            size += len(chunk)
+            if max_size is not None and size > max_size:
+                raise BlobTooLarge(max_size)
+            chunks.append(chunk)
+        return StoredBlob(self.put(b"".join(chunks)), size)
+
+    def open(self, key: str) -> AbstractContextManager[BlobReader]:
+        return io.BytesIO(self.get(key))
+
     def get(self, key: str) -> bytes:
+        self._check()
         return self.blobs[key]
 
+    def stat(self, key: str) -> BlobInfo | None:
+        self._check()
+        if key not in self.blobs:
+            return None
+        return BlobInfo(key, len(self.blobs[key]), self.modified[key])
+
     def size(self, key: str) -> int | None:
-        return len(self.blobs[key]) if key in self.blobs else None
+        info = self.stat(key)
+        return info.size if info is not None else None
 
     def delete(self, key: str) -> None:
+        self._check()
         self.blobs.pop(key, None)
+        self.modified.pop(key, None)
+
+    def list(self) -> Iterator[BlobInfo]:
+        self._check()
+        for key in list(self.blobs):
+            info = self.stat(key)
+            if info is not None:
+                yield info
+
+
+class FakeBlobReferences:
+    """``BlobReferences`` in memory: records which keys each transaction held."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def hold(self, keys: Iterable[str]) -> None:
+        self.held.extend(sorted(set(keys)))
 
 
 class RecordingProvider:
@@ -163,6 +234,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
     emails: _FakeEmails
     inbox: _FakeInbox
     provider_events: _FakeProviderEvents
+    blob_refs: FakeBlobReferences
 
     def __init__(self, clock: FakeClock, store: _Store | None = None) -> None:
         super().__init__(clock)
@@ -176,6 +248,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self.emails = _FakeEmails(self.store)
         self.inbox = _FakeInbox(self.store)
         self.provider_events = _FakeProviderEvents(self.store)
+        self.blob_refs = FakeBlobReferences()
 
     def _touched(self) -> list[Email]:
         return list(self.emails.seen.values())

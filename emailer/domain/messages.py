@@ -46,6 +46,7 @@ def attachment_ref(attachment: Attachment) -> AttachmentRef:
         content_id=attachment.content_id,
         sha256=attachment.sha256,
         size=attachment.size,
+        key=attachment.sha256,
     )
 
 

@@ -18,7 +18,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 contracts_app = typer.Typer(help="The public message contracts.", no_args_is_help=True)
+blobs_app = typer.Typer(help="The blob store (attachments).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(blobs_app, name="blobs")
 app.add_typer(contracts_app, name="contracts")
 
 
@@ -141,15 +143,22 @@ def send(
     gateway_url: Annotated[str | None, typer.Option(help="gateway URL (default: from settings)")] = None,
 ) -> None:
     """Send an email through the gateway, or straight onto the bus when a broker URL is configured."""
-    from emailer.entrypoints.send_cli import build_command, submit
+    from emailer.entrypoints.send_cli import build_command, submit, uploader
 
     settings = _settings()
     try:
-        command = build_command(
+        build_command(  # checked first, so that a bad command uploads nothing
             sender, to, cc or [], bcc or [], subject, text, text_file, html, html_file, attach or [], email_id
         )
+        upload = uploader(settings, gateway_url)
+        command = build_command(
+            sender, to, cc or [], bcc or [], subject, text, text_file, html, html_file, attach or [],
+            email_id, upload,
+        )  # fmt: skip
     except ValueError as exc:
         _fail(str(exc))
+    except RuntimeError as exc:
+        _fail(str(exc), 1)
     try:
         where = submit(command, settings, gateway_url)
     except RuntimeError as exc:
@@ -220,6 +229,31 @@ def db_current() -> None:
 
     engine = make_engine(_settings().effective_database_url)
     typer.echo(f"current: {schema.current_revision(engine)}  head: {schema.head_revision()}")
+
+
+@blobs_app.command("gc")
+def blobs_gc(
+    grace: Annotated[
+        float | None,
+        typer.Option(help="seconds; keep blobs written more recently (default EMAILER_BLOB_GRACE)"),
+    ] = None,
+) -> None:
+    """Delete blobs nothing needs any more (unused uploads, leftovers), after a grace period."""
+    from datetime import timedelta
+
+    from emailer.adapters.clock import SystemClock
+    from emailer.adapters.persistence.blob_refs import PurgeRules, collect_garbage
+    from emailer.adapters.persistence.engine import make_engine
+    from emailer.bootstrap import build_blob_store
+
+    settings = _settings()
+    rules = PurgeRules(
+        retention=timedelta(seconds=settings.attachment_retention),
+        grace=timedelta(seconds=settings.blob_grace if grace is None else grace),
+    )
+    engine = make_engine(settings.effective_database_url)
+    deleted = collect_garbage(engine, build_blob_store(settings), SystemClock(), rules)
+    typer.echo(f"deleted {deleted} blob(s) nothing needs")
 
 
 @contracts_app.command("schema")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import mimetypes
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,23 +27,20 @@ def build_command(
     html_file: Path | None,
     attach: list[Path],
     email_id: str | None,
+    upload: Callable[[Path], dict[str, Any]] | None = None,
 ) -> SendEmail:
-    """A SendEmail from command-line values; ValueError says what is wrong."""
+    """A SendEmail from command-line values; ValueError says what is wrong.
+
+    Each ``--attach`` file is handed to ``upload`` (to the blob store, through the
+    gateway or straight), and the command carries the reference it answers.
+    """
     if text_file is not None:
         text = text_file.read_text()
     if html_file is not None:
         html = html_file.read_text()
-    attachments = []
     for path in attach:
         if not path.is_file():
             raise ValueError(f"--attach {path}: no such file")
-        attachments.append(
-            {
-                "filename": path.name,
-                "content_type": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-                "content": base64.b64encode(path.read_bytes()).decode(),
-            }
-        )
     raw: dict[str, Any] = {
         "email_id": email_id or f"cli-{uuid.uuid4().hex}",
         "from": {"email": sender},
@@ -53,7 +50,7 @@ def build_command(
         "subject": subject,
         "text": text,
         "html": html,
-        "attachments": attachments,
+        "attachments": [upload(path) for path in attach] if upload is not None else [],
     }
     try:
         return SendEmail.model_validate(raw)
@@ -61,6 +58,65 @@ def build_command(
         from emailer.endpoint.codec import describe
 
         raise ValueError(describe(exc)) from None
+
+
+def uploader(settings: Settings, gateway_url: str | None) -> Callable[[Path], dict[str, Any]]:
+    """Where ``--attach`` files go: POST /v1/attachments on the gateway the command goes to, or
+    straight into the configured blob store when the command goes onto the bus."""
+    if gateway_url is None and not settings.embedded_bus:
+
+        def to_store(path: Path) -> dict[str, Any]:
+            from emailer.bootstrap import build_blob_store
+
+            with path.open("rb") as file:
+                stored = build_blob_store(settings).put_stream(file, _content_type(path))
+            return _reference(path, stored.key, stored.size)
+
+        return to_store
+
+    def to_gateway(path: Path) -> dict[str, Any]:
+        import httpx
+
+        base = gateway_base(settings, gateway_url)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
+        if settings.api_token is not None:
+            headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
+        params = {"filename": path.name, "content_type": _content_type(path)}
+        try:
+            with path.open("rb") as file:
+                response = httpx.post(
+                    f"{base}/v1/attachments", content=_chunks(file), params=params, headers=headers,
+                    timeout=120,
+                )  # fmt: skip
+        except httpx.HTTPError as exc:
+            raise RuntimeError(
+                f"cannot reach the gateway at {base}: {exc} (is `emailer run` running?)"
+            ) from None
+        if response.status_code != 201:
+            raise RuntimeError(f"--attach {path}: gateway answered {response.status_code}: {response.text}")
+        reference: dict[str, Any] = response.json()
+        return reference
+
+    return to_gateway
+
+
+def _chunks(file: Any, size: int = 256 * 1024) -> Iterator[bytes]:
+    while chunk := file.read(size):
+        yield chunk
+
+
+def _content_type(path: Path) -> str:
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def _reference(path: Path, key: str, size: int) -> dict[str, Any]:
+    return {
+        "filename": path.name,
+        "content_type": _content_type(path),
+        "key": key,
+        "sha256": key,
+        "size": size,
+    }
 
 
 def gateway_base(settings: Settings, explicit: str | None) -> str:
@@ -171,7 +227,8 @@ def render_status(view: dict[str, Any]) -> str:
     if view.get("attachments"):
         lines.append("attachments")
         for a in view["attachments"]:
-            lines.append(f"  {a['filename']} ({a['content_type']}, {a['size']} bytes)")
+            purged = f", purged {a['purged_at']}" if a.get("purged_at") else ""
+            lines.append(f"  {a['filename']} ({a['content_type']}, {a['size']} bytes{purged})")
     lines.append("timeline")
     for step in view["timeline"]:
         detail = ", ".join(f"{k}={v}" for k, v in step.items() if k not in ("at", "kind") and v is not None)

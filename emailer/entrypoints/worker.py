@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import structlog
 
+from emailer.adapters.persistence.blob_refs import PurgeRules, purge_attachments
 from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_events
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.bootstrap import App
@@ -35,6 +36,13 @@ class Ticker(threading.Thread):
             self.stop.wait(self.interval)
 
 
+def purge_rules(app: App) -> PurgeRules:
+    s = app.settings
+    return PurgeRules(
+        retention=timedelta(seconds=s.attachment_retention), grace=timedelta(seconds=s.blob_grace)
+    )
+
+
 class Worker:
     def __init__(self, app: App) -> None:
         self.app = app
@@ -50,6 +58,9 @@ class Worker:
             Ticker("scheduler", s.scheduler_interval, self.schedule_once, self.stopping),
             Ticker("outbox-sweep", s.outbox_sweep_interval, self.sweep_once, self.stopping),
             Ticker("housekeeping", s.housekeeping_interval, self.housekeeping_once, self.stopping),
+            Ticker(
+                "attachment-purge", s.attachment_purge_interval, self.purge_attachments_once, self.stopping
+            ),
         ]
         for t in self.threads:
             t.start()
@@ -92,6 +103,10 @@ class Worker:
         if sent or handled or seen:
             log.info("worker.housekeeping", outbox_rows=sent, inbox_ids=handled, provider_event_ids=seen)
         return sent, handled
+
+    def purge_attachments_once(self) -> int:
+        """Delete the blobs of settled emails that nothing else needs (``blob_refs.py``)."""
+        return purge_attachments(self.app.engine, self.app.blobs, self.app.clock, purge_rules(self.app))
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()

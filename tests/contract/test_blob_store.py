@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from emailer.adapters.blobstore.local import LocalBlobStore
-from handlers.ports import BlobStore
+from handlers.ports import BlobStore, BlobTooLarge, StoredBlob
 from tests.factories import PDF_BYTES, PNG_BYTES
 from tests.fakes import FakeBlobStore
 
@@ -26,6 +27,15 @@ def local_folder(request: pytest.FixtureRequest) -> Iterator[BlobStore]:
 
 
 @contextmanager
+def s3_bucket(request: pytest.FixtureRequest) -> Iterator[BlobStore]:
+    from emailer.adapters.blobstore.s3 import S3BlobStore
+    from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+
+    endpoint, bucket = request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket")
+    yield S3BlobStore(endpoint, bucket, S3_ACCESS_KEY, S3_SECRET_KEY, secure=False, region="us-east-1")
+
+
+@contextmanager
 def in_memory_fake(request: pytest.FixtureRequest) -> Iterator[BlobStore]:
     yield FakeBlobStore()
 
@@ -34,6 +44,7 @@ def in_memory_fake(request: pytest.FixtureRequest) -> Iterator[BlobStore]:
 # pytest.param(s3_bucket, id="s3", marks=pytest.mark.s3)
 BLOB_STORES = [
     pytest.param(local_folder, id="local-folder"),
+    pytest.param(s3_bucket, id="s3", marks=pytest.mark.s3),
     pytest.param(in_memory_fake, id="in-memory-fake"),
 ]
 
@@ -127,3 +138,102 @@ def test_a_key_that_is_not_a_sha256_names_no_blob(store: BlobStore, key: str) ->
     assert store.size(key) is None
     store.delete(key)  # nothing stored under it: no error, nothing else touched
     assert store.get(sha256(PDF_BYTES)) == PDF_BYTES
+
+
+# ------------------------------------------------------------------ streaming
+
+
+class Trickle:
+    """A reader that hands out at most ``step`` bytes per read, as a network body does."""
+
+    def __init__(self, data: bytes, step: int = 100_003) -> None:
+        self.data = data
+        self.step = step
+        self.position = 0
+        self.reads = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        self.reads += 1
+        size = self.step if size < 0 else min(size, self.step)
+        chunk = self.data[self.position : self.position + size]
+        self.position += len(chunk)
+        return chunk
+
+
+def test_a_streamed_put_gives_the_sha256_and_the_size(store: BlobStore) -> None:
+    data = bytes(range(256)) * 30_000  # 7.68 MB: more than one S3 part
+
+    stored = store.put_stream(Trickle(data), "application/pdf")
+
+    assert stored == StoredBlob(sha256(data), len(data))
+    assert store.get(stored.key) == data
+
+
+def test_a_streamed_put_of_stored_content_is_the_same_blob(store: BlobStore) -> None:
+    key = store.put(PDF_BYTES)
+
+    assert store.put_stream(Trickle(PDF_BYTES, step=7)).key == key
+    assert [info.key for info in store.list()] == [key]
+
+
+def test_a_streamed_put_over_the_maximum_stores_nothing(store: BlobStore) -> None:
+    data = b"x" * 6_000_000
+
+    with pytest.raises(BlobTooLarge) as refused:
+        store.put_stream(Trickle(data), max_size=5_999_999)
+
+    assert refused.value.limit == 5_999_999
+    assert list(store.list()) == []
+    assert store.size(sha256(data)) is None
+
+
+def test_a_streamed_put_at_the_maximum_is_stored(store: BlobStore) -> None:
+    assert store.put_stream(Trickle(PNG_BYTES), max_size=len(PNG_BYTES)).size == len(PNG_BYTES)
+
+
+def test_a_failing_reader_stores_nothing(store: BlobStore) -> None:
+    class Broken(Trickle):
+        def read(self, size: int = -1, /) -> bytes:
+            if self.position > 1_000_000:
+                raise ConnectionResetError("the client went away")
+            return super().read(size)
+
+    with pytest.raises(ConnectionResetError):
+        store.put_stream(Broken(b"y" * 3_000_000))
+
+    assert list(store.list()) == []
+
+
+def test_open_streams_the_bytes_in_pieces(store: BlobStore) -> None:
+    data = bytes(range(256)) * 4000
+    key = store.put(data)
+
+    with store.open(key) as reader:
+        first = reader.read(1000)
+        rest = b"".join(iter(lambda: reader.read(65_536), b""))
+
+    assert len(first) <= 1000 and first + rest == data
+
+
+def test_open_of_a_missing_blob_raises_key_error(store: BlobStore) -> None:
+    with pytest.raises(KeyError):
+        store.open(sha256(b"never stored")).__enter__()
+
+
+def test_stat_gives_size_and_a_recent_write_time(store: BlobStore) -> None:
+    before = datetime.now(UTC) - timedelta(minutes=5)  # moto's clock has a resolution of seconds
+    key = store.put(PDF_BYTES)
+
+    info = store.stat(key)
+
+    assert info is not None and info.key == key and info.size == len(PDF_BYTES)
+    assert info.modified_at >= before
+    assert store.stat(sha256(b"never stored")) is None
+    assert store.stat("not-a-key") is None
+
+
+def test_list_gives_every_blob_once(store: BlobStore) -> None:
+    keys = {store.put(PDF_BYTES), store.put(PNG_BYTES), store.put(b"")}
+    store.put(PDF_BYTES)
+
+    assert sorted(info.key for info in store.list()) == sorted(keys)

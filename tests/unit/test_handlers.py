@@ -123,7 +123,7 @@ def test_dispatch_accepted_records_delivery_started(
     email_id = accept(uow, blobs, clock, reply_to={"email": "help@example.com"}, categories=["orders"])
     dispatch(uow, blobs, provider, clock, email_id)
     [sent] = provider.sent
-    assert sent.email_id == email_id and sent.attachments[0].content.startswith(b"%PDF")
+    assert sent.email_id == email_id and sent.attachments[0].read().startswith(b"%PDF")
     assert sent.from_.email == "shop@example.com" and sent.from_.name == "Shop"
     assert sent.reply_to is not None and sent.reply_to.email == "help@example.com"
     assert [a.email for a in sent.to] == ["ann@example.com"] and [a.email for a in sent.cc] == [

@@ -95,6 +95,15 @@ attachments = Table(
     Index("ix_attachments_sha256", "sha256"),
 )
 
+blobs = Table(
+    "blobs",
+    metadata,
+    # One row per blob some email refers to: the lock that orders accepting a reference
+    # against purging the blob (blob_refs.py). Counting happens over ``attachments``.
+    Column("sha256", String(64), primary_key=True),
+    Column("locked_at", UtcDateTime, nullable=False),
+)
+
 timeline = Table(
     "timeline",
     metadata,

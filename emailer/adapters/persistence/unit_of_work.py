@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine
 
 from emailer.adapters.persistence import outbox
+from emailer.adapters.persistence.blob_refs import SqlBlobReferences
 from emailer.adapters.persistence.inbox import SqlInbox, SqlProviderEvents
 from emailer.adapters.persistence.repository import SqlEmailRepository
 from emailer.domain import Email
@@ -16,6 +17,7 @@ class SqlUnitOfWork(AbstractUnitOfWork):
     emails: SqlEmailRepository
     inbox: SqlInbox
     provider_events: SqlProviderEvents
+    blob_refs: SqlBlobReferences
 
     def __init__(self, engine: Engine, clock: Clock, input_queue: str = "emailer") -> None:
         super().__init__(clock, input_queue)
@@ -28,6 +30,7 @@ class SqlUnitOfWork(AbstractUnitOfWork):
         self.emails = SqlEmailRepository(self._conn)
         self.inbox = SqlInbox(self._conn, self.clock)
         self.provider_events = SqlProviderEvents(self._conn, self.clock)
+        self.blob_refs = SqlBlobReferences(self._conn, self.clock)
 
     def _touched(self) -> list[Email]:
         return self.emails.touched()

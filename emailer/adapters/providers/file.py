@@ -18,6 +18,7 @@ from pathlib import Path
 
 from contracts import Address
 from emailer.adapters.atomic import write_atomically
+from emailer.adapters.providers.blob_failures import BLOB_FAILURES, outcome_for_blob_failure
 from handlers.ports import Outcome, OutgoingEmail, SendOutcome
 
 MESSAGE_ID_DOMAIN = "emailer.local"
@@ -48,7 +49,11 @@ class FileProvider:
         if path.exists():
             return SendOutcome.accepted(message_id, delivered=True)
         self.directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, build_message(email).as_bytes())
+        try:
+            message = build_message(email)
+        except BLOB_FAILURES as exc:
+            return outcome_for_blob_failure(exc)
+        write_atomically(path, message.as_bytes())
         return SendOutcome.accepted(message_id, delivered=True)
 
     def path_for(self, email_id: str) -> Path:
@@ -95,7 +100,7 @@ def _set_body(message: EmailMessage, email: OutgoingEmail) -> None:
         if related and isinstance(html_part, EmailMessage):
             # Inline parts sit beside the html that refers to them (multipart/related).
             html_part.add_related(
-                attachment.content,
+                attachment.read(),
                 maintype,
                 subtype,
                 disposition="inline",
@@ -104,7 +109,7 @@ def _set_body(message: EmailMessage, email: OutgoingEmail) -> None:
             )
         else:
             message.add_attachment(
-                attachment.content,
+                attachment.read(),
                 maintype,
                 subtype,
                 disposition=attachment.disposition,

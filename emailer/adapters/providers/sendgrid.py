@@ -27,6 +27,7 @@ import sendgrid
 from python_http_client.exceptions import HTTPError
 
 from contracts import Address
+from emailer.adapters.providers.blob_failures import BLOB_FAILURES, outcome_for_blob_failure
 from handlers.ports import Outcome, OutgoingAttachment, OutgoingEmail, SendOutcome
 
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
@@ -68,7 +69,10 @@ class SendGridProvider:
         return f"SendGridProvider(base_url={self.base_url!r})"
 
     def send(self, email: OutgoingEmail) -> SendOutcome:
-        body = build_request_body(email)
+        try:
+            body = build_request_body(email)
+        except BLOB_FAILURES as exc:
+            return outcome_for_blob_failure(exc)
         # Where each failure comes from (urllib.request.AbstractHTTPHandler.do_open, reached via
         # python_http_client.Client._make_request -> opener.open):
         # - an OSError while connecting or writing the request (refused, DNS, connect timeout,
@@ -180,7 +184,7 @@ def _address(address: Address) -> dict[str, str]:
 
 def _attachment(attachment: OutgoingAttachment) -> dict[str, str]:
     result = {
-        "content": base64.b64encode(attachment.content).decode("ascii"),
+        "content": base64.b64encode(attachment.read()).decode("ascii"),
         "type": attachment.content_type,
         "filename": attachment.filename,
         "disposition": attachment.disposition,

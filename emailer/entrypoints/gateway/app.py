@@ -26,14 +26,16 @@ from sqlalchemy import text
 
 from contracts import SendEmail
 from contracts.wire import ENDPOINT, H
-from emailer.bootstrap import App
+from emailer.bootstrap import App, attachment_limits
 from emailer.entrypoints.gateway import errors
+from emailer.entrypoints.gateway.attachments import attachments_router
 from emailer.entrypoints.gateway.auth import TokenCheck, parse_tokens
 from emailer.entrypoints.gateway.body import BodyTooLarge, InvalidBody, decode, read_capped
 from emailer.entrypoints.gateway.dependencies import BROKER, DATABASE, Dependencies
 from emailer.entrypoints.gateway.openapi import ERROR_RESPONSES, install_request_schema
+from handlers.attachments import EmailTooLarge, claim_checked
 from handlers.errors import InvalidMessage
-from handlers.ports import MessageContext
+from handlers.ports import BlobStoreUnavailable, MessageContext
 from handlers.unit_of_work import outgoing
 
 HTTP_COMMAND_NAMESPACE = uuid.UUID("0b6f9f43-2c59-4a51-8d6f-4f3c1f7a8e21")
@@ -87,6 +89,8 @@ def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
                 await run_in_threadpool(_accept, app, command, context)
             else:
                 await _publish_in_time(app, dependencies, command, context)
+        except EmailTooLarge as exc:
+            return JSONResponse({"error": str(exc)}, status_code=413)
         except InvalidMessage as exc:
             detail = [{"field": "body", "rule": "invalid", "message": str(exc)}]
             return JSONResponse({"error": "invalid SendEmail", "detail": detail}, status_code=422)
@@ -132,6 +136,7 @@ def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
             body["warnings"] = ["no API tokens: anyone who reaches the gateway may send and read"]
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    api.include_router(attachments_router(app, tokens.require("send")))
     install_request_schema(api, {"SendEmail": SendEmail})
     return api
 
@@ -165,6 +170,7 @@ def _accept(app: App, command: SendEmail, context: MessageContext) -> None:
         if app.settings.embedded_bus:
             app.pipeline.handle_local(command, context)
             return
+        command = claim_checked(command, app.blobs, attachment_limits(app.settings))
         message = outgoing(
             command,
             MessageContext(context.message_id, "HttpRequest", context.headers),
@@ -176,6 +182,8 @@ def _accept(app: App, command: SendEmail, context: MessageContext) -> None:
         app.bus.publish([message])  # no outbox row: durable once the broker confirmed it (then 202)
     except InvalidMessage:
         raise
+    except BlobStoreUnavailable as exc:
+        raise errors.DependencyUnavailable("object store", exc) from exc
     except Exception as exc:
         dependency = errors.unavailable_dependency(exc)
         if dependency is None:

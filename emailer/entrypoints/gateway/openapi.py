@@ -28,13 +28,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "no API token, or one without the needed scope", "content": _ERROR},
     404: {"description": "no such email", "content": _ERROR},
     409: {"description": "the email_id was already used for a different email", "content": _ERROR},
-    413: {"description": "the request body is larger than the gateway reads", "content": _ERROR},
+    413: {
+        "description": "the request body is larger than the gateway reads, the email (encoded) larger "
+        "than the provider takes, or the file larger than EMAILER_ATTACHMENT_MAX_BYTES",
+        "content": _ERROR,
+    },
     422: {
         "description": "the body is not a valid command; `detail` names each field and rule",
         "content": _ERROR,
     },
     503: {
-        "description": "the database or the broker is not answering; retry after `Retry-After`",
+        "description": "the database, the broker or the object store is not answering; "
+        "retry after `Retry-After`",
         "content": _ERROR,
     },
 }
