@@ -19,7 +19,14 @@ from emailer.domain import RetryPolicy
 PREFIX = "EMAILER_"
 
 
-SECRETS = ("sendgrid_api_key", "api_tokens", "api_token", "ingress_basic_auth", "s3_access_key", "s3_secret_key")
+SECRETS = (
+    "sendgrid_api_key",
+    "api_tokens",
+    "api_token",
+    "ingress_basic_auth",
+    "s3_access_key",
+    "s3_secret_key",
+)
 """Settings show-config prints masked."""
 
 
