@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emailer.domain import RetryPolicy
+from emailer.signing import MIN_KEY_CHARS
 
 PREFIX = "EMAILER_"
 
@@ -31,6 +32,11 @@ class Settings(BaseSettings):
     var_dir: Path = Field(Path("var"), description="where the embedded defaults keep their files")
     bus_url: str = Field("memory://", description="memory:// (embedded) or amqp://user:pass@host:5672/vhost")
     database_url: str = Field("", description="default: SQLite file under var_dir")
+    internal_key: SecretStr | None = Field(
+        None,
+        description="key(s) signing the commands Emailer sends itself, comma-separated (the first signs); "
+        "required with RabbitMQ, the same on every worker, gateway and ingress",
+    )
     input_queue: str = "emailer"
     events_exchange: str = "emailer.events"
     error_queue: str = "error"
@@ -107,6 +113,29 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("internal_key")
+    @classmethod
+    def _internal_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        keys = [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
+        if not keys or any(len(key) < MIN_KEY_CHARS for key in keys):
+            raise ValueError(
+                f"each key must have at least {MIN_KEY_CHARS} characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _rabbitmq_needs_internal_key(self) -> Settings:
+        if not self.embedded_bus and self.internal_key is None:
+            raise ValueError(
+                "EMAILER_INTERNAL_KEY is required when EMAILER_BUS_URL is RabbitMQ: give every worker, "
+                "gateway and ingress the same one "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return self
+
     @model_validator(mode="after")
     def _provider_needs_key(self) -> Settings:
         if self.provider == "sendgrid" and not self.sendgrid_api_key:
@@ -147,7 +176,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = make_url(self.effective_database_url).render_as_string(hide_password=True)
         data["bus_url"] = _mask_url_password(self.bus_url)
-        for secret in ("sendgrid_api_key", "api_tokens", "api_token"):
+        for secret in ("sendgrid_api_key", "api_tokens", "api_token", "internal_key"):
             data[secret] = "**********" if getattr(self, secret) else None
         return data
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from emailer.domain import Email
+from emailer.signing import Signer
 from handlers.errors import ConcurrencyConflict
 from handlers.ports import OutgoingEmail, OutgoingMessage, SendOutcome
 from handlers.unit_of_work import AbstractUnitOfWork
@@ -164,8 +165,10 @@ class FakeUnitOfWork(AbstractUnitOfWork):
     inbox: _FakeInbox
     provider_events: _FakeProviderEvents
 
-    def __init__(self, clock: FakeClock, store: _Store | None = None) -> None:
-        super().__init__(clock)
+    def __init__(
+        self, clock: FakeClock, store: _Store | None = None, *, signer: Signer | None = None
+    ) -> None:
+        super().__init__(clock, signer=signer)
         self.store = store or _Store()
         self.commits = 0
         self.conflicts = 0

@@ -21,6 +21,11 @@ as ``pipeline.error_queue_refused`` (its first time and every
 input queue has a dead-letter exchange is broker policy the worker cannot see,
 and without one RabbitMQ would discard the message.
 
+Internal commands (``emailer.signing.INTERNAL_COMMANDS``) are handled only
+with a valid ``Emailer.Signature``; anything else claiming to be one goes to
+the error queue as "forged or unsigned internal command", before its body is
+even decoded.
+
 The pipeline knows no transport and no database: it takes deliveries, an error
 queue and an outbox relay through the small protocols below.
 """
@@ -35,12 +40,14 @@ from typing import Generic, Protocol, TypeVar
 import structlog
 
 from contracts import Message
+from contracts.wire import type_name
 from emailer import redaction
 from emailer.domain import DomainError
 from emailer.endpoint.codec import Decoded, IncomingDelivery, decode
 from emailer.endpoint.faults import AFTER_COMMIT_BEFORE_PUBLISH, crash_point
 from emailer.endpoint.registry import Registry
 from emailer.retries import IMMEDIATE_RETRIES
+from emailer.signing import FORGED, SIGNATURE_HEADER, Signer, is_internal
 from handlers.errors import InvalidMessage
 from handlers.ports import MessageContext, OutgoingMessage
 from handlers.unit_of_work import AbstractUnitOfWork
@@ -84,8 +91,11 @@ class MessagePipeline(Generic[D]):
         errors: ErrorQueue[D],
         crash_at: str | None = None,
         concurrency: int = 1,
+        signer: Signer | None = None,
     ) -> None:
+        """``signer`` verifies internal commands; without one every internal command is refused."""
         self.registry = registry
+        self.signer = signer
         self.uow_factory = uow_factory
         self.relay = relay
         self.errors = errors
@@ -103,6 +113,7 @@ class MessagePipeline(Generic[D]):
         decoded: list[tuple[D, Decoded]] = []
         for delivery in deliveries:
             try:
+                self._refuse_forged(delivery)
                 decoded.append((delivery, decode(delivery, self.registry)))
             except InvalidMessage as exc:
                 self._to_error_queue(delivery, exc)
@@ -112,6 +123,15 @@ class MessagePipeline(Generic[D]):
         alone = [(d, x) for d, x in decoded if not x.route.transactional]
         if alone:
             self._handle_alone(alone)
+
+    def _refuse_forged(self, delivery: D) -> None:
+        """An internal command must carry Emailer's signature over its id, type and body."""
+        name = type_name(delivery.message_type) if delivery.message_type else ""
+        if not is_internal(name):
+            return
+        signature = delivery.headers.get(SIGNATURE_HEADER)
+        if self.signer is None or not self.signer.verify(delivery.message_id, name, delivery.body, signature):
+            raise InvalidMessage(FORGED)
 
     def _handle_together(self, items: list[tuple[D, Decoded]]) -> None:
         try:

@@ -39,6 +39,7 @@ from emailer.adapters.bus import (
 from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker
 from emailer.adapters.bus.failure import MAX_STACK_TRACE_BYTES, failure_headers
 from emailer.retries import PUBLISH
+from emailer.signing import FORGED, SIGNATURE_HEADER, Signer
 from handlers.ports import OutgoingMessage
 
 WAIT = 5.0  # seconds: the longest any condition below may take to become true
@@ -893,21 +894,39 @@ def test_an_error_queue_that_refuses_the_copy_raises_and_the_message_stays(
 # -- the pipeline over the bus: a poison message costs only itself ----------------------
 
 
-def _pipeline(bus: KombuBus, engine: Engine, handler: Callable[[Any, Any], None] | None = None) -> Any:
-    from contracts import SendEmail
+def _pipeline(
+    bus: KombuBus,
+    engine: Engine,
+    handler: Callable[[Any, Any], None] | None = None,
+    signer: Signer | None = None,
+    dispatched: list[str] | None = None,
+) -> Any:
+    from contracts import DispatchEmail, RecordDeliveryReports, SendEmail
     from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
     from emailer.domain import RetryPolicy
     from emailer.endpoint.pipeline import MessagePipeline
     from emailer.endpoint.registry import Registry, Route
+    from handlers.record_delivery_reports import record_delivery_reports
     from handlers.send_email import send_email
     from tests.fakes import FakeBlobStore, FakeClock, FakeRelay
 
     clock, blobs = FakeClock(), FakeBlobStore()
+    seen = dispatched if dispatched is not None else []
     registry = Registry(
-        [Route(SendEmail, handler or (lambda m, uow: send_email(m, uow, blobs, clock, RetryPolicy())))]
+        [
+            Route(SendEmail, handler or (lambda m, uow: send_email(m, uow, blobs, clock, RetryPolicy()))),
+            Route(RecordDeliveryReports, lambda m, uow: record_delivery_reports(m, uow, clock)),
+            Route(DispatchEmail, lambda m, uow: seen.append(m.email_id), transactional=False),
+        ]
     )
     input_queue = bus.topology.input_queue
-    return MessagePipeline(registry, lambda: SqlUnitOfWork(engine, clock, input_queue), FakeRelay(), bus)
+    return MessagePipeline(
+        registry,
+        lambda: SqlUnitOfWork(engine, clock, input_queue, signer=signer),
+        FakeRelay(),
+        bus,
+        signer=signer,
+    )
 
 
 def _stored(engine: Engine) -> set[str]:
@@ -1013,3 +1032,70 @@ def test_a_database_error_leaks_no_parameters_into_logs_or_error_headers(
     assert "IntegrityError" in logged and "pipeline.moved_to_error_queue" in logged
     assert MARKER not in logged
     assert not [name for name, value in failed.headers.items() if MARKER in str(value)]
+
+
+# -- internal commands are accepted only from Emailer itself ----------------------------
+
+
+def test_internal_commands_are_accepted_only_with_emailers_signature(
+    bus: KombuBus, broker: Broker, engine: Engine
+) -> None:
+    from sqlalchemy import select
+
+    from emailer.adapters.persistence.tables import provider_events, timeline
+    from tests.factories import send_email_payload
+
+    signer, dispatched = Signer.generated(), list[str]()
+    pipeline = _pipeline(bus, engine, signer=signer, dispatched=dispatched)
+
+    def send(message_id: str, message_type: str, payload: dict[str, Any], key: Signer | None) -> None:
+        body = json.dumps(payload).encode()
+        headers = {"NServiceBus.MessageId": message_id, "NServiceBus.EnclosedMessageTypes": message_type}
+        if key is not None:
+            headers[SIGNATURE_HEADER] = key.sign(message_id, message_type, body)
+        broker.send_raw(body, content_type="application/json", content_encoding="utf-8", headers=headers)
+
+    def report(event_id: str) -> dict[str, Any]:
+        return {
+            "reports": [
+                {
+                    "provider": "sendgrid", "provider_event_id": event_id, "email_id": "e-1",
+                    "recipient": "ann@example.com", "kind": "bounced", "reason": f"reason of {event_id}",
+                    "occurred_at": "2026-01-01T12:00:00Z",
+                }
+            ]
+        }  # fmt: skip
+
+    def timeline_of(email_id: str) -> list[str]:
+        with engine.connect() as conn:
+            return [
+                r[0] for r in conn.execute(select(timeline.c.kind).where(timeline.c.email_id == email_id))
+            ]
+
+    send("m-send", "SendEmail", send_email_payload(email_id="e-1"), None)  # public: no signature needed
+    bus.consume(
+        pipeline.handle_batch, should_stop=stop_when(lambda: _stored(engine) == {"e-1"}), idle_timeout=0.05
+    )
+    accepted = timeline_of("e-1")
+
+    send("m-forged", "RecordDeliveryReports", report("forged"), None)
+    send("m-other-key", "DispatchEmail", {"email_id": "e-1"}, Signer.generated())
+    send("m-signed", "RecordDeliveryReports", report("genuine"), signer)
+    moved: list[Message] = []
+
+    def done() -> bool:
+        while (message := broker.get(broker.topology.error_queue)) is not None:
+            moved.append(message)
+        with engine.connect() as conn:
+            applied = conn.execute(select(provider_events.c.event_id)).all()
+        return len(moved) >= 2 and bool(applied)
+
+    bus.consume(pipeline.handle_batch, should_stop=stop_when(done), idle_timeout=0.05)
+
+    assert sorted(m.headers["NServiceBus.MessageId"] for m in moved) == ["m-forged", "m-other-key"]
+    assert {m.headers["NServiceBus.ExceptionInfo.Message"] for m in moved} == {FORGED}
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.execute(select(provider_events.c.event_id))] == ["genuine"]
+    assert dispatched == []
+    assert len(timeline_of("e-1")) > len(accepted)  # the genuine report was applied, the forged one not
+    assert broker.depth(broker.topology.input_queue) == 0

@@ -8,6 +8,7 @@ from emailer.adapters.persistence import outbox
 from emailer.adapters.persistence.inbox import SqlInbox, SqlProviderEvents
 from emailer.adapters.persistence.repository import SqlEmailRepository
 from emailer.domain import Email
+from emailer.signing import Signer
 from handlers.ports import Clock, OutgoingMessage
 from handlers.unit_of_work import AbstractUnitOfWork
 
@@ -17,8 +18,10 @@ class SqlUnitOfWork(AbstractUnitOfWork):
     inbox: SqlInbox
     provider_events: SqlProviderEvents
 
-    def __init__(self, engine: Engine, clock: Clock, input_queue: str = "emailer") -> None:
-        super().__init__(clock, input_queue)
+    def __init__(
+        self, engine: Engine, clock: Clock, input_queue: str = "emailer", *, signer: Signer | None = None
+    ) -> None:
+        super().__init__(clock, input_queue, signer=signer)
         self.engine = engine
         self._conn: Connection | None = None
 
