@@ -323,6 +323,7 @@ def emailer_settings(s: Stack, args: argparse.Namespace) -> Any:
         _env_file=None,
         var_dir=s.workdir / "var",
         bus_url=AMQP_URL,
+        internal_key=secrets.token_urlsafe(32),
         database_url=s.database_url,
         input_queue=s.topology.input_queue,
         events_exchange=s.topology.events_exchange,

@@ -14,6 +14,7 @@ from emailer.config import Settings
 from emailer.domain import RetryPolicy
 from emailer.endpoint.pipeline import MessagePipeline
 from emailer.endpoint.registry import Registry, Route
+from emailer.signing import Signer
 from handlers import send_email as send_email_module
 from handlers.attachments import AttachmentLimits
 from handlers.cancel_email import cancel_email
@@ -40,11 +41,13 @@ class App:
     registry: Registry
     outbox: Outbox
     pipeline: MessagePipeline[Delivery]
+    signer: Signer
+    """Signs what Emailer sends itself and verifies internal commands (``emailer.signing``)."""
 
     def new_uow(self) -> AbstractUnitOfWork:
         from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
 
-        return SqlUnitOfWork(self.engine, self.clock, self.settings.input_queue)
+        return SqlUnitOfWork(self.engine, self.clock, self.settings.input_queue, signer=self.signer)
 
     def close(self) -> None:
         self.pipeline.close()
@@ -112,6 +115,13 @@ def build_real_provider(settings: Settings) -> Provider:
     return FileProvider(settings.effective_mail_dir)
 
 
+def build_signer(settings: Settings) -> Signer:
+    """EMAILER_INTERNAL_KEY; without it (allowed on the embedded bus only) one kept under var_dir."""
+    if settings.internal_key is not None:
+        return Signer.from_setting(settings.internal_key.get_secret_value())
+    return Signer.kept_in(settings.var_dir / "internal.key")
+
+
 def build_bus(settings: Settings, **options: Any) -> KombuBus:
     """The bus; ``options`` go to ``KombuBus`` (the gateway's has short connect and confirm timeouts)."""
     from emailer.adapters.bus import KombuBus, Topology
@@ -144,6 +154,7 @@ def bootstrap(
     provider = guard_provider(provider or build_real_provider(settings), settings, clock)
     policy = settings.retry_policy()
     limits = attachment_limits(settings)
+    signer = build_signer(settings)
 
     outbox = Outbox(engine, bus, clock)
     registry = Registry(
@@ -179,6 +190,8 @@ def bootstrap(
             bus,
             settings.crash_at,
             concurrency=settings.dispatch_concurrency,
+            signer=signer,
         ),
+        signer=signer,
     )
     return app

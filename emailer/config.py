@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emailer.domain import RetryPolicy
+from emailer.signing import MIN_KEY_CHARS
 
 PREFIX = "EMAILER_"
 
@@ -26,6 +27,7 @@ SECRETS = (
     "ingress_basic_auth",
     "s3_access_key",
     "s3_secret_key",
+    "internal_key",
 )
 """Settings show-config prints masked."""
 
@@ -42,6 +44,11 @@ class Settings(BaseSettings):
     var_dir: Path = Field(Path("var"), description="where the embedded defaults keep their files")
     bus_url: str = Field("memory://", description="memory:// (embedded) or amqp://user:pass@host:5672/vhost")
     database_url: str = Field("", description="default: SQLite file under var_dir")
+    internal_key: SecretStr | None = Field(
+        None,
+        description="key(s) signing the commands Emailer sends itself, comma-separated (the first signs); "
+        "required with RabbitMQ, the same on every worker, gateway and ingress",
+    )
     input_queue: str = "emailer"
     events_exchange: str = "emailer.events"
     error_queue: str = "error"
@@ -180,6 +187,29 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("internal_key")
+    @classmethod
+    def _internal_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        keys = [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
+        if not keys or any(len(key) < MIN_KEY_CHARS for key in keys):
+            raise ValueError(
+                f"each key must have at least {MIN_KEY_CHARS} characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _rabbitmq_needs_internal_key(self) -> Settings:
+        if not self.embedded_bus and self.internal_key is None:
+            raise ValueError(
+                "EMAILER_INTERNAL_KEY is required when EMAILER_BUS_URL is RabbitMQ: give every worker, "
+                "gateway and ingress the same one "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return self
+
     @model_validator(mode="after")
     def _provider_needs_key(self) -> Settings:
         if self.provider == "sendgrid" and not self.sendgrid_api_key:
@@ -259,6 +289,7 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
-            name = f"{PREFIX}{field.upper()}" if field else "configuration"
-            problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+            message = err["msg"].removeprefix("Value error, ")
+            # A rule over several settings names its variables itself.
+            problems.append(f"{PREFIX}{field.upper()}: {message}" if field else message)
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -62,6 +62,8 @@ from tenacity import (
 from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 
+from emailer import redaction
+
 _log = structlog.get_logger(__name__)
 
 RetryOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
@@ -105,7 +107,7 @@ def _logger(
             event,
             attempt=state.attempt_number,
             retry_in=round(state.next_action.sleep, 3) if state.next_action else None,
-            error=f"{type(error).__name__}: {error}" if error else None,
+            error=redaction.describe(error) if error else None,
         )
         if on_retry is not None and error is not None:
             on_retry(error)

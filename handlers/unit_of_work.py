@@ -8,11 +8,15 @@ outbox rows in the same transaction as the state. What was written is then hande
 One unit of work may span several incoming messages (a batch): the caller sets
 ``context`` before each and calls ``collect`` after each, so every outgoing
 message carries the headers of the message that caused it.
+
+Every command it sends (to Emailer itself) is signed with ``signer``
+(``emailer.signing``): without one, the pipeline refuses the internal ones.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import uuid
 from datetime import datetime
 from types import TracebackType
@@ -21,6 +25,7 @@ from typing import Literal, Self
 from contracts import Command, Event, Message
 from contracts.wire import ENDPOINT, H, wire_time
 from emailer.domain import Email
+from emailer.signing import Signer
 from handlers.ports import (
     BlobReferences,
     Clock,
@@ -45,9 +50,10 @@ class AbstractUnitOfWork(abc.ABC):
     provider_events: ProviderEvents
     blob_refs: BlobReferences
 
-    def __init__(self, clock: Clock, input_queue: str = ENDPOINT) -> None:
+    def __init__(self, clock: Clock, input_queue: str = ENDPOINT, *, signer: Signer | None = None) -> None:
         self.clock = clock
         self.input_queue = input_queue
+        self.signer = signer
         self.context: MessageContext = MessageContext.originating()
         self._staged: list[OutgoingMessage] = []
         self.committed: list[OutgoingMessage] = []
@@ -94,17 +100,21 @@ class AbstractUnitOfWork(abc.ABC):
     # ---------------------------------------------------------------- outbox
 
     def send(self, command: Command, destination: str | None = None) -> None:
-        """Stage a command (to our own input queue unless told otherwise)."""
-        self._staged.append(
-            outgoing(
-                command,
-                self.context,
-                message_id=str(uuid.uuid4()),
-                now=self.clock.now(),
-                reply_to=self.input_queue,
-                destination=destination or self.input_queue,
-            )
+        """Stage a command (to our own input queue unless told otherwise), signed."""
+        message = outgoing(
+            command,
+            self.context,
+            message_id=str(uuid.uuid4()),
+            now=self.clock.now(),
+            reply_to=self.input_queue,
+            destination=destination or self.input_queue,
         )
+        if self.signer is not None:
+            headers = self.signer.signed_headers(
+                message.headers, message.message_id, message.message_type, message.body
+            )
+            message = dataclasses.replace(message, headers=headers)
+        self._staged.append(message)
 
     def collect(self) -> None:
         """Stage the commands and events the touched aggregates produced, under the current context."""

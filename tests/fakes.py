@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
 from emailer.domain import Email
+from emailer.signing import Signer
 from handlers.errors import ConcurrencyConflict
 from handlers.ports import (
     BlobInfo,
@@ -236,8 +237,10 @@ class FakeUnitOfWork(AbstractUnitOfWork):
     provider_events: _FakeProviderEvents
     blob_refs: FakeBlobReferences
 
-    def __init__(self, clock: FakeClock, store: _Store | None = None) -> None:
-        super().__init__(clock)
+    def __init__(
+        self, clock: FakeClock, store: _Store | None = None, *, signer: Signer | None = None
+    ) -> None:
+        super().__init__(clock, signer=signer)
         self.store = store or _Store()
         self.commits = 0
         self.conflicts = 0

@@ -10,6 +10,21 @@ so one bad message costs only itself.
 Failures never vanish: an invalid message goes to the error queue with the
 reason at once; any other exception is retried a few times (the delivery is
 requeued, ``emailer.retries.IMMEDIATE_RETRIES``), then goes to the error queue.
+Exceptions are logged and put into error-queue headers only as
+``emailer.redaction`` describes them (never a statement's parameters).
+
+A message the error queue will not take (the broker refuses even the minimal
+copy, or is gone) is never dropped: it is requeued, stays on the input queue,
+costs only itself (the rest of its batch goes on) and is logged at error level
+as ``pipeline.error_queue_refused`` (its first time and every
+``REFUSED_LOG_EVERY``-th). It is not rejected without requeue: whether the
+input queue has a dead-letter exchange is broker policy the worker cannot see,
+and without one RabbitMQ would discard the message.
+
+Internal commands (``emailer.signing.INTERNAL_COMMANDS``) are handled only
+with a valid ``Emailer.Signature``; anything else claiming to be one goes to
+the error queue as "forged or unsigned internal command", before its body is
+even decoded.
 
 The pipeline knows no transport and no database: it takes deliveries, an error
 queue and an outbox relay through the small protocols below.
@@ -25,11 +40,14 @@ from typing import Generic, Protocol, TypeVar
 import structlog
 
 from contracts import Message
+from contracts.wire import type_name
+from emailer import redaction
 from emailer.domain import DomainError
 from emailer.endpoint.codec import Decoded, IncomingDelivery, decode
 from emailer.endpoint.faults import AFTER_COMMIT_BEFORE_PUBLISH, crash_point
 from emailer.endpoint.registry import Registry
 from emailer.retries import IMMEDIATE_RETRIES
+from emailer.signing import FORGED, SIGNATURE_HEADER, Signer, is_internal
 from handlers.errors import InvalidMessage
 from handlers.ports import MessageContext, OutgoingMessage
 from handlers.unit_of_work import AbstractUnitOfWork
@@ -37,6 +55,7 @@ from handlers.unit_of_work import AbstractUnitOfWork
 log = structlog.get_logger(__name__)
 
 PERMANENT = (InvalidMessage, DomainError)
+REFUSED_LOG_EVERY = 100
 
 
 class Settleable(IncomingDelivery, Protocol):
@@ -72,13 +91,17 @@ class MessagePipeline(Generic[D]):
         errors: ErrorQueue[D],
         crash_at: str | None = None,
         concurrency: int = 1,
+        signer: Signer | None = None,
     ) -> None:
+        """``signer`` verifies internal commands; without one every internal command is refused."""
         self.registry = registry
+        self.signer = signer
         self.uow_factory = uow_factory
         self.relay = relay
         self.errors = errors
         self.crash_at = crash_at
         self._failures: dict[str, int] = {}
+        self._refused: dict[str, int] = {}
         self._pool = (
             ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch") if concurrency > 1 else None
         )
@@ -90,6 +113,7 @@ class MessagePipeline(Generic[D]):
         decoded: list[tuple[D, Decoded]] = []
         for delivery in deliveries:
             try:
+                self._refuse_forged(delivery)
                 decoded.append((delivery, decode(delivery, self.registry)))
             except InvalidMessage as exc:
                 self._to_error_queue(delivery, exc)
@@ -100,6 +124,15 @@ class MessagePipeline(Generic[D]):
         if alone:
             self._handle_alone(alone)
 
+    def _refuse_forged(self, delivery: D) -> None:
+        """An internal command must carry Emailer's signature over its id, type and body."""
+        name = type_name(delivery.message_type) if delivery.message_type else ""
+        if not is_internal(name):
+            return
+        signature = delivery.headers.get(SIGNATURE_HEADER)
+        if self.signer is None or not self.signer.verify(delivery.message_id, name, delivery.body, signature):
+            raise InvalidMessage(FORGED)
+
     def _handle_together(self, items: list[tuple[D, Decoded]]) -> None:
         try:
             written = self._run_transaction([x for _, x in items])
@@ -107,7 +140,9 @@ class MessagePipeline(Generic[D]):
             if len(items) == 1:
                 self._failed(items[0][0], exc)
             else:
-                log.info("pipeline.batch_failed_one_by_one", size=len(items), error=str(exc))
+                log.info(
+                    "pipeline.batch_failed_one_by_one", size=len(items), error=redaction.describe(exc)
+                )
                 for item in items:
                     self._handle_together([item])
             return
@@ -215,19 +250,49 @@ class MessagePipeline(Generic[D]):
             "pipeline.handler_failed_retrying",
             message_id=delivery.message_id,
             attempt=count,
-            error=f"{type(exc).__name__}: {exc}",
+            error=redaction.describe(exc),
         )
         delivery.requeue()
 
     def _to_error_queue(self, delivery: D, exc: Exception) -> None:
+        # Our own errors say what is wrong with the message; anything else only as redacted.
+        reason = str(exc) if isinstance(exc, PERMANENT) else redaction.message(exc)
         log.error(
             "pipeline.moved_to_error_queue",
             message_id=delivery.message_id,
             message_type=delivery.message_type,
-            reason=str(exc),
+            reason=reason if isinstance(exc, PERMANENT) else redaction.describe(exc),
         )
-        self.errors.send_to_error(delivery, str(exc), exc)
+        try:
+            self.errors.send_to_error(delivery, reason, exc)
+        except Exception as refused:  # noqa: BLE001 - never lost, never blocking the batch
+            self._refused_by_error_queue(delivery, refused)
+            return
         self._forget(delivery.message_id)
+        with self._lock:
+            self._refused.pop(delivery.message_id, None)
+
+    def _refused_by_error_queue(self, delivery: D, refused: Exception) -> None:
+        """Keep the message on the input queue (requeue); the rest of the batch goes on."""
+        with self._lock:
+            times = self._refused.get(delivery.message_id, 0) + 1
+            self._refused[delivery.message_id] = times
+        if times == 1 or times % REFUSED_LOG_EVERY == 0:
+            log.error(
+                "pipeline.error_queue_refused",
+                message_id=delivery.message_id,
+                message_type=delivery.message_type,
+                times=times,
+                error=redaction.describe(refused),
+                kept="requeued on the input queue",
+            )
+        try:
+            delivery.requeue()
+        except Exception as lost:  # noqa: BLE001 - settled already, or the channel is gone:
+            # either way the broker still holds the message (unacked ones come back).
+            log.warning(
+                "pipeline.requeue_failed", message_id=delivery.message_id, error=redaction.describe(lost)
+            )
 
     def _forget(self, message_id: str) -> None:
         with self._lock:

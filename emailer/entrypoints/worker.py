@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import structlog
 
+from emailer import redaction
 from emailer.adapters.persistence.blob_refs import PurgeRules, purge_attachments
 from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_events
 from emailer.adapters.persistence.reconnect import with_reconnect
@@ -31,8 +32,13 @@ class Ticker(threading.Thread):
         while not self.stop.is_set():
             try:
                 self.step()
-            except Exception:  # noqa: BLE001 - a tick must not kill the worker; the next one retries
-                log.exception("worker.tick_failed", ticker=self.name)
+            except Exception as exc:  # noqa: BLE001 - a tick must not kill the worker; the next one retries
+                log.error(
+                    "worker.tick_failed",
+                    ticker=self.name,
+                    error=redaction.describe(exc),
+                    stack=redaction.format_traceback(exc),
+                )
             self.stop.wait(self.interval)
 
 
@@ -76,8 +82,12 @@ class Worker:
                     max_batch=s.batch_size,
                     should_stop=self.stopping.is_set,
                 )
-            except Exception:  # noqa: BLE001 - reconnect and go on; unacked messages come back
-                log.exception("worker.consumer_failed_restarting")
+            except Exception as exc:  # noqa: BLE001 - reconnect and go on; unacked messages come back
+                log.error(
+                    "worker.consumer_failed_restarting",
+                    error=redaction.describe(exc),
+                    stack=redaction.format_traceback(exc),
+                )
                 self.stopping.wait(1.0)
 
     def schedule_once(self) -> int:

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from emailer.adapters.bus import Topology
 from emailer.sandbox.client import SandboxClient
-from tests.e2e.harness import EventTap, Process, Stack, base_env, new_api_key, sandbox_process
+from tests.e2e.harness import INTERNAL_KEY, EventTap, Process, Stack, base_env, new_api_key, sandbox_process
 
 
 def _admin_dsn(url: str) -> str:
@@ -57,6 +57,7 @@ def stack(
     env.update(
         {
             "EMAILER_BUS_URL": rabbitmq_url,
+            "EMAILER_INTERNAL_KEY": INTERNAL_KEY,
             "EMAILER_DATABASE_URL": database_url,
             "EMAILER_INPUT_QUEUE": topology.input_queue,
             "EMAILER_EVENTS_EXCHANGE": topology.events_exchange,

@@ -187,6 +187,10 @@ def new_api_key() -> str:
     return f"SG.{secrets.token_urlsafe(24)}"
 
 
+INTERNAL_KEY = secrets.token_urlsafe(32)
+"""EMAILER_INTERNAL_KEY of every process a test starts on RabbitMQ (one per test session)."""
+
+
 def base_env(workdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMAILER_")}
     env.update(

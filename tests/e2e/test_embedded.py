@@ -130,6 +130,7 @@ def test_bad_configuration_stops_start_up_naming_the_variable(tmp_path: Path, en
 
 def test_show_config_masks_secrets(tmp_path: Path, env: dict[str, str]) -> None:
     secret = "SG.this-must-not-be-printed"
+    internal_key = "internal-key-that-must-not-be-printed-either"
     result = cli(
         tmp_path,
         {
@@ -137,9 +138,13 @@ def test_show_config_masks_secrets(tmp_path: Path, env: dict[str, str]) -> None:
             "EMAILER_PROVIDER": "sendgrid",
             "EMAILER_SENDGRID_API_KEY": secret,
             "EMAILER_BUS_URL": "amqp://user:hunter2@127.0.0.1:5672//",
+            "EMAILER_INTERNAL_KEY": internal_key,
         },
         "show-config",
     )
     assert result.returncode == 0, result.stderr
-    assert secret not in result.stdout and "hunter2" not in result.stdout
+    assert (
+        secret not in result.stdout and "hunter2" not in result.stdout and internal_key not in result.stdout
+    )
+    assert json.loads(result.stdout)["internal_key"] == "**********"
     assert json.loads(result.stdout)["provider"] == "sendgrid"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.harness import INTERNAL_KEY
+
 pytestmark = pytest.mark.e2e
 
 
@@ -54,8 +56,23 @@ def test_an_unreachable_database_names_the_variable(tmp_path: Path) -> None:
 def test_an_unreachable_broker_names_the_variable(tmp_path: Path) -> None:
     assert _emailer(tmp_path, "db", "upgrade").returncode == 0
     url = f"amqp://guest:guest@127.0.0.1:{_closed_port()}//"
-    line = _one_line_error(_emailer(tmp_path, "worker", EMAILER_BUS_URL=url))
+    line = _one_line_error(
+        _emailer(tmp_path, "worker", EMAILER_BUS_URL=url, EMAILER_INTERNAL_KEY=INTERNAL_KEY)
+    )
     assert "EMAILER_BUS_URL" in line and "guest:guest" not in line  # the password is masked
+    assert "unavailable" in line  # the broker, not the configuration
+
+
+def test_rabbitmq_without_an_internal_key_names_the_variable(tmp_path: Path) -> None:
+    url = f"amqp://guest:guest@127.0.0.1:{_closed_port()}//"
+    for command in ("worker", "gateway"):
+        line = _one_line_error(_emailer(tmp_path, command, EMAILER_BUS_URL=url))
+        assert "EMAILER_INTERNAL_KEY is required" in line and "guest:guest" not in line
+
+
+def test_a_short_internal_key_is_refused_by_name(tmp_path: Path) -> None:
+    line = _one_line_error(_emailer(tmp_path, "worker", EMAILER_INTERNAL_KEY="too-short"))
+    assert "EMAILER_INTERNAL_KEY" in line and "at least 32 characters" in line and "too-short" not in line
 
 
 def test_a_worker_on_a_database_not_at_head_says_what_to_run(tmp_path: Path) -> None:

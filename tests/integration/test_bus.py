@@ -8,6 +8,7 @@ Waits are bounded polls on a real condition, never a sleep.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import socket
 import threading
@@ -24,6 +25,7 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Producer
+from sqlalchemy import Engine
 from structlog.testing import capture_logs
 
 from emailer.adapters.bus import (
@@ -37,6 +39,7 @@ from emailer.adapters.bus import (
 from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker
 from emailer.adapters.bus.failure import MAX_STACK_TRACE_BYTES, failure_headers
 from emailer.retries import PUBLISH
+from emailer.signing import FORGED, SIGNATURE_HEADER, Signer
 from handlers.ports import OutgoingMessage
 
 WAIT = 5.0  # seconds: the longest any condition below may take to become true
@@ -493,10 +496,13 @@ def test_an_unreachable_broker_is_reported_without_the_password() -> None:
 
 
 def test_the_stack_trace_header_is_capped_at_16_kb() -> None:
-    try:
-        raise ValueError("x" * 100_000)
-    except ValueError as exc:
-        error = exc
+    error: BaseException | None = None
+    for n in range(400):  # a long chain of causes: a long trace (a long message is cut anyway)
+        try:
+            raise ValueError(f"step {n}") from error
+        except ValueError as exc:
+            error = exc
+    assert error is not None
     headers = failure_headers(failed_queue="q", reason="r", exc=error, now=datetime.now(UTC))
 
     trace = headers["NServiceBus.ExceptionInfo.StackTrace"]
@@ -781,3 +787,317 @@ def test_the_tracker_times_out_on_missing_confirms_and_detaches() -> None:
 
     tracker.detach()
     assert not any(channel.events.values())
+
+
+# -- poison messages: moving to the error queue never fails because of content ---------
+
+LONG_ID = "poison-" + "x" * 293  # 300 characters: no AMQP short string can hold it
+NON_ASCII_ID = "ü" * 200  # 200 characters, 400 bytes of UTF-8
+
+
+def _poison_headers(broker_url: str) -> list[tuple[str, dict[str, Any]]]:
+    """(what, headers) of messages that each once made the error-queue publish fail."""
+    # RabbitMQ refuses a content header larger than its frame (128 KiB): the sender's
+    # headers must fit; with the failure headers added, they no longer would.
+    memory = broker_url == "memory://"
+    huge = 200_000 if memory else 125_000
+    name = "X-" + "n" * (298 if memory else 253)  # no AMQP sender can set a longer one
+    return [
+        ("a 300-character message id", {"NServiceBus.MessageId": LONG_ID}),
+        ("a non-ASCII message id", {"NServiceBus.MessageId": NON_ASCII_ID}),
+        ("no message id, one huge header", {"X-Huge": "h" * huge}),
+        ("a header table near the frame limit", {f"X-Many-{n}": "m" * 100 for n in range(huge // 120)}),
+        ("a header name at or past 255 bytes", {name: "v", "NServiceBus.MessageId": "named"}),
+        ("binary and nested headers", {"X-Bin": b"\xff\x00\xfe", "X-Nested": {"a": {"b": [1, "two"]}}}),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_send_to_error_never_fails_because_of_what_the_message_carries(
+    bus: KombuBus, broker: Broker, broker_url: str, case: int
+) -> None:
+    what, headers = _poison_headers(broker_url)[case]
+    body = b'{"not": "a SendEmail"}'
+    broker.send_raw(
+        body,
+        content_type="application/json",
+        content_encoding="utf-8",
+        headers={"NServiceBus.EnclosedMessageTypes": "SendEmail", **headers},
+    )
+    handled: list[Delivery] = []
+
+    def on_batch(batch: list[Delivery]) -> None:
+        for delivery in batch:
+            try:
+                raise ValueError("boom " + "r" * 5000)  # a long reason is bounded too
+            except ValueError as exc:
+                bus.send_to_error(delivery, str(exc), exc)
+        handled.extend(batch)
+
+    bus.consume(on_batch, should_stop=stop_when(lambda: bool(handled)), idle_timeout=0.05)
+
+    assert [d.state for d in handled] == ["acked"], what
+    failed = broker.wait_get(broker.topology.error_queue)
+    assert failed.body == body  # the body is what a replay sends back: untouched
+    assert failed.headers["NServiceBus.FailedQ"] == broker.topology.input_queue
+    assert failed.headers["NServiceBus.ExceptionInfo.Message"].startswith("boom rrr")
+    assert len(failed.properties["message_id"].encode()) <= 255
+    delivered_id = handled[0].message_id
+    if len(delivered_id.encode()) > 255:  # the property holds its hash, the header the id itself
+        assert (
+            failed.properties["message_id"] == "sha256:" + hashlib.sha256(delivered_id.encode()).hexdigest()
+        )
+        assert failed.headers["NServiceBus.MessageId"] == delivered_id
+    assert broker.depth(broker.topology.input_queue) == 0
+
+
+def test_a_cut_header_is_named_and_keeps_its_size_and_hash(bus: KombuBus, broker: Broker) -> None:
+    value = "h" * 200_000
+    delivery = Delivery("m-1", "SendEmail", {"X-Huge": value, "X-Small": "kept"}, b"{}", False)
+
+    bus.send_to_error(delivery, "invalid SendEmail")
+
+    failed = broker.wait_get(broker.topology.error_queue)
+    assert failed.headers["Emailer.TruncatedHeaders"] == "X-Huge"
+    assert failed.headers["X-Small"] == "kept"
+    cut = failed.headers["X-Huge"]
+    assert len(cut) < 1000 and "200000 bytes" in cut and hashlib.sha256(value.encode()).hexdigest() in cut
+
+
+@pytest.mark.rabbitmq
+def test_an_error_queue_that_refuses_the_copy_raises_and_the_message_stays(
+    rabbitmq_url: str, topology: Topology
+) -> None:
+    nowhere = Topology(topology.input_queue, topology.events_exchange, f"{topology.error_queue}.missing")
+    broker = Broker(rabbitmq_url, topology)
+    broker.queues.append(nowhere.error_queue)
+    try:
+        with KombuBus(rabbitmq_url, nowhere, connect_timeout=3) as bus:
+            broker.channel.queue_delete(nowhere.error_queue)  # the error queue is gone
+            broker.send_raw(b"{}", headers={"NServiceBus.MessageId": "m-1"})
+            raised: list[BaseException] = []
+
+            def on_batch(batch: list[Delivery]) -> None:
+                for delivery in batch:
+                    try:
+                        bus.send_to_error(delivery, "invalid")
+                    except Exception as exc:  # noqa: BLE001 - what the test looks at
+                        raised.append(exc)
+                        delivery.requeue()
+
+            bus.consume(on_batch, should_stop=stop_when(lambda: bool(raised)), idle_timeout=0.05)
+            assert isinstance(raised[0], PublishFailed)  # the minimal copy was refused too
+            kept = broker.wait_get(topology.input_queue)  # still there, not lost
+            assert kept.headers["NServiceBus.MessageId"] == "m-1"
+    finally:
+        broker.remove_everything()
+
+
+# -- the pipeline over the bus: a poison message costs only itself ----------------------
+
+
+def _pipeline(
+    bus: KombuBus,
+    engine: Engine,
+    handler: Callable[[Any, Any], None] | None = None,
+    signer: Signer | None = None,
+    dispatched: list[str] | None = None,
+) -> Any:
+    from contracts import DispatchEmail, RecordDeliveryReports, SendEmail
+    from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
+    from emailer.domain import RetryPolicy
+    from emailer.endpoint.pipeline import MessagePipeline
+    from emailer.endpoint.registry import Registry, Route
+    from handlers.record_delivery_reports import record_delivery_reports
+    from handlers.send_email import send_email
+    from tests.fakes import FakeBlobStore, FakeClock, FakeRelay
+
+    clock, blobs = FakeClock(), FakeBlobStore()
+    seen = dispatched if dispatched is not None else []
+    registry = Registry(
+        [
+            Route(SendEmail, handler or (lambda m, uow: send_email(m, uow, blobs, clock, RetryPolicy()))),
+            Route(RecordDeliveryReports, lambda m, uow: record_delivery_reports(m, uow, clock)),
+            Route(DispatchEmail, lambda m, uow: seen.append(m.email_id), transactional=False),
+        ]
+    )
+    input_queue = bus.topology.input_queue
+    return MessagePipeline(
+        registry,
+        lambda: SqlUnitOfWork(engine, clock, input_queue, signer=signer),
+        FakeRelay(),
+        bus,
+        signer=signer,
+    )
+
+
+def _stored(engine: Engine) -> set[str]:
+    from sqlalchemy import select
+
+    from emailer.adapters.persistence.tables import emails
+
+    with engine.connect() as conn:
+        return {row[0] for row in conn.execute(select(emails.c.id))}
+
+
+def test_a_batch_with_poison_messages_stores_every_valid_one(
+    bus: KombuBus, broker: Broker, broker_url: str, engine: Engine
+) -> None:
+    from tests.factories import send_email_payload
+
+    poison = _poison_headers(broker_url)
+    valid = {f"valid-{n}": f"m-valid-{n}" for n in range(5)}
+    valid["valid-long-id"] = "m-" + "l" * 298  # a valid command whose id no inbox column holds
+    for what, headers in poison:
+        broker.send_raw(
+            b'{"subject": "no recipients"}',
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"NServiceBus.EnclosedMessageTypes": "SendEmail", "X-What": what, **headers},
+        )
+    for email_id, message_id in valid.items():
+        broker.send_raw(
+            json.dumps(send_email_payload(email_id=email_id)).encode(),
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"NServiceBus.EnclosedMessageTypes": "SendEmail", "NServiceBus.MessageId": message_id},
+        )
+    pipeline = _pipeline(bus, engine)
+    moved: list[Message] = []
+
+    def done() -> bool:
+        while (message := broker.get(broker.topology.error_queue)) is not None:
+            moved.append(message)
+        return len(moved) >= len(poison) and _stored(engine) == set(valid)
+
+    bus.consume(
+        pipeline.handle_batch, prefetch=50, max_batch=50, should_stop=stop_when(done), idle_timeout=0.05
+    )
+
+    assert _stored(engine) == set(valid)
+    assert sorted(m.headers["X-What"] for m in moved) == sorted(what for what, _ in poison)
+    for message in moved:
+        assert message.headers["NServiceBus.ExceptionInfo.Message"].startswith("invalid SendEmail: ")
+    assert broker.depth(broker.topology.input_queue) == 0
+
+
+# -- exceptions reach logs and error headers without the statement's parameters --------
+
+MARKER = "SECRET-MARKER-7f3a"
+
+
+def test_a_database_error_leaks_no_parameters_into_logs_or_error_headers(
+    bus: KombuBus, broker: Broker, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import structlog
+    from sqlalchemy import Column, MetaData, Table, Text, create_engine, insert
+
+    from emailer.entrypoints.logging import configure
+    from tests.factories import send_email_payload
+
+    # On PostgreSQL the driver's DETAIL line quotes the duplicate key too. (SQLite: an
+    # engine of its own, a second writer on the unit of work's file would wait for its lock.)
+    probe_engine = engine if engine.dialect.name == "postgresql" else create_engine("sqlite://")
+    name = f"leak_probe_{broker.topology.input_queue.split('.')[0]}"
+    probe = Table(name, MetaData(), Column("k", Text, primary_key=True))
+    probe.create(probe_engine)
+
+    def handler(message: Any, uow: Any) -> None:
+        with probe_engine.begin() as conn:  # a unique violation whose parameter is the marker
+            conn.execute(insert(probe), [{"k": MARKER}, {"k": MARKER}])
+
+    broker.send_raw(
+        json.dumps(send_email_payload(email_id="leaky")).encode(),
+        content_type="application/json",
+        content_encoding="utf-8",
+        headers={"NServiceBus.EnclosedMessageTypes": "SendEmail", "NServiceBus.MessageId": "m-leaky"},
+    )
+    configure("DEBUG", "json")
+    moved: list[Message] = []
+    try:
+
+        def done() -> bool:
+            if (message := broker.get(broker.topology.error_queue)) is not None:
+                moved.append(message)
+            return bool(moved)
+
+        bus.consume(
+            _pipeline(bus, engine, handler).handle_batch, should_stop=stop_when(done), idle_timeout=0.05
+        )
+    finally:
+        structlog.reset_defaults()
+        probe.drop(probe_engine)
+
+    logged = capsys.readouterr().err
+    [failed] = moved
+    assert "IntegrityError" in failed.headers["NServiceBus.ExceptionInfo.ExceptionType"]
+    assert "IntegrityError" in logged and "pipeline.moved_to_error_queue" in logged
+    assert MARKER not in logged
+    assert not [name for name, value in failed.headers.items() if MARKER in str(value)]
+
+
+# -- internal commands are accepted only from Emailer itself ----------------------------
+
+
+def test_internal_commands_are_accepted_only_with_emailers_signature(
+    bus: KombuBus, broker: Broker, engine: Engine
+) -> None:
+    from sqlalchemy import select
+
+    from emailer.adapters.persistence.tables import provider_events, timeline
+    from tests.factories import send_email_payload
+
+    signer, dispatched = Signer.generated(), list[str]()
+    pipeline = _pipeline(bus, engine, signer=signer, dispatched=dispatched)
+
+    def send(message_id: str, message_type: str, payload: dict[str, Any], key: Signer | None) -> None:
+        body = json.dumps(payload).encode()
+        headers = {"NServiceBus.MessageId": message_id, "NServiceBus.EnclosedMessageTypes": message_type}
+        if key is not None:
+            headers[SIGNATURE_HEADER] = key.sign(message_id, message_type, body)
+        broker.send_raw(body, content_type="application/json", content_encoding="utf-8", headers=headers)
+
+    def report(event_id: str) -> dict[str, Any]:
+        return {
+            "reports": [
+                {
+                    "provider": "sendgrid", "provider_event_id": event_id, "email_id": "e-1",
+                    "recipient": "ann@example.com", "kind": "bounced", "reason": f"reason of {event_id}",
+                    "occurred_at": "2026-01-01T12:00:00Z",
+                }
+            ]
+        }  # fmt: skip
+
+    def timeline_of(email_id: str) -> list[str]:
+        with engine.connect() as conn:
+            return [
+                r[0] for r in conn.execute(select(timeline.c.kind).where(timeline.c.email_id == email_id))
+            ]
+
+    send("m-send", "SendEmail", send_email_payload(email_id="e-1"), None)  # public: no signature needed
+    bus.consume(
+        pipeline.handle_batch, should_stop=stop_when(lambda: _stored(engine) == {"e-1"}), idle_timeout=0.05
+    )
+    accepted = timeline_of("e-1")
+
+    send("m-forged", "RecordDeliveryReports", report("forged"), None)
+    send("m-other-key", "DispatchEmail", {"email_id": "e-1"}, Signer.generated())
+    send("m-signed", "RecordDeliveryReports", report("genuine"), signer)
+    moved: list[Message] = []
+
+    def done() -> bool:
+        while (message := broker.get(broker.topology.error_queue)) is not None:
+            moved.append(message)
+        with engine.connect() as conn:
+            applied = conn.execute(select(provider_events.c.event_id)).all()
+        return len(moved) >= 2 and bool(applied)
+
+    bus.consume(pipeline.handle_batch, should_stop=stop_when(done), idle_timeout=0.05)
+
+    assert sorted(m.headers["NServiceBus.MessageId"] for m in moved) == ["m-forged", "m-other-key"]
+    assert {m.headers["NServiceBus.ExceptionInfo.Message"] for m in moved} == {FORGED}
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.execute(select(provider_events.c.event_id))] == ["genuine"]
+    assert dispatched == []
+    assert len(timeline_of("e-1")) > len(accepted)  # the genuine report was applied, the forged one not
+    assert broker.depth(broker.topology.input_queue) == 0

@@ -27,6 +27,7 @@ def test_with_rabbitmq_202_means_the_command_is_on_the_broker(
     settings = load_settings(
         var_dir=tmp_path,
         bus_url=rabbitmq_url,
+        internal_key="k" * 32,
         input_queue=f"{unique_name}.in",
         events_exchange=f"{unique_name}.events",
         error_queue=f"{unique_name}.error",

@@ -61,7 +61,8 @@ def broker() -> FakeBroker:
 @pytest.fixture
 def app(tmp_path: Path, broker: FakeBroker) -> Iterator[App]:
     settings = load_settings(
-        var_dir=tmp_path, bus_url="amqp://guest:guest@127.0.0.1:1//", gateway_publish_timeout=0.5
+        var_dir=tmp_path, bus_url="amqp://guest:guest@127.0.0.1:1//", gateway_publish_timeout=0.5,
+        internal_key="k" * 32,
     )
     app = bootstrap(settings, bus=cast(KombuBus, broker))
     schema.upgrade(app.engine)

@@ -28,10 +28,13 @@ from emailer.config import ConfigError, load_settings
 from emailer.entrypoints.ingress.app import UNVERIFIED_WARNING, WebhookConfig, create_ingress_app
 from emailer.entrypoints.ingress.auth import BasicAuth
 from emailer.entrypoints.ingress.forwarding import BusForwarder, batch_message_id
+from emailer.signing import SIGNATURE_HEADER as INTERNAL_SIGNATURE_HEADER
+from emailer.signing import Signer as InternalSigner
 from tests.fakes import FakeClock, RecordingPublisher
 from tests.webhooks import Signer, encode, sg_event
 
 PATH = "/webhooks/sendgrid"
+INTERNAL = InternalSigner.generated()  # the HMAC key internal commands are signed with
 MakeClient = Callable[..., tuple[TestClient, RecordingPublisher]]
 
 
@@ -47,7 +50,8 @@ def make_client(signer: Signer) -> MakeClient:
         config = WebhookConfig.from_settings(load_settings(**settings))
         publisher = RecordingPublisher()
         clock = FakeClock(datetime.now(UTC))
-        api = create_ingress_app(config, BusForwarder(publisher, "emailer"), clock, lambda: True)
+        forwarder = BusForwarder(publisher, "emailer", INTERNAL)
+        api = create_ingress_app(config, forwarder, clock, lambda: True)
         return TestClient(api), publisher
 
     return make
@@ -285,7 +289,7 @@ def test_the_standalone_ingress_refuses_to_start_without_a_key() -> None:
         def ping(self) -> bool:
             return True
 
-    settings = load_settings(bus_url="amqp://guest:guest@127.0.0.1:1//")
+    settings = load_settings(bus_url="amqp://guest:guest@127.0.0.1:1//", internal_key="k" * 32)
     with pytest.raises(ConfigError, match="EMAILER_SENDGRID_WEBHOOK_PUBLIC_KEYS"):
         standalone_app(settings, NoBus())  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="EMAILER_BUS_URL"):
@@ -301,3 +305,16 @@ def test_occurred_at_comes_from_the_event_timestamp(make_client: MakeClient, sig
     assert report.occurred_at == datetime.fromtimestamp(at, UTC)
     assert (report.kind, report.attempt, report.reason) == (ReportKind.DEFERRED, 3, "421 later")
     assert json.loads(publisher.published[0].body)["reports"][0]["provider"] == "sendgrid"
+
+
+def test_the_forwarded_command_is_signed_as_an_internal_command(
+    make_client: MakeClient, signer: Signer
+) -> None:
+    client, publisher = make_client()
+    body = encode([sg_event("delivered", "ann@example.com", email_id="e-signed")])
+    assert client.post(PATH, content=body, headers=signer.headers(body)).status_code == 200
+    [message] = publisher.published
+    signature = message.headers[INTERNAL_SIGNATURE_HEADER]
+    signed = (message.message_id, message.message_type, message.body, signature)
+    assert INTERNAL.verify(*signed)
+    assert not InternalSigner.generated().verify(*signed)

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from contracts import DispatchEmail, SendEmail
+from contracts import DeliveryReport, DispatchEmail, RecordDeliveryReports, ReportKind, SendEmail
 from emailer.domain import RetryPolicy
 from emailer.endpoint.pipeline import MessagePipeline
 from emailer.endpoint.registry import Registry, Route
 from emailer.retries import IMMEDIATE_RETRIES
+from emailer.signing import FORGED, SIGNATURE_HEADER, Signer
 from handlers.send_email import send_email as handle_send_email
 from tests.factories import send_email_payload
 from tests.fakes import FakeBlobStore, FakeClock, FakeRelay, FakeUnitOfWork, _Store
@@ -164,14 +165,169 @@ def test_dispatches_of_a_batch_overlap_and_are_acked_by_the_caller() -> None:
 
     clock, store = FakeClock(), _Store()
     registry = Registry([Route(DispatchEmail, dispatch, transactional=False)])
+    signer = Signer.generated()
     pipeline: MessagePipeline[FakeDelivery] = MessagePipeline(
-        registry, lambda: FakeUnitOfWork(clock, store), FakeRelay(), FakeErrorQueue(), concurrency=4
+        registry,
+        lambda: FakeUnitOfWork(clock, store),
+        FakeRelay(),
+        FakeErrorQueue(),
+        concurrency=4,
+        signer=signer,
     )
-    batch = [
-        FakeDelivery(f"d{i}", "DispatchEmail", json.dumps({"email_id": f"e{i}"}).encode()) for i in range(2)
-    ]
+    batch = [signed(signer, f"d{i}", "DispatchEmail", {"email_id": f"e{i}"}) for i in range(2)]
     try:
         pipeline.handle_batch(batch)
     finally:
         pipeline.close()
-    assert all(d.acked for d in batch) and all(n.startswith("dispatch") for n in threads)
+    assert (
+        all(d.acked for d in batch) and len(threads) == 2 and all(n.startswith("dispatch") for n in threads)
+    )
+
+
+def signed(signer: Signer, message_id: str, message_type: str, payload: dict[str, Any]) -> FakeDelivery:
+    body = json.dumps(payload).encode()
+    return FakeDelivery(
+        message_id, message_type, body, {SIGNATURE_HEADER: signer.sign(message_id, message_type, body)}
+    )
+
+
+# -- a poison message costs only itself ---------------------------------------------
+
+
+class RefusingErrorQueue(FakeErrorQueue):
+    """An error queue the broker will not take anything into (deleted, full, refusing)."""
+
+    def send_to_error(self, delivery: FakeDelivery, reason: str, exc: BaseException | None = None) -> None:
+        raise RuntimeError("error queue refused the copy")
+
+
+def test_a_message_the_error_queue_refuses_is_kept_and_the_batch_goes_on(h: Harness) -> None:
+    h.pipeline.errors = RefusingErrorQueue()
+    poison = FakeDelivery("x" * 300, "SendEmail", b"{not json")
+    valid = [delivery(f"m{i}", email_id=f"e{i}") for i in range(3)]
+
+    h.pipeline.handle_batch([valid[0], poison, *valid[1:]])
+
+    assert set(h.store.emails) == {"e0", "e1", "e2"} and all(d.acked for d in valid)
+    assert not poison.acked and poison.requeued == 1  # still on the input queue: never dropped
+
+
+def test_a_valid_message_with_an_id_longer_than_any_column_is_stored(h: Harness) -> None:
+    long_id = delivery("m" * 1000, email_id="long")
+    h.pipeline.handle_batch([long_id, delivery("m2", email_id="short")])
+    assert set(h.store.emails) == {"long", "short"} and long_id.acked
+
+
+# -- internal commands are accepted only from Emailer itself -------------------------
+
+
+class InternalHarness:
+    def __init__(self) -> None:
+        from handlers.record_delivery_reports import record_delivery_reports
+
+        self.clock, self.store, self.blobs = FakeClock(), _Store(), FakeBlobStore()
+        self.signer = Signer.generated()
+        self.errors = FakeErrorQueue()
+        self.dispatched: list[str] = []
+        registry = Registry(
+            [
+                Route(
+                    SendEmail, lambda m, uow: handle_send_email(m, uow, self.blobs, self.clock, RetryPolicy())
+                ),
+                Route(RecordDeliveryReports, lambda m, uow: record_delivery_reports(m, uow, self.clock)),
+                Route(DispatchEmail, lambda m, uow: self.dispatched.append(m.email_id), transactional=False),
+            ]
+        )
+        self.pipeline: MessagePipeline[FakeDelivery] = MessagePipeline(
+            registry,
+            lambda: FakeUnitOfWork(self.clock, self.store, signer=self.signer),
+            FakeRelay(),
+            self.errors,
+            signer=self.signer,
+        )
+
+    def accept(self, email_id: str) -> None:
+        self.pipeline.handle_batch([delivery(f"send-{email_id}", email_id=email_id)])
+
+    def report(self, email_id: str) -> dict[str, Any]:
+        return RecordDeliveryReports(
+            reports=[
+                DeliveryReport(
+                    provider="sendgrid", provider_event_id="ev-1", email_id=email_id,
+                    recipient="ann@example.com", kind=ReportKind.BOUNCED, occurred_at=self.clock.now(),
+                    reason="forged reason",
+                )
+            ]
+        ).model_dump(mode="json")  # fmt: skip
+
+
+@pytest.fixture
+def ih() -> InternalHarness:
+    return InternalHarness()
+
+
+@pytest.mark.parametrize("signature", [None, "", "hmac-sha256=" + "0" * 64, "garbage"])
+def test_a_forged_delivery_report_changes_nothing_and_goes_to_the_error_queue(
+    ih: InternalHarness, signature: str | None
+) -> None:
+    ih.accept("e1")
+    before = ih.store.emails["e1"].version
+    body = json.dumps(ih.report("e1")).encode()
+    forged = FakeDelivery(
+        "r1", "RecordDeliveryReports", body, {} if signature is None else {SIGNATURE_HEADER: signature}
+    )
+
+    ih.pipeline.handle_batch([forged])
+
+    assert ih.errors.messages == [(forged, FORGED)] and forged.acked
+    assert ih.store.emails["e1"].version == before and not ih.store.provider_events
+
+
+def test_a_signed_delivery_report_is_applied(ih: InternalHarness) -> None:
+    ih.accept("e1")
+    before = ih.store.emails["e1"].version
+    report = signed(ih.signer, "r1", "RecordDeliveryReports", ih.report("e1"))
+
+    ih.pipeline.handle_batch([report])
+
+    assert ih.errors.messages == [] and report.acked
+    assert ih.store.provider_events == {("sendgrid", "ev-1")} and ih.store.emails["e1"].version > before
+
+
+def test_a_signature_binds_id_type_and_body(ih: InternalHarness) -> None:
+    other_key = Signer.generated()
+    good = signed(ih.signer, "d1", "DispatchEmail", {"email_id": "e1"})
+    refused = [
+        signed(other_key, "d2", "DispatchEmail", {"email_id": "e1"}),  # another key
+        FakeDelivery("d3", "DispatchEmail", good.body, dict(good.headers)),  # another message id
+        FakeDelivery("d1", "DispatchEmail", b'{"email_id": "e2"}', dict(good.headers)),  # another body
+        FakeDelivery("d1", "Emailer.Contracts.DispatchEmail, Emailer", b"{}", {}),  # long type name, unsigned
+    ]
+
+    ih.pipeline.handle_batch([good, *refused])
+
+    assert ih.dispatched == ["e1"]
+    assert [(d.message_id, why) for d, why in ih.errors.messages] == [(d.message_id, FORGED) for d in refused]
+
+
+def test_what_emailer_sends_itself_is_signed_and_accepted(ih: InternalHarness) -> None:
+    ih.accept("e1")
+    [command] = [m for m in ih.store.outbox if m.message_type == "DispatchEmail"]
+    assert SIGNATURE_HEADER in command.headers
+
+    ih.pipeline.handle_batch(
+        [FakeDelivery(command.message_id, command.message_type, command.body, dict(command.headers))]
+    )
+
+    assert ih.dispatched == ["e1"] and ih.errors.messages == []
+
+
+def test_public_commands_need_no_signature(ih: InternalHarness) -> None:
+    ih.accept("e1")
+    assert "e1" in ih.store.emails and ih.errors.messages == []
+
+
+def test_without_a_key_every_internal_command_is_refused(h: Harness) -> None:
+    unsigned = FakeDelivery("d1", "DispatchEmail", b'{"email_id": "e1"}')
+    h.pipeline.handle_batch([unsigned])
+    assert h.errors.messages == [(unsigned, FORGED)]

@@ -28,6 +28,7 @@ from kombu.exceptions import OperationalError
 from kombu.message import Message
 from kombu.messaging import Consumer
 
+from emailer import redaction
 from emailer.adapters.bus.delivery import Delivery
 from emailer.retries import broker_reconnect_retrying
 
@@ -85,7 +86,7 @@ class BatchConsumer:
 
     def _dropped(self, exc: BaseException) -> None:
         """Drop the broken connection without talking to it; what it held unacked is redelivered."""
-        _log.warning("bus.consumer.connection_lost", url=self._safe_url, error=f"{type(exc).__name__}: {exc}")
+        _log.warning("bus.consumer.connection_lost", url=self._safe_url, error=redaction.describe(exc))
         self._connection.collect()  # then reconnect at once; the backoff is for failed reconnects
 
     def _session(
@@ -144,15 +145,17 @@ class BatchConsumer:
         deliveries = [_to_delivery(message) for message in batch]
         try:
             on_batch(deliveries)
-        except Exception:
+        except Exception as exc:
             # Whatever on_batch raised (an OSError from a handler is no sign of a lost
             # broker connection), give the unsettled back. If the connection is really
             # gone, the requeue raises and the caller reconnects.
             unsettled = [delivery for delivery in deliveries if not delivery.settled]
-            _log.exception(
+            _log.error(
                 "bus.consumer.batch_failed",
                 size=len(deliveries),
                 requeued=[delivery.message_id for delivery in unsettled],
+                error=redaction.describe(exc),
+                stack=redaction.format_traceback(exc),
             )
             for delivery in unsettled:
                 delivery.requeue()
@@ -202,16 +205,16 @@ def _give_back(messages: list[Message]) -> None:
         if not message.acknowledged:
             try:
                 message.reject(requeue=True)
-            except Exception:  # noqa: BLE001 - the broker redelivers on channel close anyway
-                _log.warning("bus.consumer.requeue_failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the broker redelivers on channel close anyway
+                _log.warning("bus.consumer.requeue_failed", error=redaction.describe(exc))
 
 
 def _close_quietly(consumer: Consumer, channel: Any) -> None:
     for close in (consumer.cancel, channel.close):
         try:
             close()
-        except Exception:  # noqa: BLE001 - closing a channel that is going away anyway
-            _log.debug("bus.consumer.close_failed", exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - closing a channel that is going away anyway
+            _log.debug("bus.consumer.close_failed", error=redaction.describe(exc))
 
 
 def _pause(seconds: float, should_stop: Callable[[], bool]) -> None:

@@ -1,14 +1,20 @@
-"""The NServiceBus failure headers put on a message sent to the error queue."""
+"""The NServiceBus failure headers put on a message sent to the error queue.
+
+They never carry the data of a message: the stack trace is formatted by
+``emailer.redaction.format_traceback`` (no SQL statement parameters, no driver
+DETAIL lines), and the reason and the trace are bounded in size.
+"""
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Mapping
 from datetime import datetime
 
 from contracts.wire import ENDPOINT, H, wire_time
+from emailer.redaction import format_traceback
 
 MAX_STACK_TRACE_BYTES = 16 * 1024
+MAX_REASON_CHARS = 2000
 _TRUNCATED = "...(truncated)\n"
 
 
@@ -24,7 +30,7 @@ def failure_headers(
         H.FAILED_Q: failed_queue,
         H.TIME_OF_FAILURE: wire_time(now),
         H.EXCEPTION_TYPE: _type_name(exc),
-        H.EXCEPTION_MESSAGE: reason,
+        H.EXCEPTION_MESSAGE: _bounded(reason),
         H.EXCEPTION_SOURCE: ENDPOINT,
         H.EXCEPTION_STACK_TRACE: _stack_trace(exc),
         H.PROCESSING_ENDPOINT: ENDPOINT,
@@ -40,6 +46,10 @@ def merge_headers(*layers: Mapping[str, str] | None) -> dict[str, str]:
     return merged
 
 
+def _bounded(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
+
+
 def _type_name(exc: BaseException | None) -> str:
     if exc is None:
         return ""
@@ -52,7 +62,7 @@ def _type_name(exc: BaseException | None) -> str:
 def _stack_trace(exc: BaseException | None) -> str:
     if exc is None:
         return ""
-    text = "".join(traceback.format_exception(exc))
+    text = format_traceback(exc)
     encoded = text.encode("utf-8")
     if len(encoded) <= MAX_STACK_TRACE_BYTES:
         return text

@@ -21,8 +21,10 @@ import structlog
 from kombu.connection import Connection
 from kombu.message import Message
 
+from emailer import redaction
 from emailer.adapters.bus.consuming import BatchConsumer
 from emailer.adapters.bus.delivery import Delivery
+from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, HEADER_BUDGET, error_copy, minimal_copy
 from emailer.adapters.bus.errors import BusUnavailable, describe
 from emailer.adapters.bus.failure import failure_headers, merge_headers
 from emailer.adapters.bus.publishing import CONFIRM_TIMEOUT, BatchPublisher, connection_errors
@@ -155,29 +157,47 @@ class KombuBus:
     ) -> None:
         """Move ``delivery`` to the error queue with NServiceBus failure headers, then ack it.
 
-        The original body, headers and content type are kept; the ack happens
-        only after the error-queue publish is confirmed. ``extra_headers`` (e.g.
-        retry counts) win.
+        The original body and content type are kept, and the headers as far as
+        AMQP's limits allow (``error_copy.py``: nothing in a message can make
+        this publish fail); the ack happens only after the error-queue publish
+        is confirmed. ``extra_headers`` (e.g. retry counts) win. If the broker
+        refuses the copy all the same, a minimal one (body, failure headers,
+        message id) is tried; if that is refused too, or the broker is
+        unreachable, this raises and the delivery is left unsettled.
         """
         message: Message | None = delivery._message
         original_props: Mapping[str, Any] = message.properties if message is not None else {}
-        failure = failure_headers(
-            failed_queue=self.topology.input_queue,
-            reason=reason,
-            exc=exc,
-            now=datetime.now(UTC),
-        )
-        error_copy = OutgoingMessage(
-            message_id=str(original_props.get("message_id") or delivery.message_id),
-            message_type=str(original_props.get("type") or ""),
-            body=delivery.body,
-            headers=merge_headers(delivery.headers, failure, extra_headers),
-            intent="Send",
-            destination=self.topology.error_queue,
-            content_type=(message.content_type if message else None) or "application/octet-stream",
+        failure = merge_headers(
+            failure_headers(
+                failed_queue=self.topology.input_queue,
+                reason=reason,
+                exc=exc,
+                now=datetime.now(UTC),
+            ),
+            extra_headers,
         )
         with self._publish_lock:
-            self._publish_locked([error_copy])
+            copy = error_copy(
+                message_id=_text(original_props.get("message_id")) or delivery.message_id,
+                message_type=_text(original_props.get("type")),
+                body=delivery.body,
+                headers=delivery.headers,
+                failure=failure,
+                content_type=(message.content_type if message else None) or FALLBACK_CONTENT_TYPE,
+                error_queue=self.topology.error_queue,
+                budget=self._publishing.header_budget(HEADER_BUDGET),
+            )
+            try:
+                self._publish_locked([copy])
+            except BusUnavailable:
+                raise
+            except Exception as refused:  # noqa: BLE001 - whatever it was, try the bare minimum
+                _log.warning(
+                    "bus.error_copy_refused_sending_minimal",
+                    message_id=copy.message_id,
+                    error=redaction.describe(refused),
+                )
+                self._publish_locked([minimal_copy(copy, delivery.message_id, failure)])
         delivery.ack()
 
     def _publish_locked(self, batch: Sequence[OutgoingMessage]) -> None:
@@ -261,3 +281,10 @@ class KombuBus:
             return False
         finally:
             connection.release()
+
+
+def _text(value: object) -> str:
+    """An AMQP property as text ('' if unset)."""
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

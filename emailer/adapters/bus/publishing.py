@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError
 
 from contracts.wire import H
 from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker
+from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, short, short_or
 from emailer.adapters.bus.errors import BusUnavailable, PublishFailed, describe
 from emailer.retries import publish_retrying
 from handlers.ports import OutgoingMessage
@@ -59,17 +60,21 @@ def route(message: OutgoingMessage, events_exchange: str) -> Route:
 
 
 def amqp_properties(message: OutgoingMessage, timestamp: int) -> dict[str, Any]:
-    """The AMQP properties of ``message``: its id, type and correlation id, persistent, stamped."""
+    """The AMQP properties of ``message``: its id, type and correlation id, persistent, stamped.
+
+    Ids are AMQP short strings (255 bytes): one that does not fit is given as
+    ``sha256:<hex>`` of it (its header keeps it whole), never a failed publish.
+    """
     properties: dict[str, Any] = {
-        "message_id": message.message_id,
+        "message_id": short(message.message_id),
         "delivery_mode": PERSISTENT,
         "timestamp": timestamp,  # AMQP: whole seconds
     }
     if message.message_type:
-        properties["type"] = message.message_type
+        properties["type"] = short(message.message_type)
     correlation_id = message.headers.get(H.CORRELATION_ID)
     if correlation_id:
-        properties["correlation_id"] = correlation_id
+        properties["correlation_id"] = short(correlation_id)
     return properties
 
 
@@ -108,6 +113,15 @@ class BatchPublisher:
     def open(self) -> None:
         """Open the publishing channel now (connection errors propagate)."""
         self._publishing_channel()
+
+    def header_budget(self, default: int) -> int:
+        """Bytes a message's header table may take here: ``default``, less if the frame is smaller."""
+        # The negotiated frame size, from the open channel (asking kombu's connection would connect).
+        amqp_connection = getattr(self._channel, "connection", None) if self._amqp else None
+        frame_max = getattr(amqp_connection, "frame_max", None)
+        if isinstance(frame_max, int) and frame_max > 0:
+            return max(1024, min(default, frame_max - 8 - 2048))  # room for the other properties
+        return default
 
     def forget(self) -> None:
         """Drop the channel state; the caller closes the connection."""
@@ -157,7 +171,7 @@ class BatchPublisher:
             message = channel.prepare_message(
                 item.body,
                 0,
-                item.content_type,
+                short_or(item.content_type, FALLBACK_CONTENT_TYPE),
                 content_encoding(item.content_type),
                 dict(item.headers),
                 amqp_properties(item, timestamp),

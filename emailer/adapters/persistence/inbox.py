@@ -3,22 +3,32 @@
 Both are "seen ids": looked up and recorded inside the unit of work's
 transaction, written on flush with the rest of it. ``SeenIds`` is that one
 implementation; ``SqlInbox`` and ``SqlProviderEvents`` give it the shape of
-their ports. The inbox has its own purge: an id kept longer than any
-redelivery can take is enough.
+their ports. A message id longer than the inbox column is kept as
+``sha256:<hex>`` of it (``inbox_key``): stable across redeliveries, so such a
+message is deduplicated like any other and never fails its batch. The inbox
+has its own purge: an id kept longer than any redelivery can take is enough.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, delete, insert, select, tuple_
 
-from emailer.adapters.persistence.tables import inbox, provider_events
+from emailer.adapters.persistence.tables import INBOX_ID_CHARS, inbox, provider_events
 from handlers.ports import Clock
 
 Key = tuple[str, ...]
+
+
+def inbox_key(message_id: str) -> str:
+    """What the inbox stores for ``message_id``: itself if it fits the column, else its sha256."""
+    if len(message_id) <= INBOX_ID_CHARS:
+        return message_id
+    return "sha256:" + hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class SeenIds:
@@ -76,13 +86,13 @@ class SqlInbox:
         self.ids = SeenIds(conn, inbox, clock, "handled_at")
 
     def seen(self, message_id: str) -> bool:
-        return self.ids.seen((message_id,))
+        return self.ids.seen((inbox_key(message_id),))
 
     def record(self, message_id: str, message_type: str) -> None:
-        self.ids.record((message_id,), message_type=message_type)
+        self.ids.record((inbox_key(message_id),), message_type=message_type)
 
     def preload(self, message_ids: Iterable[str]) -> None:
-        self.ids.preload((m,) for m in message_ids)
+        self.ids.preload((inbox_key(m),) for m in message_ids)
 
     def flush(self) -> None:
         self.ids.flush()

@@ -27,6 +27,7 @@ import structlog
 from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, or_, select, update
 
 from contracts.wire import H
+from emailer import redaction
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.adapters.persistence.tables import outbox
 from emailer.retries import OUTBOX_CLAIM_LEASE
@@ -104,7 +105,9 @@ class Outbox:
         try:
             self.publisher.publish(messages)
         except Exception as exc:  # noqa: BLE001 - the rows stay pending: the sweep will publish them
-            log.warning("outbox.publish_failed_left_for_sweep", count=len(messages), error=str(exc))
+            log.warning(
+                "outbox.publish_failed_left_for_sweep", count=len(messages), error=redaction.describe(exc)
+            )
             return False
         return self._mark_sent([m.message_id for m in messages])
 
@@ -174,8 +177,8 @@ class Outbox:
                     )
                     .values(claimed_until=None)
                 )
-        except Exception:  # noqa: BLE001 - the rows come back when the lease ends
-            log.warning("outbox.release_failed", count=len(claim.messages), exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - the rows come back when the lease ends
+            log.warning("outbox.release_failed", count=len(claim.messages), error=redaction.describe(exc))
 
     def _mark_sent(self, message_ids: list[str]) -> bool:
         """Mark confirmed rows sent; if even the retries fail, the sweep publishes them again."""
@@ -192,7 +195,7 @@ class Outbox:
         try:
             with_reconnect(mark)
         except Exception as exc:  # noqa: BLE001 - published already; a second publish is deduped
-            log.warning("outbox.mark_sent_failed", count=len(message_ids), error=str(exc))
+            log.warning("outbox.mark_sent_failed", count=len(message_ids), error=redaction.describe(exc))
             return False
         return True
 

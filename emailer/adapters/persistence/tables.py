@@ -135,10 +135,13 @@ outbox = Table(
     ),
 )
 
+INBOX_ID_CHARS = 200
+"""The longest message id the inbox stores as it is (longer ones as their sha256: ``inbox.inbox_key``)."""
+
 inbox = Table(
     "inbox",
     metadata,
-    Column("message_id", String(200), primary_key=True),
+    Column("message_id", String(INBOX_ID_CHARS), primary_key=True),
     Column("message_type", String(100), nullable=False),
     Column("handled_at", UtcDateTime, nullable=False),
 )

@@ -9,6 +9,7 @@ from emailer.adapters.persistence.blob_refs import SqlBlobReferences
 from emailer.adapters.persistence.inbox import SqlInbox, SqlProviderEvents
 from emailer.adapters.persistence.repository import SqlEmailRepository
 from emailer.domain import Email
+from emailer.signing import Signer
 from handlers.ports import Clock, OutgoingMessage
 from handlers.unit_of_work import AbstractUnitOfWork
 
@@ -19,8 +20,10 @@ class SqlUnitOfWork(AbstractUnitOfWork):
     provider_events: SqlProviderEvents
     blob_refs: SqlBlobReferences
 
-    def __init__(self, engine: Engine, clock: Clock, input_queue: str = "emailer") -> None:
-        super().__init__(clock, input_queue)
+    def __init__(
+        self, engine: Engine, clock: Clock, input_queue: str = "emailer", *, signer: Signer | None = None
+    ) -> None:
+        super().__init__(clock, input_queue, signer=signer)
         self.engine = engine
         self._conn: Connection | None = None
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
 from contracts import DeliveryReport, RecordDeliveryReports
 from contracts.wire import ENDPOINT, H
+from emailer.signing import Signer
 from handlers.ports import MessageContext, OutgoingMessage, Publisher
 from handlers.unit_of_work import outgoing
 
@@ -40,11 +42,14 @@ def record_reports_command(reports: Sequence[DeliveryReport]) -> RecordDeliveryR
 
 
 def record_reports_message(
-    reports: Sequence[DeliveryReport], now: datetime, input_queue: str
+    reports: Sequence[DeliveryReport], now: datetime, input_queue: str, signer: Signer
 ) -> OutgoingMessage:
-    """The ``RecordDeliveryReports`` command for ``reports``, encoded for Emailer's input queue."""
+    """The ``RecordDeliveryReports`` command for ``reports``, encoded and signed for Emailer's input queue.
+
+    It is an internal command: the pipeline takes it only with a valid signature (``emailer.signing``).
+    """
     message_id = batch_message_id(reports)
-    return outgoing(
+    message = outgoing(
         record_reports_command(reports),
         MessageContext(message_id, ORIGIN),
         message_id=message_id,
@@ -52,17 +57,20 @@ def record_reports_message(
         reply_to=ENDPOINT,
         destination=input_queue,
     )
+    headers = signer.signed_headers(message.headers, message.message_id, message.message_type, message.body)
+    return replace(message, headers=headers)
 
 
 class BusForwarder:
     """On the bus with a publisher confirm (``Publisher.publish`` returns once confirmed)."""
 
-    def __init__(self, publisher: Publisher, input_queue: str) -> None:
+    def __init__(self, publisher: Publisher, input_queue: str, signer: Signer) -> None:
         self.publisher = publisher
         self.input_queue = input_queue
+        self.signer = signer
 
     def forward(self, reports: Sequence[DeliveryReport], now: datetime) -> None:
-        self.publisher.publish([record_reports_message(reports, now, self.input_queue)])
+        self.publisher.publish([record_reports_message(reports, now, self.input_queue, self.signer)])
 
 
 class LocalForwarder:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import structlog
 from fastapi import APIRouter, FastAPI
 
-from emailer.bootstrap import build_bus
+from emailer.bootstrap import build_bus, build_signer
 from emailer.config import Settings
 from emailer.entrypoints.ingress.app import WebhookConfig, create_ingress_app, webhook_router
 from emailer.entrypoints.ingress.forwarding import BusForwarder, LocalForwarder
@@ -37,7 +37,7 @@ def standalone_app(settings: Settings, bus: KombuBus) -> FastAPI:
         )
     for warning in config.warnings():
         log.warning("ingress.unsafe", warning=warning)
-    forwarder = BusForwarder(bus, settings.input_queue)
+    forwarder = BusForwarder(bus, settings.input_queue, build_signer(settings))
     return create_ingress_app(config, forwarder, SystemClock(), bus.ping)
 
 
@@ -65,6 +65,6 @@ def mounted_router(app: App) -> APIRouter:
     forwarder = (
         LocalForwarder(app.pipeline.handle_local)
         if app.settings.embedded_bus
-        else (BusForwarder(app.bus, app.settings.input_queue))
+        else (BusForwarder(app.bus, app.settings.input_queue, app.signer))
     )
     return webhook_router(config, forwarder, app.clock)
