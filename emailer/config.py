@@ -49,20 +49,20 @@ class Settings(BaseSettings):
         description="key(s) signing the commands Emailer sends itself, comma-separated (the first signs); "
         "required with RabbitMQ, the same on every worker, gateway and ingress",
     )
-    input_queue: str = "emailer"
-    events_exchange: str = "emailer.events"
-    error_queue: str = "error"
-    prefetch: int = Field(50, ge=1, le=10000)
+    input_queue: str = Field("emailer", description="the input queue: commands to Emailer")
+    events_exchange: str = Field("emailer.events", description="the topic exchange events are published to")
+    error_queue: str = Field("error", description="where messages that failed for good go, with the reason")
+    prefetch: int = Field(50, ge=1, le=10000, description="unacknowledged messages a worker takes at once")
     batch_size: int = Field(50, ge=1, le=10000, description="messages handled in one transaction")
     dispatch_concurrency: int = Field(8, ge=1, le=256, description="provider calls in flight per worker")
 
-    blob_store: Literal["local", "s3"] = "local"
-    blob_dir: Path | None = None
+    blob_store: Literal["local", "s3"] = Field("local", description="attachments' store: local or s3")
+    blob_dir: Path | None = Field(None, description="the local store's folder (default: var_dir/blobs)")
     s3_endpoint: str = Field("", description="host:port of the S3 / MinIO server (no scheme)")
     s3_bucket: str = Field("", description="the bucket blobs live in")
-    s3_access_key: SecretStr | None = None
-    s3_secret_key: SecretStr | None = None
-    s3_region: str | None = None
+    s3_access_key: SecretStr | None = Field(None, description="S3 / MinIO access key (masked)")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 / MinIO secret key (masked)")
+    s3_region: str | None = Field(None, description="S3 region (optional)")
     s3_secure: bool = Field(True, description="TLS (https); false for a local MinIO over http")
     s3_prefix: str = Field("blobs/", description="object names are <prefix><sha256>")
     s3_create_bucket: bool = Field(False, description="create the bucket at start-up if it is missing")
@@ -95,14 +95,18 @@ class Settings(BaseSettings):
     )
     attachment_purge_interval: float = Field(5.0, gt=0, description="seconds between attachment purges")
 
-    provider: Literal["file", "sendgrid"] = "file"
+    provider: Literal["file", "sendgrid"] = Field(
+        "file", description="file (one .eml per email under var_dir/mail) or sendgrid"
+    )
     mail_dir: Path | None = Field(None, description="where the file provider writes .eml files")
-    sendgrid_api_key: SecretStr | None = None
-    sendgrid_base_url: str = "https://api.sendgrid.com"
-    sendgrid_timeout: float = Field(30.0, gt=0)
+    sendgrid_api_key: SecretStr | None = Field(None, description="required with sendgrid (masked)")
+    sendgrid_base_url: str = Field(
+        "https://api.sendgrid.com", description="SendGrid's API (the sandbox's URL in tests)"
+    )
+    sendgrid_timeout: float = Field(30.0, gt=0, description="seconds per connect and per read")
 
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = Field(8025, ge=0, le=65535)
+    gateway_host: str = Field("127.0.0.1", description="where the gateway listens (--host)")
+    gateway_port: int = Field(8025, ge=0, le=65535, description="the gateway's port (--port; 0: any)")
     gateway_url: str | None = Field(None, description="where `emailer send` finds the gateway")
     gateway_max_body_bytes: int = Field(
         30 * 1024 * 1024, ge=1024, description="largest request body the gateway reads (413 beyond)"
@@ -120,8 +124,8 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(None, description="the token `emailer send` / `status` present")
 
-    ingress_host: str = "127.0.0.1"
-    ingress_port: int = Field(8026, ge=0, le=65535)
+    ingress_host: str = Field("127.0.0.1", description="where `emailer ingress` listens")
+    ingress_port: int = Field(8026, ge=0, le=65535, description="the ingress's port")
     ingress_max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="largest webhook body the ingress reads (413 beyond)"
     )
@@ -148,17 +152,19 @@ class Settings(BaseSettings):
     retry_budget: float = Field(86400.0, gt=0, description="seconds; then EmailDeliveryFailed")
     unknown_outcome_wait: float = Field(3600.0, gt=0, description="seconds to wait for a callback")
     dispatch_lease: float = Field(120.0, gt=0, description="seconds")
-    circuit_threshold: int = Field(5, ge=1)
-    circuit_cooldown: float = Field(30.0, gt=0)
-    scheduler_interval: float = Field(1.0, gt=0)
-    outbox_sweep_interval: float = Field(5.0, gt=0)
+    circuit_threshold: int = Field(5, ge=1, description="provider failures in a row that open its circuit")
+    circuit_cooldown: float = Field(30.0, gt=0, description="seconds the provider circuit stays open")
+    scheduler_interval: float = Field(1.0, gt=0, description="seconds between the scheduler's passes")
+    outbox_sweep_interval: float = Field(5.0, gt=0, description="seconds between outbox sweeps")
     outbox_sweep_after: float = Field(10.0, ge=0, description="age before the sweep takes a row")
     outbox_retention: float = Field(86400.0, gt=0, description="seconds a sent outbox row is kept")
     inbox_retention: float = Field(7 * 86400.0, gt=0, description="seconds a handled message id is kept")
-    housekeeping_interval: float = Field(600.0, gt=0)
+    housekeeping_interval: float = Field(600.0, gt=0, description="seconds between purges of old rows")
 
-    log_level: str = "INFO"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json (default off a terminal) or console"
+    )
     crash_at: str | None = Field(None, description="fault injection for tests: a crash point name")
 
     @field_validator("bus_url")

@@ -191,8 +191,17 @@ def status(
 
 
 @app.command("show-config")
-def show_config() -> None:
-    """Print the effective configuration (secrets masked)."""
+def show_config(
+    reference: Annotated[
+        bool, typer.Option("--reference", help="print every setting as a Markdown table instead")
+    ] = False,
+) -> None:
+    """Print the effective configuration (secrets masked), or every setting's reference."""
+    if reference:
+        from emailer.entrypoints.settings_doc import reference as render
+
+        typer.echo(render(), nl=False)
+        return
     import json
 
     typer.echo(json.dumps(_settings().shown(), indent=2, default=str))

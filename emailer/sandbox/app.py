@@ -79,7 +79,11 @@ def create_app(state: SandboxState, api_key: str | None, webhooks: WebhookSender
 
     With ``webhooks``, accepted requests' events are posted to its URL.
     """
-    app = FastAPI(title="Emailer SendGrid sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Emailer SendGrid sandbox",
+        summary="SendGrid's v3 mail send as SendGrid checks and answers it, and a control API for tests",
+        redoc_url=None,
+    )
 
     def require_key(request: Request) -> None:
         """The control API (read-back, modes, stats) answers only to the sandbox's own key."""
@@ -120,15 +124,18 @@ def create_app(state: SandboxState, api_key: str | None, webhooks: WebhookSender
 
     @app.get("/sandbox/messages", dependencies=[control])
     def list_messages(email_id: str | None = None) -> list[dict[str, Any]]:
+        """Accepted requests, oldest first (``email_id``: only those whose custom args carry it)."""
         return [request.to_dict() for request in state.messages(email_id)]
 
     @app.delete("/sandbox/messages", status_code=HTTPStatus.NO_CONTENT, dependencies=[control])
     def reset() -> Response:
+        """Forget accepted requests and zero the counters (the mode stays)."""
         state.reset()
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
     @app.put("/sandbox/mode", dependencies=[control])
     def put_mode(settings: ModeSettings) -> dict[str, Any]:
+        """How sends are answered: normal, outage (503), rate_limit (429), slow, error (5xx), reject (400)."""
         failure = FailureMode(**settings.model_dump())
         state.set_failure(failure)
         return failure.to_dict()
@@ -154,6 +161,7 @@ def create_app(state: SandboxState, api_key: str | None, webhooks: WebhookSender
 
     @app.get("/sandbox/stats", dependencies=[control])
     def stats() -> dict[str, int]:
+        """Counters: requests received and accepted."""
         return state.stats()
 
     @app.get("/healthz")
