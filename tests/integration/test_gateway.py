@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from contracts import SendEmail
-
 from emailer.adapters.persistence import schema
 from emailer.adapters.persistence.tables import emails
 from emailer.bootstrap import bootstrap

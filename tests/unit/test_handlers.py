@@ -409,3 +409,22 @@ def _report(email_id: str, kind: ReportKind, clock: FakeClock) -> DeliveryReport
         provider="sendgrid", provider_event_id=f"{email_id}-{kind}", email_id=email_id,
         recipient="ann@example.com", kind=kind, occurred_at=clock.now(),
     )  # fmt: skip
+
+
+def test_a_request_the_provider_cannot_build_fails_the_email_before_any_attempt(
+    uow: FakeUnitOfWork, blobs: FakeBlobStore, clock: FakeClock, provider: RecordingProvider
+) -> None:
+    """A provider-level fake: the contract now refuses what the real builders refuse (see tests/contract)."""
+    email_id = accept(uow, blobs, clock)
+    provider.refuse_to_build = ValueError("Header values may not contain linefeed or carriage return")
+    dispatch(uow, blobs, provider, clock, email_id)
+    email = uow.store.emails[email_id]
+    assert email.status is EmailStatus.FAILED and email.attempts == 0 and email.due_at is None
+    assert email.last_error == (
+        "fake cannot build a request for this email: "
+        "ValueError: Header values may not contain linefeed or carriage return"
+    )
+    [failed] = uow.published("EmailDeliveryFailed")
+    assert json.loads(failed.body)["reason"] == email.last_error
+    assert provider.sent == [] and "attempt_started" not in uow.store.timeline[email_id]
+    assert schedule_due(uow, clock, POLICY) == 0  # nothing left to retry

@@ -34,27 +34,40 @@ class FileProvider:
     def __repr__(self) -> str:
         return f"FileProvider(directory={str(self.directory)!r})"
 
+    def prepare(self, email: OutgoingEmail) -> None:
+        """Build the ``.eml`` bytes (and drop them): raises what ``email.message`` raises."""
+        if email.template_id:
+            raise ValueError(_template_refusal(email.template_id))
+        self.path_for(email.email_id)
+        build_message(email).as_bytes()
+
     def send(self, email: OutgoingEmail) -> SendOutcome:
         message_id = f"{email.email_id}@{MESSAGE_ID_DOMAIN}"
         if email.template_id:
-            return SendOutcome(
-                Outcome.REJECTED,
-                reason=(
-                    f"the file provider cannot render provider template {email.template_id!r}: "
-                    "send text/html content, or configure a provider that has the template"
-                ),
-            )
+            return SendOutcome(Outcome.REJECTED, reason=_template_refusal(email.template_id))
         path = self.path_for(email.email_id)
         if path.exists():
             return SendOutcome.accepted(message_id, delivered=True)
+        try:
+            data = build_message(email).as_bytes()
+        except Exception as exc:  # noqa: BLE001 - nothing was written: a refusal with the reason
+            reason = f"cannot build the message: {type(exc).__name__}: {exc}"
+            return SendOutcome(Outcome.REJECTED, reason=reason)
         self.directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, build_message(email).as_bytes())
+        write_atomically(path, data)
         return SendOutcome.accepted(message_id, delivered=True)
 
     def path_for(self, email_id: str) -> Path:
         if not email_id or "/" in email_id or "\\" in email_id or email_id.startswith("."):
             raise ValueError(f"email id {email_id!r} cannot name a file")
         return self.directory / f"{email_id}.eml"
+
+
+def _template_refusal(template_id: str) -> str:
+    return (
+        f"the file provider cannot render provider template {template_id!r}: "
+        "send text/html content, or configure a provider that has the template"
+    )
 
 
 def build_message(email: OutgoingEmail) -> EmailMessage:
