@@ -21,6 +21,7 @@ from emailer.adapters.atomic import write_atomically
 from handlers.ports import Outcome, OutgoingEmail, SendOutcome
 
 MESSAGE_ID_DOMAIN = "emailer.local"
+MAX_LINE = 998
 
 
 class FileProvider:
@@ -102,7 +103,10 @@ def _set_body(message: EmailMessage, email: OutgoingEmail) -> None:
     else:
         message.set_content(email.html, subtype="html")
     html_part = message.get_body(preferencelist=("html",)) if email.html is not None else None
-    for attachment in email.attachments:
+    # Inline parts first: once an attachment made the message multipart/mixed, an html body that
+    # is the message itself can no longer become multipart/related (found by the property test).
+    ordered = sorted(email.attachments, key=lambda a: not (a.disposition == "inline" and a.content_id))
+    for attachment in ordered:
         maintype, subtype = _split_type(attachment.content_type)
         related = attachment.disposition == "inline" and bool(attachment.content_id)
         if related and isinstance(html_part, EmailMessage):
@@ -128,12 +132,17 @@ def _set_body(message: EmailMessage, email: OutgoingEmail) -> None:
 
 def _policy_for(email: OutgoingEmail) -> policy.EmailPolicy[EmailMessage]:
     # An internationalized address (non-ASCII local part) can only be written with SMTPUTF8.
+    # Headers are folded only past RFC 5322's 998: Python's folder can split a long non-ASCII
+    # display name inside the address that follows it (found by the property test).
     ascii_only = all(str(a.email).isascii() for a in [email.from_, *email.all_recipients()])
-    return policy.SMTP if ascii_only else policy.SMTPUTF8
+    return (policy.SMTP if ascii_only else policy.SMTPUTF8).clone(max_line_length=MAX_LINE)
 
 
 def _header_address(address: Address) -> HeaderAddress:
-    return HeaderAddress(display_name=address.name or "", addr_spec=str(address.email))
+    # username/domain rather than addr_spec: parsing an addr_spec raises on a non-ASCII local part
+    # (NonASCIILocalPartDefect), which the contract accepts and SMTPUTF8 can carry.
+    username, _, domain = str(address.email).rpartition("@")
+    return HeaderAddress(display_name=address.name or "", username=username, domain=domain)
 
 
 def _split_type(content_type: str) -> tuple[str, str]:
