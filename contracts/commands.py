@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from contracts.base import Command
 from contracts.fields import (
@@ -70,6 +71,17 @@ def _headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _refuse(loc: tuple[str | int, ...], rule: str, message: str) -> None:
+    """A rule over several fields broken: a validation error located at the field to change.
+
+    (A plain ValueError in a model validator would be located at the whole model.)
+    """
+    error = PydanticCustomError(rule, "{reason}", {"reason": message})
+    raise ValidationError.from_exception_data(
+        "SendEmail", [InitErrorDetails(type=error, loc=loc, input=None)]
+    )
+
+
 class SendEmail(Command):
     """Send one email. Sent by any service to the ``emailer`` queue (or POST /v1/emails).
 
@@ -127,26 +139,41 @@ class SendEmail(Command):
 
     @model_validator(mode="after")
     def _whole(self) -> SendEmail:
+        """Rules over several fields; each error names the field to change (never just "the body")."""
         args = {**self.metadata, "email_id": self.email_id}
         custom_args = len(json.dumps(args, ensure_ascii=False).encode())
         if custom_args > MAX_CUSTOM_ARGS_BYTES:
-            raise ValueError(
+            _refuse(
+                ("metadata",),
+                "custom_args_too_large",
                 f"metadata and email_id are {custom_args} bytes as JSON; "
-                f"the provider takes at most {MAX_CUSTOM_ARGS_BYTES}"
+                f"the provider takes at most {MAX_CUSTOM_ARGS_BYTES}",
             )
         if not (self.text or self.html or self.template_id):
-            raise ValueError("give a body: 'text', 'html' or 'template_id'")
+            _refuse(("text",), "body_missing", "give a body: 'text', 'html' or 'template_id'")
         if self.subject is None and not self.template_id:
-            raise ValueError("'subject' is required unless a template provides it")
-        count = len(self.to) + len(self.cc) + len(self.bcc)
-        if count > MAX_RECIPIENTS:
-            raise ValueError(f"{count} recipients; at most {MAX_RECIPIENTS} in one email")
+            _refuse(("subject",), "subject_missing", "'subject' is required unless a template provides it")
+        count = 0
+        for kind, addresses in (("to", self.to), ("cc", self.cc), ("bcc", self.bcc)):
+            count += len(addresses)
+            if count > MAX_RECIPIENTS:
+                _refuse(
+                    (kind,),
+                    "too_many_recipients",
+                    f"{len(self.to) + len(self.cc) + len(self.bcc)} recipients; "
+                    f"at most {MAX_RECIPIENTS} in one email",
+                )
         seen: set[str] = set()
-        for address in [*self.to, *self.cc, *self.bcc]:
-            key = address.email.lower()
-            if key in seen:
-                raise ValueError(f"recipient {address.email} appears more than once")
-            seen.add(key)
+        for kind, addresses in (("to", self.to), ("cc", self.cc), ("bcc", self.bcc)):
+            for index, address in enumerate(addresses):
+                key = address.email.lower()
+                if key in seen:
+                    _refuse(
+                        (kind, index, "email"),
+                        "duplicate_recipient",
+                        f"recipient {address.email} appears more than once",
+                    )
+                seen.add(key)
         return self
 
     def recipients(self) -> list[tuple[str, Address]]:

@@ -9,10 +9,11 @@ as a named constant, so a caller can read what is allowed.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, StringConstraints
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of ``template_data`` (objects and arrays); well below any JSON parser's own limit."""
@@ -22,6 +23,12 @@ MAX_BODY_CHARS = 10 * 1024 * 1024
 """``text`` and ``html`` each, in characters."""
 MAX_HEADER_VALUE_CHARS = 998
 """RFC 5322's line limit; longer values would have to be folded by hand."""
+MAX_SAFE_INTEGER = 2**53 - 1
+"""I-JSON (RFC 7493): numbers beyond this (and NaN, infinities) do not survive every JSON reader.
+
+PostgreSQL's jsonb reads ``1e+23`` back as the integer 10**23, not the float it
+was; SendGrid's body cannot carry NaN at all. ``template_data`` keeps to I-JSON.
+"""
 
 # PostgreSQL refuses NUL in text and jsonb; a lone surrogate cannot be encoded as UTF-8.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -92,19 +99,42 @@ def bounded_json(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _walk(node: Any, depth: int, path: str) -> None:
-    """Check strings and keys; ``depth`` counts objects and arrays, checked before descending."""
+    """Check strings, keys and numbers; ``depth`` counts objects and arrays, checked before descending."""
     if isinstance(node, str):
         _storable_at(node, path)
         return
-    if isinstance(node, dict | list) and depth > MAX_JSON_DEPTH:
+    if node is None or isinstance(node, bool):
+        return
+    if isinstance(node, int | float):
+        _number_at(node, path)
+        return
+    if not isinstance(node, dict | list):
+        raise ValueError(f"{path or 'the top'}: a {type(node).__name__} is not a JSON value")
+    if depth > MAX_JSON_DEPTH:
         raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels (at {path or 'the top'})")
     if isinstance(node, dict):
         for key, child in node.items():
-            _storable_at(str(key), f"{path}.{key}" if path else str(key))
-            _walk(child, depth + 1, f"{path}.{key}" if path else str(key))
-    elif isinstance(node, list):
+            if not isinstance(key, str):
+                raise ValueError(f"{path or 'the top'}: key {key!r} is not a string")
+            where = f"{path}.{_shown(key)}" if path else _shown(key)
+            _storable_at(key, where)
+            _walk(child, depth + 1, where)
+    else:
         for index, child in enumerate(node):
             _walk(child, depth + 1, f"{path}[{index}]")
+
+
+def _shown(key: str) -> str:
+    """A key as an error message may carry it: a lone surrogate would make pydantic's own message fail."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _number_at(number: float, path: str) -> None:
+    if not math.isfinite(number) or abs(number) > MAX_SAFE_INTEGER:
+        raise ValueError(
+            f"{path or 'a value'}: {number!r} is not a number every JSON reader keeps "
+            f"(finite, at most {MAX_SAFE_INTEGER} in size)"
+        )
 
 
 def _storable_at(text: str, path: str) -> None:
@@ -125,8 +155,20 @@ FileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(fi
 DisplayName = Annotated[str, Field(max_length=256), AfterValidator(display_name)]
 Body = Annotated[str, Field(max_length=MAX_BODY_CHARS), AfterValidator(storable)]
 TemplateData = Annotated[dict[str, Any], AfterValidator(bounded_json)]
-Subject = Annotated[str, Field(min_length=1, max_length=MAX_HEADER_VALUE_CHARS), AfterValidator(header_safe)]
-HeaderValue = Annotated[str, Field(max_length=MAX_HEADER_VALUE_CHARS), AfterValidator(header_safe)]
+# Whitespace around a header value does not survive it (parsers drop what follows the colon), so
+# the contract strips it: what is stored is what the recipient's header will say.
+Subject = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True),
+    Field(min_length=1, max_length=MAX_HEADER_VALUE_CHARS),
+    AfterValidator(header_safe),
+]
+HeaderValue = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True),
+    Field(max_length=MAX_HEADER_VALUE_CHARS),
+    AfterValidator(header_safe),
+]
 Category = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(header_safe)]
 Reason = Annotated[str, Field(max_length=500), AfterValidator(header_safe)]
 MetadataKey = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(storable)]

@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     Base64Bytes,
     BaseModel,
@@ -15,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from contracts.fields import ContentId, DisplayName, FileName
+from contracts.fields import ContentId, DisplayName, FileName, header_safe
 
 INLINE_ATTACHMENT_MAX_BYTES = 2 * 1024 * 1024
 """The ceiling for one inline attachment whatever the configuration; bigger ones travel as references."""
@@ -37,7 +38,9 @@ class Address(_Value):
 
 
 ContentType = Annotated[
-    str, Field(pattern=r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;.*)?$", max_length=255)
+    str,
+    Field(pattern=r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;.*)?$", max_length=255),
+    AfterValidator(header_safe),  # the parameters after ';' go into a MIME header as they are
 ]
 
 

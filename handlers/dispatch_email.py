@@ -7,6 +7,14 @@ what it means). If the process dies between the two, the email waits in
 ``dispatching`` for the provider's callback (the rule is in
 ``emailer.domain.email``): it is never sent blind a second time.
 
+Before the first commit both requests are built, the provider-neutral
+``OutgoingEmail`` (attachment bytes from the blob store) and the provider's own
+(``Provider.prepare``: the SendGrid body, the MIME message). An email that
+cannot be built (a blob gone, a value the provider's builder refuses) fails for
+good there, with the reason: it never waits in ``dispatching`` for an attempt
+that could not have been made. A blob store that does not answer is not such a
+reason: that exception propagates and the message is retried.
+
 The provider may be guarded by a circuit breaker; if so, its "not now" is just
 another outcome (postponed) and this handler does not know the breaker exists.
 """
@@ -25,6 +33,8 @@ from handlers.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger(__name__)
 
+MAX_REASON_CHARS = 1000
+
 
 def dispatch_email(
     command: DispatchEmail,
@@ -34,7 +44,7 @@ def dispatch_email(
     clock: Clock,
     policy: RetryPolicy,
 ) -> None:
-    request = _start_attempt(command.email_id, uow, blobs, provider.name, clock, policy)
+    request = _start_attempt(command.email_id, uow, blobs, provider, clock, policy)
     if request is None:
         return
     outcome = provider.send(request)
@@ -52,11 +62,15 @@ def _start_attempt(
     email_id: str,
     uow: AbstractUnitOfWork,
     blobs: BlobStore,
-    provider: str,
+    provider: Provider,
     clock: Clock,
     policy: RetryPolicy,
 ) -> OutgoingEmail | None:
-    """Mark the attempt in its own transaction; the request to send, or None if nothing to do."""
+    """Mark the attempt in its own transaction; the request to send, or None if nothing to do.
+
+    Both requests are built first, ours and the provider's own: an email that cannot
+    be expressed fails for good with the reason, before any attempt is committed.
+    """
     with uow:
         email = uow.emails.get(email_id)
         now = clock.now()
@@ -65,13 +79,28 @@ def _start_attempt(
             return None
         try:
             request = build_request(email, blobs)
-        except LookupError as exc:
-            email.fail(f"cannot build the message: {exc}", now, provider=provider)
+        except LookupError as exc:  # a missing blob; a blob store that does not answer is retried
+            email.fail(f"cannot build the message: {exc}", now, provider=provider.name)
+            uow.commit()
+            return None
+        refusal = _refusal(provider, request)
+        if refusal is not None:
+            email.fail(refusal, now, provider=provider.name)
             uow.commit()
             return None
         email.start_attempt(now, policy)
         uow.commit()
     return request
+
+
+def _refusal(provider: Provider, request: OutgoingEmail) -> str | None:
+    """Why the provider cannot build its request for this email, or None if it can."""
+    try:
+        provider.prepare(request)
+    except Exception as exc:  # noqa: BLE001 - building is computation on this email: any error is about it
+        reason = f"{provider.name} cannot build a request for this email: {type(exc).__name__}: {exc}"
+        return reason[:MAX_REASON_CHARS]
+    return None
 
 
 def record_outcome(

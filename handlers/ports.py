@@ -288,10 +288,21 @@ class UnsupportedFeature(Exception):
 class Provider(Protocol):
     """Sends one email. Returns a normalized outcome; raises only for programming errors.
 
+    ``prepare`` builds the provider's own request (the SendGrid body, the MIME
+    message) without sending anything; the dispatch handler calls it before it
+    commits an attempt, so an email the provider cannot express fails for good with
+    the reason instead of waiting in ``dispatching``. Whatever ``prepare`` raises is
+    taken as that reason: building a request is computation on the email alone.
+    ``send`` builds the same request again (and, should that ever raise, answers
+    ``Outcome.REJECTED``: nothing left the process).
+
     A provider may decline to try (``Outcome.POSTPONED``, e.g. its circuit is open):
     the email then waits until the outcome's ``retry_at`` without spending an attempt.
     """
 
     name: str
+
+    def prepare(self, email: OutgoingEmail) -> None:
+        """Build the request for ``email`` and drop it; raise if it cannot be built."""
 
     def send(self, email: OutgoingEmail) -> SendOutcome: ...

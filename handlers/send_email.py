@@ -1,12 +1,23 @@
-"""SendEmail: store the email (attachments into the blob store first) and queue its dispatch."""
+"""SendEmail: store the email (attachments into the blob store first) and queue its dispatch.
+
+The email id is the idempotency key, and it names one email: a SendEmail whose
+id is already stored is a no-op when it says the same (the same content hash,
+see ``emailer.domain.fingerprint``) and is refused with ``EmailIdReused`` when
+it says something else (the gateway answers 409; on the bus the message goes to
+the error queue with that reason). The first email stands either way.
+"""
 
 from __future__ import annotations
+
+import hashlib
 
 import structlog
 
 from contracts import Attachment as IncomingAttachment
 from contracts import SendEmail
 from emailer.domain import Attachment, Email, RetryPolicy
+from emailer.domain.fingerprint import content_hash as hash_of
+from emailer.domain.messages import content_of, recipients_of
 from handlers.attachments import DEFAULT_LIMITS, AttachmentLimits, accept_attachments
 from handlers.errors import InvalidMessage
 from handlers.ports import BlobStore, Clock
@@ -23,8 +34,13 @@ def send_email(
     policy: RetryPolicy,
     limits: AttachmentLimits = DEFAULT_LIMITS,
 ) -> None:
-    """Runs inside the caller's transaction; the caller commits (and records the inbox)."""
-    if uow.emails.get(command.email_id) is not None:
+    """Runs inside the caller's transaction; the caller commits (and records the inbox).
+
+    Raises ``EmailIdReused`` if the email id is stored with a different content.
+    """
+    existing = uow.emails.get(command.email_id)
+    if existing is not None:
+        existing.check_resend(content_hash(command))
         log.info("send_email.duplicate_email_id", email_id=command.email_id)
         return
     refs = accept_attachments(command, blobs, uow.blob_refs, limits)
@@ -37,6 +53,32 @@ def send_email(
 def prefetch(commands: list[SendEmail], uow: AbstractUnitOfWork) -> None:
     """A batch looks its email ids up in one go (the duplicate check)."""
     uow.emails.preload(c.email_id for c in commands)
+
+
+def content_hash(command: SendEmail) -> str:
+    """The hash of what the command says, as the email it would become would hash it.
+
+    Attachments count by their bytes' sha256 (the blob key), computed here without
+    storing anything, so a refused or duplicate command leaves the blob store alone.
+    """
+    refs = [_reference(a) for a in command.attachments]
+    return hash_of(content_of(command), recipients_of(command), refs, command.metadata, command.send_at)
+
+
+def _reference(attachment: IncomingAttachment) -> Attachment:
+    if attachment.content is not None:
+        sha256, size = hashlib.sha256(attachment.content).hexdigest(), len(attachment.content)
+    else:
+        assert attachment.sha256 is not None  # the contract guarantees one of the two
+        sha256, size = attachment.sha256, attachment.size or 0
+    return Attachment(
+        filename=attachment.filename,
+        content_type=attachment.content_type,
+        disposition=attachment.disposition,
+        content_id=attachment.content_id,
+        sha256=sha256,
+        size=size,
+    )
 
 
 def store_attachment(attachment: IncomingAttachment, blobs: BlobStore) -> Attachment:

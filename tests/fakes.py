@@ -123,8 +123,15 @@ class RecordingProvider:
     def __init__(self) -> None:
         self.sent: list[OutgoingEmail] = []
         self.outcomes: list[SendOutcome] = []
+        self.refuse_to_build: Exception | None = None
+        """Prime with an exception for ``prepare`` (and so ``send``) to raise, as a provider-level fake."""
+
+    def prepare(self, email: OutgoingEmail) -> None:
+        if self.refuse_to_build is not None:
+            raise self.refuse_to_build
 
     def send(self, email: OutgoingEmail) -> SendOutcome:
+        self.prepare(email)
         self.sent.append(email)
         if self.outcomes:
             return self.outcomes.pop(0)

@@ -9,7 +9,7 @@ budget rules.
 
 from emailer.domain.aggregate import Aggregate
 from emailer.domain.email import Email
-from emailer.domain.errors import DomainError, IllegalTransition
+from emailer.domain.errors import DomainError, EmailIdReused, IllegalTransition
 from emailer.domain.outcome import Outcome, SendOutcome
 from emailer.domain.recipient import Recipient
 from emailer.domain.retry import RetryPolicy
@@ -22,6 +22,7 @@ __all__ = [
     "Content",
     "DomainError",
     "Email",
+    "EmailIdReused",
     "EmailStatus",
     "IllegalTransition",
     "Mailbox",

@@ -39,7 +39,8 @@ from contracts import (
     SendEmail,
 )
 from emailer.domain.aggregate import Aggregate
-from emailer.domain.errors import IllegalTransition
+from emailer.domain.errors import EmailIdReused, IllegalTransition
+from emailer.domain.fingerprint import content_hash
 from emailer.domain.messages import content_of, delivered_reports, email_queued, recipients_of
 from emailer.domain.outcome import Outcome, SendOutcome
 from emailer.domain.recipient import Recipient
@@ -69,6 +70,8 @@ class Email(Aggregate):
     last_error: str | None = None
     completed_at: datetime | None = None
     """When every recipient had a final outcome (``EmailDeliveryCompleted`` was emitted)."""
+    content_hash: str | None = None
+    """What the email says, hashed when it was queued (``fingerprint.py``); None if stored before that."""
 
     # ------------------------------------------------------------------ creation
 
@@ -87,11 +90,26 @@ class Email(Aggregate):
             not_before=command.send_at or now,
         )
         email.due_at = email.not_before
+        email.content_hash = email.computed_content_hash()
         email._record(now, "queued", {"recipients": len(email.recipients), "attachments": len(attachments)})
         email._emit(email_queued(command, attachments, now))
         return email
 
     # ------------------------------------------------------------------ queries
+
+    def computed_content_hash(self) -> str:
+        """The hash of what this email says, from its own values (as ``queue`` stored it)."""
+        return content_hash(self.content, self.recipients, self.attachments, self.metadata, self.send_at)
+
+    def check_resend(self, given_hash: str) -> None:
+        """A SendEmail with this email's id arrived again: fine if it says the same, else refused.
+
+        An email stored before hashes were kept (``content_hash`` None) is compared
+        by the hash of its stored content, which is the same function of the same values.
+        """
+        stored = self.content_hash or self.computed_content_hash()
+        if stored != given_hash:
+            raise EmailIdReused(self.id, stored, given_hash)
 
     def is_due(self, now: datetime) -> bool:
         """Queued and not held back by send_at, a retry backoff or a postponement."""

@@ -71,6 +71,13 @@ class ProviderHarness:
     """Everything that reached the far side for this email id (empty if nothing did)."""
     refused: OutgoingEmail
     """An email this provider refuses for good (each provider refuses something)."""
+    unbuildable: OutgoingEmail
+    """An email this provider cannot even build a request for.
+
+    The contract refuses these now, so each comes from an email stored before it
+    did (a U+2028 in a subject, NaN in template data): ``OutgoingEmail`` is not
+    validated, and a stored email is what a provider is given.
+    """
 
 
 ProviderFactory = Callable[[pytest.FixtureRequest], AbstractContextManager[ProviderHarness]]
@@ -87,7 +94,8 @@ def file_provider(request: pytest.FixtureRequest) -> Iterator[ProviderHarness]:
         path = provider.path_for(email_id)
         return [_from_eml(path)] if path.exists() else []
 
-    yield ProviderHarness(provider, received, refused=template_email())
+    unbuildable = outgoing_email("unbuildable", subject="line\u2028separator")  # email.message refuses it
+    yield ProviderHarness(provider, received, refused=template_email(), unbuildable=unbuildable)
 
 
 def _from_eml(path: Path) -> Received:
@@ -152,7 +160,9 @@ def sendgrid_against_sandbox(request: pytest.FixtureRequest) -> Iterator[Provide
             return [_from_request(m["message_id"], m["body"]) for m in control.messages(email_id)]
 
         crowd = [Address(email=f"user{i}@example.com") for i in range(1001)]  # SendGrid's limit is 1000
-        yield ProviderHarness(provider, received, refused=outgoing_email("refused", to=crowd, cc=[], bcc=[]))
+        refused = outgoing_email("refused", to=crowd, cc=[], bcc=[])
+        unbuildable = template_email("unbuildable", template_data={"total": float("nan")})  # not JSON
+        yield ProviderHarness(provider, received, refused=refused, unbuildable=unbuildable)
 
 
 def _from_request(message_id: str, body: dict[str, Any]) -> Received:
@@ -192,8 +202,9 @@ def _from_request(message_id: str, body: dict[str, Any]) -> Received:
 # --------------------------------------------------------------------------- shared requests
 
 
-def template_email(email_id: str = "templated") -> OutgoingEmail:
+def template_email(email_id: str = "templated", **changes: Any) -> OutgoingEmail:
     """An email that needs a provider-side template to be rendered."""
-    return outgoing_email(
-        email_id, text=None, html=None, subject=None, template_id="d-1", template_data={"n": 1}
-    )
+    fields: dict[str, Any] = {
+        "text": None, "html": None, "subject": None, "template_id": "d-1", "template_data": {"n": 1},
+    }  # fmt: skip
+    return outgoing_email(email_id, **{**fields, **changes})

@@ -9,10 +9,16 @@ the email without it. Provider-specific behaviour (SendGrid's status codes, the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
+from contracts import DispatchEmail
+from emailer.adapters.providers.circuit_breaker import CircuitBreaker
+from emailer.domain import Email, EmailStatus, RetryPolicy
+from handlers.dispatch_email import dispatch_email
 from handlers.ports import Outcome, OutgoingAttachment, OutgoingEmail, UnsupportedFeature
 from tests.contract.providers import (
     ProviderFactory,
@@ -21,7 +27,8 @@ from tests.contract.providers import (
     sendgrid_against_sandbox,
     template_email,
 )
-from tests.factories import PDF_BYTES, PNG_BYTES, outgoing_email
+from tests.factories import PDF_BYTES, PNG_BYTES, outgoing_email, send_email
+from tests.fakes import FakeBlobStore, FakeClock, FakeUnitOfWork
 
 # One line per adapter. A server-backed one carries its marker; the sandbox runs in this
 # process, so SendGrid-against-the-sandbox needs none.
@@ -125,6 +132,53 @@ def test_a_refused_email_is_rejected_with_a_reason_and_not_sent(harness: Provide
     assert outcome.reason
     assert outcome.provider_message_id is None
     assert harness.received(harness.refused.email_id) == []
+
+
+def test_an_email_it_cannot_build_is_refused_by_prepare_and_by_send_and_nothing_is_sent(
+    harness: ProviderHarness,
+) -> None:
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - what a builder raises is the provider's own
+        harness.provider.prepare(harness.unbuildable)
+    assert str(raised.value)
+
+    outcome = harness.provider.send(harness.unbuildable)  # should it be called anyway
+
+    assert outcome.outcome is Outcome.REJECTED
+    assert outcome.reason and "cannot build" in outcome.reason
+    assert harness.received(harness.unbuildable.email_id) == []
+
+
+def test_dispatching_an_email_it_cannot_build_fails_it_with_the_reason_and_no_attempt(
+    harness: ProviderHarness,
+) -> None:
+    """Not ``dispatching`` for ever: failed before an attempt is committed, the breaker untouched."""
+    clock = FakeClock()
+    uow = FakeUnitOfWork(clock)
+    unbuildable = harness.unbuildable
+    email = Email.queue(send_email(email_id=unbuildable.email_id, attachments=[]), [], clock.now())
+    email.content = replace(
+        email.content,
+        subject=unbuildable.subject,
+        text=unbuildable.text,
+        html=unbuildable.html,
+        template_id=unbuildable.template_id,
+        template_data=unbuildable.template_data,
+    )  # as an email stored before the contract refused this
+    with uow:
+        uow.emails.add(email)
+        uow.commit()
+    breaker = CircuitBreaker(harness.provider, clock, threshold=1)
+
+    dispatch_email(DispatchEmail(email_id=email.id), uow, FakeBlobStore(), breaker, clock, RetryPolicy())
+
+    stored = uow.store.emails[email.id]
+    assert stored.status is EmailStatus.FAILED and stored.attempts == 0
+    assert stored.last_error and f"{harness.provider.name} cannot build a request" in stored.last_error
+    [failed] = uow.published("EmailDeliveryFailed")
+    assert json.loads(failed.body)["reason"] == stored.last_error
+    assert "attempt_started" not in uow.store.timeline[email.id]
+    assert harness.received(email.id) == []
+    assert breaker.send(outgoing_email("next")).outcome is Outcome.ACCEPTED  # not opened by it
 
 
 @pytest.mark.parametrize(("factory", "needs_feature", "feature"), UNSUPPORTED)

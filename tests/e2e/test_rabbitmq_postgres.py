@@ -57,7 +57,7 @@ def test_duplicates_yield_one_email_one_request_one_event(
     message_id = str(uuid.uuid4())
     stack.send_command(payload, message_id=message_id)
     stack.send_command(payload, message_id=message_id)  # the same message delivered twice
-    stack.send_command({**payload, "subject": "resent"})  # same email_id, new message id
+    stack.send_command(payload)  # the same command again, under a new message id
     sentinel = send_email_payload()
     stack.send_command(sentinel)  # handled after the duplicates: when it is done, they are too
     stack.start_worker()
@@ -67,6 +67,30 @@ def test_duplicates_yield_one_email_one_request_one_event(
     assert len(sent_for(sandbox_client, payload["email_id"])) == 1
     assert len(tap.of("EmailQueued", payload["email_id"])) == 1
     assert len(tap.of("EmailDeliveryStarted", payload["email_id"])) == 1
+
+
+def test_another_content_under_a_used_email_id_goes_to_the_error_queue_with_the_reason(
+    stack: Stack, tap: EventTap, sandbox_client: SandboxClient
+) -> None:
+    payload = send_email_payload()
+    stack.send_command(payload)
+    stack.send_command({**payload, "subject": "a different email"}, message_id="the-conflicting-one")
+    stack.start_worker()
+    with Connection(stack.amqp_url) as conn:
+        channel = conn.channel()
+        message = wait_until(
+            lambda: channel.basic_get(stack.topology.error_queue, no_ack=True), 30, "error queue"
+        )
+    headers = message.headers
+    assert headers["NServiceBus.MessageId"] == "the-conflicting-one"
+    reason = headers["NServiceBus.ExceptionInfo.Message"]
+    assert f"email_id {payload['email_id']} was already used for a different email (content hash" in reason
+    tap.wait_for("EmailDeliveryStarted", payload["email_id"])
+    assert sql(stack, "SELECT subject FROM emails WHERE id = %s", payload["email_id"]) == [
+        (payload["subject"],)
+    ]
+    assert len(sent_for(sandbox_client, payload["email_id"])) == 1
+    assert len(tap.of("EmailQueued", payload["email_id"])) == 1
 
 
 def test_a_crash_between_commit_and_publish_loses_nothing(

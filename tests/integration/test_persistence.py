@@ -61,6 +61,22 @@ def test_round_trip_keeps_every_field(engine: Engine) -> None:
     assert loaded.version == 1 and loaded.event_seq == 1
 
 
+def test_the_content_hash_is_stored_and_an_email_without_one_compares_by_its_stored_content(
+    engine: Engine,
+) -> None:
+    """Rows from before migration 0003_f have NULL: their stored values hash as the command did."""
+    clock = FakeClock()
+    email = add_email(engine, clock, send_at=(clock.now() + timedelta(hours=1)).isoformat())
+    assert email.content_hash is not None
+    with engine.begin() as conn:
+        assert conn.execute(select(emails.c.content_hash)).scalar_one() == email.content_hash
+        conn.execute(emails.update().values(content_hash=None))
+    with SqlUnitOfWork(engine, clock) as uow:
+        loaded = uow.emails.get(email.id)
+    assert loaded is not None and loaded.content_hash is None
+    assert loaded.computed_content_hash() == email.content_hash
+
+
 def test_state_inbox_and_outbox_commit_together_or_not_at_all(engine: Engine) -> None:
     clock = FakeClock()
     add_email(engine, clock)

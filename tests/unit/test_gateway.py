@@ -57,15 +57,56 @@ def test_post_answers_202_with_location_after_the_commit(client: TestClient, app
     assert status["attachments"][0]["filename"] == "invoice.pdf" and "content" not in status["attachments"][0]
 
 
-def test_reposting_the_same_email_id_creates_nothing_new(client: TestClient, app: App) -> None:
+def outbox_types(app: App) -> list[str]:
+    with app.engine.connect() as conn:
+        return sorted(r[0] for r in conn.execute(select(outbox.c.message_type)))
+
+
+def test_reposting_the_same_command_creates_nothing_new(client: TestClient, app: App) -> None:
     payload = send_email_payload()
     first = client.post("/v1/emails", json=payload)
-    again = client.post("/v1/emails", json={**payload, "subject": "changed"})
+    again = client.post("/v1/emails", json=payload)
     assert first.status_code == again.status_code == 202 and first.json() == again.json()
     assert rows(app, emails) == 1
+    assert outbox_types(app) == ["DispatchEmail", "EmailQueued"]
+
+
+def test_reposting_the_same_email_with_its_fields_in_another_order_is_the_same(
+    client: TestClient, app: App
+) -> None:
+    payload = send_email_payload(metadata={"a": "1", "b": "2"})
+    reordered = {**dict(reversed(payload.items())), "metadata": {"b": "2", "a": "1"}}
+    assert client.post("/v1/emails", json=payload).status_code == 202
+    assert client.post("/v1/emails", json=reordered).status_code == 202
+    assert rows(app, emails) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"subject": "changed"},
+        {"to": [{"email": "someone-else@example.com"}]},
+        {"metadata": {"order": "other"}},
+        {"send_at": "2030-01-01T00:00:00Z"},
+    ],
+)
+def test_another_content_under_a_stored_email_id_is_409_and_changes_nothing(
+    client: TestClient, app: App, change: dict[str, Any]
+) -> None:
+    payload = send_email_payload()
+    assert client.post("/v1/emails", json=payload).status_code == 202
     with app.engine.connect() as conn:
-        types = [r[0] for r in conn.execute(select(outbox.c.message_type))]
-    assert sorted(types) == ["DispatchEmail", "EmailQueued"]
+        before = conn.execute(select(emails)).mappings().one()
+    conflict = client.post("/v1/emails", json={**payload, **change})
+    assert conflict.status_code == 409
+    body = conflict.json()
+    assert body["email_id"] == payload["email_id"]
+    assert body["error"].startswith(f"email_id {payload['email_id']} was already used for a different email")
+    assert "content hash" in body["error"]
+    with app.engine.connect() as conn:
+        assert conn.execute(select(emails)).mappings().one() == before  # nothing changed
+    assert outbox_types(app) == ["DispatchEmail", "EmailQueued"]
+    assert client.post("/v1/emails", json=payload).status_code == 202  # the first one still stands
 
 
 @pytest.mark.parametrize(

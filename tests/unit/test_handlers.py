@@ -9,7 +9,7 @@ import pytest
 
 from contracts import CancelEmail, DeliveryReport, DispatchEmail, RecordDeliveryReports, ReportKind
 from emailer.adapters.providers.circuit_breaker import CircuitBreaker
-from emailer.domain import EmailStatus, RetryPolicy
+from emailer.domain import EmailIdReused, EmailStatus, RetryPolicy
 from emailer.endpoint.scheduler import schedule_due
 from handlers.cancel_email import cancel_email
 from handlers.dispatch_email import dispatch_email, record_outcome
@@ -87,13 +87,59 @@ def test_attachment_bytes_go_to_the_blob_store_and_nowhere_else(
     assert uow.store.emails[email_id].attachments[0].size == len(data)
 
 
-def test_same_email_id_twice_yields_one_email_and_one_event(
+def test_same_command_twice_yields_one_email_and_one_event(
     uow: FakeUnitOfWork, blobs: FakeBlobStore, clock: FakeClock
 ) -> None:
     email_id = accept(uow, blobs, clock)
-    accept(uow, blobs, clock, email_id=email_id, subject="a different subject")
+    accept(uow, blobs, clock, email_id=email_id)
     assert len(uow.store.emails) == 1
     assert len(uow.published("EmailQueued")) == 1 and len(uow.published("DispatchEmail")) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"subject": "a different subject"},
+        {"cc": [], "bcc": [{"email": "bob@example.org"}]},  # same people, another kind
+        {"metadata": {"order": "1235"}},
+        {"attachments": [{"filename": "invoice.pdf", "content": "b3RoZXIgYnl0ZXM="}]},
+        {"send_at": "2030-01-01T00:00:00+00:00"},
+    ],
+)
+def test_same_email_id_with_another_content_is_refused_and_the_first_stands(
+    uow: FakeUnitOfWork, blobs: FakeBlobStore, clock: FakeClock, change: dict[str, object]
+) -> None:
+    email_id = accept(uow, blobs, clock)
+    stored = uow.store.emails[email_id]
+    blobs_before = dict(blobs.blobs)
+    with pytest.raises(EmailIdReused) as refused:
+        accept(uow, blobs, clock, email_id=email_id, **change)
+    assert str(refused.value).startswith(f"email_id {email_id} was already used for a different email")
+    assert "content hash" in str(refused.value)
+    assert uow.store.emails[email_id] is stored and uow.commits == 1
+    assert len(uow.published("EmailQueued")) == 1
+    assert blobs.blobs == blobs_before  # the refused command stored no attachment either
+
+
+def test_a_resend_may_give_an_attachment_by_reference_instead_of_inline(
+    uow: FakeUnitOfWork, blobs: FakeBlobStore, clock: FakeClock
+) -> None:
+    email_id = accept(uow, blobs, clock)
+    [key] = blobs.blobs
+    by_reference = [{"filename": "invoice.pdf", "content_type": "application/pdf", "sha256": key}]
+    accept(uow, blobs, clock, email_id=email_id, attachments=by_reference)  # the same email
+    assert len(uow.published("EmailQueued")) == 1
+
+
+def test_an_email_stored_without_a_hash_is_compared_by_its_stored_content(
+    uow: FakeUnitOfWork, blobs: FakeBlobStore, clock: FakeClock
+) -> None:
+    """Emails stored before migration 0003_f have no content_hash: their stored values decide."""
+    email_id = accept(uow, blobs, clock, send_at="2030-01-01T02:00:00+02:00")
+    uow.store.emails[email_id].content_hash = None
+    accept(uow, blobs, clock, email_id=email_id, send_at="2030-01-01T00:00:00Z")  # the same instant
+    with pytest.raises(EmailIdReused):
+        accept(uow, blobs, clock, email_id=email_id, subject="changed", send_at="2030-01-01T00:00:00Z")
 
 
 def test_send_at_in_the_future_waits_for_the_scheduler(
@@ -363,3 +409,22 @@ def _report(email_id: str, kind: ReportKind, clock: FakeClock) -> DeliveryReport
         provider="sendgrid", provider_event_id=f"{email_id}-{kind}", email_id=email_id,
         recipient="ann@example.com", kind=kind, occurred_at=clock.now(),
     )  # fmt: skip
+
+
+def test_a_request_the_provider_cannot_build_fails_the_email_before_any_attempt(
+    uow: FakeUnitOfWork, blobs: FakeBlobStore, clock: FakeClock, provider: RecordingProvider
+) -> None:
+    """A provider-level fake: the contract now refuses what the real builders refuse (see tests/contract)."""
+    email_id = accept(uow, blobs, clock)
+    provider.refuse_to_build = ValueError("Header values may not contain linefeed or carriage return")
+    dispatch(uow, blobs, provider, clock, email_id)
+    email = uow.store.emails[email_id]
+    assert email.status is EmailStatus.FAILED and email.attempts == 0 and email.due_at is None
+    assert email.last_error == (
+        "fake cannot build a request for this email: "
+        "ValueError: Header values may not contain linefeed or carriage return"
+    )
+    [failed] = uow.published("EmailDeliveryFailed")
+    assert json.loads(failed.body)["reason"] == email.last_error
+    assert provider.sent == [] and "attempt_started" not in uow.store.timeline[email_id]
+    assert schedule_due(uow, clock, POLICY) == 0  # nothing left to retry

@@ -48,6 +48,7 @@ def email_from_rows(row: Row, recipient_rows: Iterable[Row], attachment_rows: It
         provider=row["provider"],
         provider_message_id=row["provider_message_id"],
         last_error=row["last_error"],
+        content_hash=row["content_hash"],
         updated_at=row["updated_at"],
         version=row["version"],
         event_seq=row["event_seq"],
@@ -122,6 +123,7 @@ def email_row(e: Email) -> dict[str, Any]:
         "version": e.version,
         "event_seq": e.event_seq,
         "completed_at": e.completed_at,
+        "content_hash": e.content_hash,
     }
 
 

@@ -49,6 +49,7 @@ emails = Table(
     Column("version", Integer, nullable=False),
     Column("event_seq", Integer, nullable=False),
     Column("completed_at", UtcDateTime),
+    Column("content_hash", String(80)),  # what the email says, hashed (NULL: stored before 0003_f)
     Index(
         "ix_emails_due_at",
         "due_at",

@@ -10,6 +10,7 @@ Because admission and the provider call happen together here, every trial is a
 real provider call and its outcome always settles the breaker: an answer
 (accepted or rejected: the provider is up) closes it; a transient failure, an
 unknown outcome (no answer came) or an exception opens it for another cooldown.
+``prepare`` (building the request) goes straight to the provider: it is not a call.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.provider!r}, threshold={self.threshold}, cooldown={self.cooldown})"
+
+    def prepare(self, email: OutgoingEmail) -> None:
+        """Building a request calls no provider: it neither needs admission nor counts as an answer."""
+        self.provider.prepare(email)
 
     def send(self, email: OutgoingEmail) -> SendOutcome:
         retry_at, trial = self._admit(self.clock.now())

@@ -22,6 +22,7 @@ from emailer.adapters.providers.blob_failures import BLOB_FAILURES, outcome_for_
 from handlers.ports import Outcome, OutgoingEmail, SendOutcome
 
 MESSAGE_ID_DOMAIN = "emailer.local"
+MAX_LINE = 998
 
 
 class FileProvider:
@@ -35,31 +36,42 @@ class FileProvider:
     def __repr__(self) -> str:
         return f"FileProvider(directory={str(self.directory)!r})"
 
+    def prepare(self, email: OutgoingEmail) -> None:
+        """Build the ``.eml`` bytes (and drop them): raises what ``email.message`` raises."""
+        if email.template_id:
+            raise ValueError(_template_refusal(email.template_id))
+        self.path_for(email.email_id)
+        build_message(email).as_bytes()
+
     def send(self, email: OutgoingEmail) -> SendOutcome:
         message_id = f"{email.email_id}@{MESSAGE_ID_DOMAIN}"
         if email.template_id:
-            return SendOutcome(
-                Outcome.REJECTED,
-                reason=(
-                    f"the file provider cannot render provider template {email.template_id!r}: "
-                    "send text/html content, or configure a provider that has the template"
-                ),
-            )
+            return SendOutcome(Outcome.REJECTED, reason=_template_refusal(email.template_id))
         path = self.path_for(email.email_id)
         if path.exists():
             return SendOutcome.accepted(message_id, delivered=True)
-        self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            message = build_message(email)
+            data = build_message(email).as_bytes()
         except BLOB_FAILURES as exc:
             return outcome_for_blob_failure(exc)
-        write_atomically(path, message.as_bytes())
+        except Exception as exc:  # noqa: BLE001 - nothing was written: a refusal with the reason
+            reason = f"cannot build the message: {type(exc).__name__}: {exc}"
+            return SendOutcome(Outcome.REJECTED, reason=reason)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, data)
         return SendOutcome.accepted(message_id, delivered=True)
 
     def path_for(self, email_id: str) -> Path:
         if not email_id or "/" in email_id or "\\" in email_id or email_id.startswith("."):
             raise ValueError(f"email id {email_id!r} cannot name a file")
         return self.directory / f"{email_id}.eml"
+
+
+def _template_refusal(template_id: str) -> str:
+    return (
+        f"the file provider cannot render provider template {template_id!r}: "
+        "send text/html content, or configure a provider that has the template"
+    )
 
 
 def build_message(email: OutgoingEmail) -> EmailMessage:
@@ -94,7 +106,10 @@ def _set_body(message: EmailMessage, email: OutgoingEmail) -> None:
     else:
         message.set_content(email.html, subtype="html")
     html_part = message.get_body(preferencelist=("html",)) if email.html is not None else None
-    for attachment in email.attachments:
+    # Inline parts first: once an attachment made the message multipart/mixed, an html body that
+    # is the message itself can no longer become multipart/related (found by the property test).
+    ordered = sorted(email.attachments, key=lambda a: not (a.disposition == "inline" and a.content_id))
+    for attachment in ordered:
         maintype, subtype = _split_type(attachment.content_type)
         related = attachment.disposition == "inline" and bool(attachment.content_id)
         if related and isinstance(html_part, EmailMessage):
@@ -120,12 +135,17 @@ def _set_body(message: EmailMessage, email: OutgoingEmail) -> None:
 
 def _policy_for(email: OutgoingEmail) -> policy.EmailPolicy[EmailMessage]:
     # An internationalized address (non-ASCII local part) can only be written with SMTPUTF8.
+    # Headers are folded only past RFC 5322's 998: Python's folder can split a long non-ASCII
+    # display name inside the address that follows it (found by the property test).
     ascii_only = all(str(a.email).isascii() for a in [email.from_, *email.all_recipients()])
-    return policy.SMTP if ascii_only else policy.SMTPUTF8
+    return (policy.SMTP if ascii_only else policy.SMTPUTF8).clone(max_line_length=MAX_LINE)
 
 
 def _header_address(address: Address) -> HeaderAddress:
-    return HeaderAddress(display_name=address.name or "", addr_spec=str(address.email))
+    # username/domain rather than addr_spec: parsing an addr_spec raises on a non-ASCII local part
+    # (NonASCIILocalPartDefect), which the contract accepts and SMTPUTF8 can carry.
+    username, _, domain = str(address.email).rpartition("@")
+    return HeaderAddress(display_name=address.name or "", username=username, domain=domain)
 
 
 def _split_type(content_type: str) -> tuple[str, str]:

@@ -68,11 +68,19 @@ class SendGridProvider:
     def __repr__(self) -> str:
         return f"SendGridProvider(base_url={self.base_url!r})"
 
+    def prepare(self, email: OutgoingEmail) -> None:
+        """Build the Mail Send body and encode it as the client will (strict JSON); raises if it cannot."""
+        encode_body(build_request_body(email))
+
     def send(self, email: OutgoingEmail) -> SendOutcome:
         try:
             body = build_request_body(email)
+            encode_body(body)
         except BLOB_FAILURES as exc:
             return outcome_for_blob_failure(exc)
+        except Exception as exc:  # noqa: BLE001 - nothing was sent: a refusal with the reason
+            reason = f"cannot build the request: {type(exc).__name__}: {exc}"
+            return SendOutcome(Outcome.REJECTED, reason=self._redact(reason))
         # Where each failure comes from (urllib.request.AbstractHTTPHandler.do_open, reached via
         # python_http_client.Client._make_request -> opener.open):
         # - an OSError while connecting or writing the request (refused, DNS, connect timeout,
@@ -97,6 +105,11 @@ class SendGridProvider:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***")
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The body as JSON, refusing what JSON cannot carry (NaN, infinities) rather than sending it."""
+    return json.dumps(body, allow_nan=False).encode()
 
 
 def build_request_body(email: OutgoingEmail) -> dict[str, Any]:

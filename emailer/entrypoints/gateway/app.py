@@ -9,6 +9,17 @@ with ``Retry-After`` (``errors.py``), and so does a broker that does not
 confirm within ``EMAILER_GATEWAY_PUBLISH_TIMEOUT``; API tokens lock it
 (``auth.py``). Given ``Dependencies`` (``emailer gateway`` does), it serves
 before its database and broker answer (``dependencies.py``).
+
+An email id names one email. Re-posting the same command answers 202 again and
+sends nothing new; posting another content under a stored email id answers 409.
+Embedded, the handler decides inside the commit. With RabbitMQ the gateway looks
+the email up first (409 if it is stored with another content, 202 without
+publishing if with the same); the worker's handler stays the judge of what the
+gateway could not see: a conflicting command posted while the first one is
+still on its way (or while the database does not answer the lookup) gets 202
+and is then moved to the ``error`` queue with the reason, and the first email
+stands. The lookup cannot close that window (nothing is stored before the
+worker commits); it answers every conflict it can see with 409.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import uuid
 from typing import Any
 
 import anyio
+import structlog
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -27,24 +39,33 @@ from sqlalchemy import text
 from contracts import SendEmail
 from contracts.wire import ENDPOINT, H
 from emailer.bootstrap import App, attachment_limits
+from emailer.domain import EmailIdReused
 from emailer.entrypoints.gateway import errors
 from emailer.entrypoints.gateway.attachments import attachments_router
 from emailer.entrypoints.gateway.auth import TokenCheck, parse_tokens
 from emailer.entrypoints.gateway.body import BodyTooLarge, InvalidBody, decode, read_capped
 from emailer.entrypoints.gateway.dependencies import BROKER, DATABASE, Dependencies
 from emailer.entrypoints.gateway.openapi import ERROR_RESPONSES, install_request_schema
+from emailer.redaction import describe
 from handlers.attachments import EmailTooLarge, claim_checked
 from handlers.errors import InvalidMessage
 from handlers.ports import BlobStoreUnavailable, MessageContext
+from handlers.send_email import content_hash
 from handlers.unit_of_work import outgoing
+
+log = structlog.get_logger(__name__)
 
 HTTP_COMMAND_NAMESPACE = uuid.UUID("0b6f9f43-2c59-4a51-8d6f-4f3c1f7a8e21")
 EMAIL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
-def http_message_id(email_id: str) -> str:
-    """The same email id posted twice is the same message: the inbox dedupes it too."""
-    return str(uuid.uuid5(HTTP_COMMAND_NAMESPACE, email_id))
+def http_message_id(email_id: str, content_hash: str) -> str:
+    """The same command posted twice is the same message (the inbox dedupes it too).
+
+    The content hash is part of it: another content under the same email id is
+    another message, which the handler sees and refuses (409, or the error queue).
+    """
+    return str(uuid.uuid5(HTTP_COMMAND_NAMESPACE, f"{email_id}/{content_hash}"))
 
 
 class Accepted(BaseModel):
@@ -81,7 +102,7 @@ def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
             return JSONResponse({"error": str(exc), "limit": exc.limit}, status_code=413)
         except InvalidBody as exc:
             return JSONResponse({"error": "invalid SendEmail", "detail": exc.errors}, status_code=422)
-        message_id = http_message_id(command.email_id)
+        message_id = http_message_id(command.email_id, content_hash(command))
         headers = {H.CORRELATION_ID: request.headers.get("X-Correlation-Id") or message_id}
         context = MessageContext(message_id, "SendEmail", headers)
         try:
@@ -91,6 +112,8 @@ def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
                 await _publish_in_time(app, dependencies, command, context)
         except EmailTooLarge as exc:
             return JSONResponse({"error": str(exc)}, status_code=413)
+        except EmailIdReused as exc:
+            return JSONResponse({"error": str(exc), "email_id": exc.email_id}, status_code=409)
         except InvalidMessage as exc:
             detail = [{"field": "body", "rule": "invalid", "message": str(exc)}]
             return JSONResponse({"error": "invalid SendEmail", "detail": detail}, status_code=422)
@@ -170,6 +193,8 @@ def _accept(app: App, command: SendEmail, context: MessageContext) -> None:
         if app.settings.embedded_bus:
             app.pipeline.handle_local(command, context)
             return
+        if _stored_alike(app, command):
+            return  # stored already, with this content: nothing to publish
         command = claim_checked(command, app.blobs, attachment_limits(app.settings))
         message = outgoing(
             command,
@@ -180,7 +205,7 @@ def _accept(app: App, command: SendEmail, context: MessageContext) -> None:
             destination=app.settings.input_queue,
         )
         app.bus.publish([message])  # no outbox row: durable once the broker confirmed it (then 202)
-    except InvalidMessage:
+    except (InvalidMessage, EmailIdReused):
         raise
     except BlobStoreUnavailable as exc:
         raise errors.DependencyUnavailable("object store", exc) from exc
@@ -189,6 +214,26 @@ def _accept(app: App, command: SendEmail, context: MessageContext) -> None:
         if dependency is None:
             raise
         raise errors.DependencyUnavailable(dependency, exc) from exc
+
+
+def _stored_alike(app: App, command: SendEmail) -> bool:
+    """True if the email is stored with this content; ``EmailIdReused`` if with another; else False.
+
+    A database that does not answer decides nothing here: the command is published
+    and the worker's handler decides (see the module docstring).
+    """
+    try:
+        with app.new_uow() as uow:
+            email = uow.emails.get(command.email_id)
+    except Exception as exc:
+        if errors.unavailable_dependency(exc) != "database":
+            raise
+        log.warning("gateway.duplicate_check_skipped", email_id=command.email_id, error=describe(exc))
+        return False
+    if email is None:
+        return False
+    email.check_resend(content_hash(command))
+    return True
 
 
 def _db_ok(app: App) -> bool:
