@@ -42,7 +42,7 @@ from emailer.retries import PUBLISH
 from emailer.signing import FORGED, SIGNATURE_HEADER, Signer
 from handlers.ports import OutgoingMessage
 
-WAIT = 5.0  # seconds: the longest any condition below may take to become true
+WAIT = 20.0  # seconds: the longest any condition below may take to become true (bounded, not a sleep)
 
 
 # -- fixtures -------------------------------------------------------------------------

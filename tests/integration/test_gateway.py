@@ -77,6 +77,7 @@ def test_with_rabbitmq_a_stored_email_id_with_another_content_is_409_and_nothing
     settings = load_settings(
         var_dir=tmp_path,
         bus_url=rabbitmq_url,
+        internal_key="k" * 32,
         input_queue=f"{unique_name}.in",
         events_exchange=f"{unique_name}.events",
         error_queue=f"{unique_name}.error",
