@@ -45,6 +45,8 @@ BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)
 ASCII_PATTERN = "^[\\u0000-\\u007f]*$"
 NOT_IN_SCHEMA = {
     "SendEmail": [
+        "no string holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape not part of a pair): "
+        "not every regex engine can name one in a pattern",
         "addresses must be deliverable-looking as the email-validator package decides (syntax and "
         "special-use domains), beyond the 'email' format",
         f"to, cc and bcc together hold at most {MAX_RECIPIENTS} recipients",
