@@ -28,7 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check contracts handlers emailer emailer_client tests bench examples
+	$(BIN)/ruff check contracts handlers emailer tests bench examples clients/python/src/emailer_client
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

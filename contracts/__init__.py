@@ -30,8 +30,10 @@ from contracts.values import (
     DeliveryReport,
     ReportKind,
 )
+from contracts.version import CONTRACTS_VERSION
 
 __all__ = [
+    "CONTRACTS_VERSION",
     "Address",
     "Attachment",
     "AttachmentRef",

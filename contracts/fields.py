@@ -144,16 +144,41 @@ def _storable_at(text: str, path: str) -> None:
         raise ValueError(f"{path or 'a key'}: {exc}") from None
 
 
+# The same rules as JSON Schema patterns (ECMA-262 and Python ``re`` alike: ``\\uXXXX`` escapes only),
+# so that a schema alone says what the validators above enforce. ``json_schema_extra`` changes the
+# exported schema only; validation stays with the validators. Lone surrogates are left out of the
+# patterns: Rust's and other UTF-8 regex engines refuse a surrogate range (schemathesis among them).
+_UNSTORABLE_CLASS = r"\u0000"
+_NOT_IN_HEADER_CLASS = r"\u0000-\u0008\u000a-\u001f\u007f-\u009f\u2028\u2029"
+STORABLE_PATTERN = f"^[^{_UNSTORABLE_CLASS}]*$"
+HEADER_SAFE_PATTERN = f"^[^{_NOT_IN_HEADER_CLASS}]*$"
+HEADER_NAME_PATTERN = f"^{_HEADER_NAME.pattern}$"
+CONTENT_ID_PATTERN = f"^{_CONTENT_ID.pattern}$"
+FILE_NAME_PATTERN = f'^[^/\\\\"{_NOT_IN_HEADER_CLASS}]*$'
+DISPLAY_NAME_PATTERN = f"^[^;,{_NOT_IN_HEADER_CLASS}]*$"
+
+
+def _pattern(pattern: str, **more: Any) -> Any:
+    return Field(json_schema_extra={"pattern": pattern, **more})
+
+
 # Length bounds stand before the validators so that pydantic words them in characters.
-Text = Annotated[str, AfterValidator(storable)]
+Text = Annotated[str, _pattern(STORABLE_PATTERN), AfterValidator(storable)]
 """Any text that is stored: no NUL, no lone surrogates."""
-HeaderText = Annotated[str, AfterValidator(header_safe)]
+HeaderText = Annotated[str, _pattern(HEADER_SAFE_PATTERN), AfterValidator(header_safe)]
 """Text that ends up in a mail header: no control or line-separator characters."""
-HeaderName = Annotated[str, AfterValidator(header_name)]
-ContentId = Annotated[str, AfterValidator(content_id)]
-FileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(file_name)]
-DisplayName = Annotated[str, Field(max_length=256), AfterValidator(display_name)]
-Body = Annotated[str, Field(max_length=MAX_BODY_CHARS), AfterValidator(storable)]
+HeaderName = Annotated[str, _pattern(HEADER_NAME_PATTERN), AfterValidator(header_name)]
+ContentId = Annotated[str, _pattern(CONTENT_ID_PATTERN), AfterValidator(content_id)]
+FileName = Annotated[
+    str,
+    Field(min_length=1, max_length=255),
+    _pattern(FILE_NAME_PATTERN, **{"not": {"enum": [".", ".."]}}),
+    AfterValidator(file_name),
+]
+DisplayName = Annotated[
+    str, Field(max_length=256), _pattern(DISPLAY_NAME_PATTERN), AfterValidator(display_name)
+]
+Body = Annotated[str, Field(max_length=MAX_BODY_CHARS), _pattern(STORABLE_PATTERN), AfterValidator(storable)]
 TemplateData = Annotated[dict[str, Any], AfterValidator(bounded_json)]
 # Whitespace around a header value does not survive it (parsers drop what follows the colon), so
 # the contract strips it: what is stored is what the recipient's header will say.
@@ -161,15 +186,23 @@ Subject = Annotated[
     str,
     StringConstraints(strip_whitespace=True),
     Field(min_length=1, max_length=MAX_HEADER_VALUE_CHARS),
+    _pattern(HEADER_SAFE_PATTERN),
     AfterValidator(header_safe),
 ]
 HeaderValue = Annotated[
     str,
     StringConstraints(strip_whitespace=True),
     Field(max_length=MAX_HEADER_VALUE_CHARS),
+    _pattern(HEADER_SAFE_PATTERN),
     AfterValidator(header_safe),
 ]
-Category = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(header_safe)]
-Reason = Annotated[str, Field(max_length=500), AfterValidator(header_safe)]
-MetadataKey = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(storable)]
-MetadataValue = Annotated[str, Field(max_length=8192), AfterValidator(storable)]
+Category = Annotated[
+    str, Field(min_length=1, max_length=255), _pattern(HEADER_SAFE_PATTERN), AfterValidator(header_safe)
+]
+Reason = Annotated[str, Field(max_length=500), _pattern(HEADER_SAFE_PATTERN), AfterValidator(header_safe)]
+MetadataKey = Annotated[
+    str, Field(min_length=1, max_length=100), _pattern(STORABLE_PATTERN), AfterValidator(storable)
+]
+MetadataValue = Annotated[
+    str, Field(max_length=8192), _pattern(STORABLE_PATTERN), AfterValidator(storable)
+]

@@ -2,9 +2,9 @@
 
 Three ways to attach end in the same reference (key = sha256, size): an upload
 through ``POST /v1/attachments``, the claim-check helper other services use
-(``emailer_client.claim_check``), or small inline content, which is moved to
-the blob store here, before the commit. What is checked when the command
-arrives, so that nothing the provider would refuse is ever accepted:
+(``emailer_client.claim_check``, in the client package under clients/python), or
+small inline content, which is moved to the blob store here, before the commit.
+What is checked when the command arrives, so that nothing the provider would refuse is ever accepted:
 
 - inline content in all at most ``inline_max_bytes`` (decoded);
 - every reference names a blob that exists, with the size given and bytes that

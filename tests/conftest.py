@@ -10,12 +10,20 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+# The client package (clients/python) is importable in the tests as it is once installed. Appended, not
+# prepended: ``contracts`` keeps resolving to the repository's package, which the client's
+# ``src/contracts`` symlink points at.
+CLIENT_SRC = Path(__file__).resolve().parent.parent / "clients" / "python" / "src"
+if str(CLIENT_SRC) not in sys.path:
+    sys.path.append(str(CLIENT_SRC))
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 AMQP_URL = os.environ.get("EMAILER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")

@@ -266,11 +266,14 @@ def blobs_gc(
 
 
 @contracts_app.command("schema")
-def contracts_schema(directory: Path) -> None:
-    """Write one JSON Schema file per message into DIRECTORY."""
+def contracts_schema(
+    directory: Path,
+    internal: Annotated[bool, typer.Option("--internal", help="also Emailer's internal commands")] = False,
+) -> None:
+    """Write one JSON Schema file per public message into DIRECTORY."""
     from contracts.schema import write_schemas
 
-    for path in write_schemas(directory):
+    for path in write_schemas(directory, internal=internal):
         typer.echo(str(path))
 
 

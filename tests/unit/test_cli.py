@@ -44,6 +44,10 @@ def test_contracts_schema_writes_one_file_per_message(tmp_path: Path) -> None:
     schema = json.loads((tmp_path / "schemas" / "SendEmail.schema.json").read_text())
     assert schema["x-message-intent"] == "Send"
     assert (tmp_path / "schemas" / "EmailRecipientDeliveryFailed.schema.json").exists()
+    assert not (tmp_path / "schemas" / "DispatchEmail.schema.json").exists()
+    result = runner.invoke(app, ["contracts", "schema", "--internal", str(tmp_path / "all")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "all" / "DispatchEmail.schema.json").exists()
 
 
 def test_send_refuses_a_bad_address_before_sending_anything() -> None:

@@ -72,7 +72,7 @@ def test_round_trip_through_json_keeps_the_from_alias() -> None:
 
 
 def test_schema_files_are_written_for_every_message(tmp_path: Path) -> None:
-    paths = write_schemas(tmp_path)
+    paths = write_schemas(tmp_path, internal=True)
     assert {p.name for p in paths} == {f"{n}.schema.json" for n in contracts.message_types()}
     schema = json.loads((tmp_path / "SendEmail.schema.json").read_text())
     assert "from" in schema["properties"] and "email_id" in schema["required"]

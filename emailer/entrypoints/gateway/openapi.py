@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from contracts.schema import message_schema
+
 _ERROR = {
     "application/json": {
         "schema": {
@@ -58,9 +60,9 @@ def install_request_schema(api: FastAPI, models: dict[str, type[BaseModel]]) -> 
                 name = operation.pop("x-request-model", None)
                 if name is None:
                     continue
-                schema = models[name].model_json_schema(
-                    by_alias=True, ref_template="#/components/schemas/{model}"
-                )
+                schema = message_schema(models[name], ref_template="#/components/schemas/{model}")
+                for key in ("$schema", "$id"):  # OpenAPI 3.1 components need neither
+                    schema.pop(key, None)
                 components.update(schema.pop("$defs", {}))
                 components[name] = schema
                 operation["requestBody"] = {
