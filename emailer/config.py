@@ -91,6 +91,23 @@ class Settings(BaseSettings):
     retry_budget: float = Field(86400.0, gt=0, description="seconds; then EmailDeliveryFailed")
     unknown_outcome_wait: float = Field(3600.0, gt=0, description="seconds to wait for a callback")
     dispatch_lease: float = Field(120.0, gt=0, description="seconds")
+    reconcile_lookup: bool = Field(
+        False,
+        description="before any resend, ask the provider whether it holds the email (SendGrid: the Email "
+        "Activity Feed API, a paid add-on); off: an unknown outcome waits for a callback",
+    )
+    reconcile_interval: float = Field(10.0, gt=0, description="seconds between reconciliation passes")
+    reconcile_after: float = Field(
+        35.0, ge=0, description="seconds after an attempt started before its unknown outcome is looked up"
+    )
+    reconcile_grace: float = Field(
+        300.0,
+        gt=0,
+        description="seconds after an attempt started before the provider's 'none' allows a resend",
+    )
+    reconcile_lookups: int = Field(
+        1, ge=1, le=10000, description="lookups per pass at most (SendGrid allows 6 a minute)"
+    )
     circuit_threshold: int = Field(5, ge=1)
     circuit_cooldown: float = Field(30.0, gt=0)
     scheduler_interval: float = Field(1.0, gt=0)
@@ -136,6 +153,16 @@ class Settings(BaseSettings):
             raise ValueError("EMAILER_SENDGRID_API_KEY is required when EMAILER_PROVIDER=sendgrid")
         return self
 
+    @model_validator(mode="after")
+    def _grace_outlasts_a_call(self) -> Settings:
+        # A "none" inside the time a request may still be on its way must never allow a resend.
+        if self.reconcile_lookup and self.reconcile_grace <= self.sendgrid_timeout:
+            raise ValueError(
+                "EMAILER_RECONCILE_GRACE must be longer than EMAILER_SENDGRID_TIMEOUT "
+                "(a request may still be on its way until then)"
+            )
+        return self
+
     # -------------------------------------------------------------- derived
 
     @property
@@ -161,6 +188,9 @@ class Settings(BaseSettings):
             budget=timedelta(seconds=self.retry_budget),
             unknown_outcome_wait=timedelta(seconds=self.unknown_outcome_wait),
             dispatch_lease=timedelta(seconds=self.dispatch_lease),
+            resend_needs_lookup=self.reconcile_lookup,
+            reconcile_after=timedelta(seconds=self.reconcile_after),
+            reconcile_grace=timedelta(seconds=self.reconcile_grace),
         )
 
     def shown(self) -> dict[str, Any]:

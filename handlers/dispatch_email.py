@@ -4,14 +4,17 @@ Unlike the other handlers this one commits twice, around the provider call:
 first the attempt is marked as under way (so no competing worker starts
 another), then the email records the outcome (``Email.record_outcome`` decides
 what it means). If the process dies between the two, the email waits in
-``dispatching`` for the provider's callback (the rule is in
-``emailer.domain.email``): it is never sent blind a second time.
+``dispatching`` until the provider's callback or a lookup of its records settles
+it (the rule is in ``emailer.domain.email``; the lookup in ``handlers.reconcile``):
+it is never sent blind a second time.
 
 The provider may be guarded by a circuit breaker; if so, its "not now" is just
 another outcome (postponed) and this handler does not know the breaker exists.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import structlog
 
@@ -32,11 +35,14 @@ def dispatch_email(
     provider: Provider,
     clock: Clock,
     policy: RetryPolicy,
+    after_provider_call: Callable[[], None] | None = None,
 ) -> None:
     request = _start_attempt(command.email_id, uow, blobs, provider.name, clock, policy)
     if request is None:
         return
     outcome = provider.send(request)
+    if after_provider_call is not None:
+        after_provider_call()  # a test's crash point: the provider may have it, and nothing is recorded yet
     log.info(
         "dispatch.outcome",
         email_id=command.email_id,
@@ -95,7 +101,7 @@ def build_request(email: Email, blobs: BlobStore) -> OutgoingEmail:
     """The provider-neutral request, with attachment bytes read from the blob store."""
     c = email.content
     by_kind: dict[str, list[Address]] = {"to": [], "cc": [], "bcc": []}
-    for r in email.recipients:
+    for r in email.sendable_recipients:  # suppressed recipients are never sent to
         by_kind[r.kind].append(Address(email=r.address, name=r.name))
     attachments = []
     for ref in email.attachments:

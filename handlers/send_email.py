@@ -6,9 +6,10 @@ import structlog
 
 from contracts import Attachment as IncomingAttachment
 from contracts import SendEmail
-from emailer.domain import Attachment, Email, RetryPolicy
+from emailer.domain import Attachment, Email, EmailStatus, RetryPolicy
 from handlers.errors import InvalidMessage
 from handlers.ports import BlobStore, Clock
+from handlers.suppressions import leave_out_suppressed
 from handlers.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -28,7 +29,9 @@ def send_email(
     refs = [store_attachment(a, blobs) for a in command.attachments]
     now = clock.now()
     email = Email.queue(command, refs, now)
-    email.wake(now, policy)  # due now (no send_at): it asks for its DispatchEmail
+    leave_out_suppressed(email, uow.suppressions, now)  # may fail it: every recipient suppressed
+    if email.status is EmailStatus.QUEUED:
+        email.wake(now, policy)  # due now (no send_at): it asks for its DispatchEmail
     uow.emails.add(email)
 
 

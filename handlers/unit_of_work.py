@@ -21,7 +21,15 @@ from typing import Literal, Self
 from contracts import Command, Event, Message
 from contracts.wire import ENDPOINT, H, wire_time
 from emailer.domain import Email
-from handlers.ports import Clock, EmailRepository, Inbox, MessageContext, OutgoingMessage, ProviderEvents
+from handlers.ports import (
+    Clock,
+    EmailRepository,
+    Inbox,
+    MessageContext,
+    OutgoingMessage,
+    ProviderEvents,
+    Suppressions,
+)
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8e-9a51-2f0e7e5b1c11")
 
@@ -35,6 +43,7 @@ class AbstractUnitOfWork(abc.ABC):
     emails: EmailRepository
     inbox: Inbox
     provider_events: ProviderEvents
+    suppressions: Suppressions
 
     def __init__(self, clock: Clock, input_queue: str = ENDPOINT) -> None:
         self.clock = clock

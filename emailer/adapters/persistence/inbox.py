@@ -100,6 +100,9 @@ class SqlProviderEvents:
     def record(self, provider: str, event_id: str, email_id: str) -> None:
         self.ids.record((provider, event_id), email_id=email_id)
 
+    def preload(self, keys: Iterable[tuple[str, str]]) -> None:
+        self.ids.preload(keys)
+
     def flush(self) -> None:
         self.ids.flush()
 

@@ -52,6 +52,7 @@ def email_from_rows(row: Row, recipient_rows: Iterable[Row], attachment_rows: It
         version=row["version"],
         event_seq=row["event_seq"],
         completed_at=row["completed_at"],
+        attempt_started_at=row["attempt_started_at"],
     )
 
 
@@ -122,6 +123,7 @@ def email_row(e: Email) -> dict[str, Any]:
         "version": e.version,
         "event_seq": e.event_seq,
         "completed_at": e.completed_at,
+        "attempt_started_at": e.attempt_started_at,
     }
 
 

@@ -23,7 +23,7 @@ from emailer.adapters.persistence.mapping import (
     timeline_row,
 )
 from emailer.adapters.persistence.tables import attachments, emails, recipients, timeline
-from emailer.domain import Email
+from emailer.domain import Email, EmailStatus
 from handlers.errors import ConcurrencyConflict
 
 
@@ -72,6 +72,18 @@ class SqlEmailRepository:
         for row in self.conn.execute(query).mappings().all():
             found.append(self._identity.get(row["id"]) or self._load(row))
         return found
+
+    def unsettled(self, started_before: datetime, limit: int) -> list[str]:
+        query = (
+            select(emails.c.id)
+            .where(
+                emails.c.status == EmailStatus.DISPATCHING.value,
+                emails.c.attempt_started_at <= started_before,
+            )
+            .order_by(emails.c.attempt_started_at)
+            .limit(limit)
+        )
+        return list(self.conn.execute(query).scalars())
 
     def touched(self) -> list[Email]:
         return list(self._identity.values())

@@ -49,6 +49,7 @@ emails = Table(
     Column("version", Integer, nullable=False),
     Column("event_seq", Integer, nullable=False),
     Column("completed_at", UtcDateTime),
+    Column("attempt_started_at", UtcDateTime),
     Index(
         "ix_emails_due_at",
         "due_at",
@@ -56,6 +57,12 @@ emails = Table(
         sqlite_where=text("due_at IS NOT NULL"),
     ),
     Index("ix_emails_provider_message_id", "provider_message_id"),
+    Index(
+        "ix_emails_dispatching",
+        "attempt_started_at",
+        postgresql_where=text("status = 'dispatching'"),
+        sqlite_where=text("status = 'dispatching'"),
+    ),
 )
 
 recipients = Table(
@@ -142,4 +149,14 @@ provider_events = Table(
     Column("email_id", String(128), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("provider", "event_id"),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("address", String(320), primary_key=True),  # lower-cased
+    Column("reason", String(16), nullable=False),
+    Column("source_email_id", String(128)),
+    Column("detail", Text),
+    Column("created_at", UtcDateTime, nullable=False),
 )

@@ -7,6 +7,7 @@ from sqlalchemy import Connection, Engine
 from emailer.adapters.persistence import outbox
 from emailer.adapters.persistence.inbox import SqlInbox, SqlProviderEvents
 from emailer.adapters.persistence.repository import SqlEmailRepository
+from emailer.adapters.persistence.suppressions import SqlSuppressions
 from emailer.domain import Email
 from handlers.ports import Clock, OutgoingMessage
 from handlers.unit_of_work import AbstractUnitOfWork
@@ -16,6 +17,7 @@ class SqlUnitOfWork(AbstractUnitOfWork):
     emails: SqlEmailRepository
     inbox: SqlInbox
     provider_events: SqlProviderEvents
+    suppressions: SqlSuppressions
 
     def __init__(self, engine: Engine, clock: Clock, input_queue: str = "emailer") -> None:
         super().__init__(clock, input_queue)
@@ -28,6 +30,7 @@ class SqlUnitOfWork(AbstractUnitOfWork):
         self.emails = SqlEmailRepository(self._conn)
         self.inbox = SqlInbox(self._conn, self.clock)
         self.provider_events = SqlProviderEvents(self._conn, self.clock)
+        self.suppressions = SqlSuppressions(self._conn)
 
     def _touched(self) -> list[Email]:
         return self.emails.touched()
