@@ -1,4 +1,4 @@
-"""The crash-safe send: an unknown outcome is settled from the provider (callback or lookup), not resent."""
+"""The crash-safe send: an unknown outcome is settled from the provider (callback or lookup), not resent.
 
 The crash between the provider's acceptance and our commit is played by a
 provider that accepts and then raises (the worker's death, as far as the
