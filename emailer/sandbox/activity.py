@@ -52,7 +52,7 @@ def _tokens(query: str) -> list[_Token]:
             raise QueryError(f"cannot read the query at character {position}")
         position = match.end()
         kind = match.lastgroup or ""
-        if kind == "arg":
+        if kind in ("args", "arg"):
             tokens.append(_Token("args", match.group("arg")))
         elif kind in ("dq", "sq", "curly"):
             tokens.append(_Token("value", match.group(kind)))

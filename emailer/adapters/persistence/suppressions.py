@@ -37,8 +37,9 @@ class SqlSuppressions:
                 created_at=suppression.created_at,
             )
             .on_conflict_do_nothing(index_elements=["address"])
+            .returning(suppressions.c.address)  # rowcount is not reliable here on every driver
         )
-        return bool(self.conn.execute(statement).rowcount == 1)
+        return self.conn.execute(statement).first() is not None
 
     def remove(self, address: str) -> bool:
         result = self.conn.execute(delete(suppressions).where(suppressions.c.address == normalize(address)))

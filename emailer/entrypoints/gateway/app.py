@@ -27,6 +27,7 @@ from emailer.entrypoints.gateway import errors
 from emailer.entrypoints.gateway.auth import TokenCheck, parse_tokens
 from emailer.entrypoints.gateway.body import BodyTooLarge, InvalidBody, decode, read_capped
 from emailer.entrypoints.gateway.openapi import ERROR_RESPONSES, install_request_schema
+from emailer.entrypoints.gateway.suppressions import suppressions_router
 from handlers.errors import InvalidMessage
 from handlers.ports import MessageContext
 from handlers.unit_of_work import outgoing
@@ -118,6 +119,7 @@ def create_app(app: App) -> FastAPI:
             body["warnings"] = ["no API tokens: anyone who reaches the gateway may send and read"]
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    api.include_router(suppressions_router(app, tokens))
     install_request_schema(api, {"SendEmail": SendEmail})
     return api
 
