@@ -1,4 +1,4 @@
-"""Asking SendGrid what it holds: the provider's lookup against the sandbox's Email Activity Feed over HTTP."""
+"""Asking SendGrid what it holds: the provider's lookup against the sandbox's Email Activity Feed."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def test_the_feed_reads_sendgrids_query_syntax(sandbox: SandboxHandle, api_key: 
     [entry] = feed("to_email=\"ada@example.com\" AND unique_args['email_id'] LIKE 'b-%'").json()["messages"]
     assert entry["to_email"] == "ada@example.com" and entry["subject"] == "Other"
     assert set(entry) == {
-        "from_email", "msg_id", "subject", "to_email", "status", "opens_count", "clicks_count", "last_event_time"
+        "from_email", "msg_id", "subject", "to_email", "status",
+        "opens_count", "clicks_count", "last_event_time",
     }  # fmt: skip
     assert feed('colour="red"').status_code == 400
     assert feed("unique_args['email_id']=").status_code == 400
