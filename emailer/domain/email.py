@@ -85,6 +85,11 @@ class Email(Aggregate):
     """When every recipient had a final outcome (``EmailDeliveryCompleted`` was emitted)."""
     attempt_started_at: datetime | None = None
     """When the latest attempt was marked as under way (what reconciliation measures from)."""
+    correlation_id: str | None = None
+    conversation_id: str | None = None
+    """Of the command that created the email: every later message about it carries them (the unit
+    of work stamps them from the creating message, and uses them for whatever starts the work later:
+    the scheduler, the reconciler, a callback)."""
 
     # ------------------------------------------------------------------ creation
 

@@ -50,6 +50,8 @@ emails = Table(
     Column("event_seq", Integer, nullable=False),
     Column("completed_at", UtcDateTime),
     Column("attempt_started_at", UtcDateTime),
+    Column("correlation_id", String(200)),
+    Column("conversation_id", String(200)),
     Index(
         "ix_emails_due_at",
         "due_at",

@@ -1,8 +1,10 @@
-"""Reconciliation and the suppression list: ``emails.attempt_started_at`` and ``suppressions``.
+"""Reconciliation and the suppression list: ``emails.attempt_started_at``, its correlation, ``suppressions``.
 
 ``attempt_started_at``: when the latest attempt was marked as under way; an email
 waiting in ``dispatching`` is looked up at the provider once it is old enough
-(partial index ``ix_emails_dispatching``). ``suppressions``: addresses not sent
+(partial index ``ix_emails_dispatching``). ``correlation_id`` / ``conversation_id``:
+those of the command that created the email, carried by every later message
+about it (a reconciliation or a scheduled retry included). ``suppressions``: addresses not sent
 to, one row per lower-cased address, with the reason and the email that listed it.
 
 Revision ID: 0004_k
@@ -26,6 +28,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("emails", schema=None) as batch_op:
         batch_op.add_column(sa.Column("attempt_started_at", UtcDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("correlation_id", sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column("conversation_id", sa.String(length=200), nullable=True))
     op.create_index(
         "ix_emails_dispatching",
         "emails",
@@ -49,4 +53,6 @@ def downgrade() -> None:
     op.drop_table("suppressions")
     op.drop_index("ix_emails_dispatching", table_name="emails")
     with op.batch_alter_table("emails", schema=None) as batch_op:
+        batch_op.drop_column("conversation_id")
+        batch_op.drop_column("correlation_id")
         batch_op.drop_column("attempt_started_at")
