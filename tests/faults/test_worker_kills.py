@@ -1,8 +1,8 @@
-"""Workers SIGKILLed mid-run: nothing accepted is lost, nothing is handed to the provider twice, nothing is held.
+"""Workers SIGKILLed mid-run: nothing accepted is lost, nothing reaches the provider twice, nothing is held.
 
 The size is small by default so CI stays quick; ``EMAILER_FAULT_EMAILS`` raises it
-(the issue's figure is 500, with ``EMAILER_FAULT_KILLS=4``). The provider answers in ``EMAILER_FAULT_PROVIDER_DELAY``
-seconds (default 0.05; the issue's figure is 0.25) so a kill often lands while a
+(the issue's figure is 500, with ``EMAILER_FAULT_KILLS=4``). The provider answers in
+``EMAILER_FAULT_PROVIDER_DELAY`` seconds (default 0.05; the issue's figure is 0.25) so a kill often lands while a
 request is in flight.
 
 An email whose worker died between marking its attempt and recording the
