@@ -2,8 +2,8 @@
 
 The size is small by default so CI stays quick; ``EMAILER_FAULT_EMAILS`` raises it
 (the issue's figure is 500, with ``EMAILER_FAULT_KILLS=4``). The provider answers in
-``EMAILER_FAULT_PROVIDER_DELAY`` seconds (default 0.05; the issue's figure is 0.25) so a kill often lands while a
-request is in flight.
+``EMAILER_FAULT_PROVIDER_DELAY`` seconds (default 0.05; the issue's figure is 0.25) so a kill
+often lands while a request is in flight.
 
 An email whose worker died between marking its attempt and recording the
 provider's answer has an unknown outcome. Two ways settle it, one per run:
