@@ -73,9 +73,14 @@ class EmailRecipientDelivered(RecipientEvent):
 
 
 class EmailRecipientDeliveryFailed(RecipientEvent):
-    """The message will not reach this recipient: bounced, dropped or blocked."""
+    """The message will not reach this recipient: bounced, dropped, blocked, or suppressed.
 
-    failure: Literal["bounced", "dropped", "blocked"]
+    ``suppressed``: the address is on Emailer's suppression list (an earlier hard bounce,
+    complaint or unsubscribe, or an operator's entry); it was not sent to, and ``reason``
+    says why it is listed.
+    """
+
+    failure: Literal["bounced", "dropped", "blocked", "suppressed"]
     reason: str | None = None
     bounce_classification: str | None = None
 

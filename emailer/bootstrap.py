@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -12,14 +12,16 @@ from contracts import CancelEmail, DispatchEmail, RecordDeliveryReports, SendEma
 from emailer.adapters.providers.circuit_breaker import CircuitBreaker
 from emailer.config import Settings
 from emailer.domain import RetryPolicy
+from emailer.endpoint.faults import AFTER_PROVIDER_CALL_BEFORE_COMMIT, crash_point
 from emailer.endpoint.pipeline import MessagePipeline
 from emailer.endpoint.registry import Registry, Route
 from emailer.signing import Signer
+from handlers import record_delivery_reports as record_delivery_reports_module
 from handlers import send_email as send_email_module
 from handlers.attachments import AttachmentLimits
 from handlers.cancel_email import cancel_email
 from handlers.dispatch_email import dispatch_email
-from handlers.ports import BlobStore, Clock, Provider
+from handlers.ports import BlobStore, Clock, Provider, lookup_of
 from handlers.record_delivery_reports import record_delivery_reports
 from handlers.send_email import send_email
 from handlers.unit_of_work import AbstractUnitOfWork
@@ -109,6 +111,7 @@ def build_real_provider(settings: Settings) -> Provider:
             api_key=settings.sendgrid_api_key.get_secret_value(),
             base_url=settings.sendgrid_base_url,
             timeout=settings.sendgrid_timeout,
+            activity_lookup=settings.reconcile_lookup,
         )
     from emailer.adapters.providers.file import FileProvider
 
@@ -155,6 +158,13 @@ def bootstrap(
     policy = settings.retry_policy()
     limits = attachment_limits(settings)
     signer = build_signer(settings)
+    if policy.resend_needs_lookup and lookup_of(provider) is None:
+        # The file provider can always answer; only a provider without the capability gets here.
+        policy = replace(policy, resend_needs_lookup=False)
+    crash_at = settings.crash_at
+
+    def after_call() -> None:
+        crash_point(AFTER_PROVIDER_CALL_BEFORE_COMMIT, crash_at)
 
     outbox = Outbox(engine, bus, clock)
     registry = Registry(
@@ -165,10 +175,14 @@ def bootstrap(
                 prefetch=send_email_module.prefetch,
             ),
             Route(CancelEmail, lambda m, uow: cancel_email(m, uow, clock)),
-            Route(RecordDeliveryReports, lambda m, uow: record_delivery_reports(m, uow, clock)),
+            Route(
+                RecordDeliveryReports,
+                lambda m, uow: record_delivery_reports(m, uow, clock),
+                prefetch=record_delivery_reports_module.prefetch,
+            ),
             Route(
                 DispatchEmail,
-                lambda m, uow: dispatch_email(m, uow, blobs, provider, clock, policy),
+                lambda m, uow: dispatch_email(m, uow, blobs, provider, clock, policy, after_call),
                 transactional=False,
             ),
         ]

@@ -152,6 +152,23 @@ class Settings(BaseSettings):
     retry_budget: float = Field(86400.0, gt=0, description="seconds; then EmailDeliveryFailed")
     unknown_outcome_wait: float = Field(3600.0, gt=0, description="seconds to wait for a callback")
     dispatch_lease: float = Field(120.0, gt=0, description="seconds")
+    reconcile_lookup: bool = Field(
+        False,
+        description="before any resend, ask the provider whether it holds the email (SendGrid: the Email "
+        "Activity Feed API, a paid add-on); off: an unknown outcome waits for a callback",
+    )
+    reconcile_interval: float = Field(10.0, gt=0, description="seconds between reconciliation passes")
+    reconcile_after: float = Field(
+        35.0, ge=0, description="seconds after an attempt started before its unknown outcome is looked up"
+    )
+    reconcile_grace: float = Field(
+        300.0,
+        gt=0,
+        description="seconds after an attempt started before the provider's 'none' allows a resend",
+    )
+    reconcile_lookups: int = Field(
+        1, ge=1, le=10000, description="lookups per pass at most (SendGrid allows 6 a minute)"
+    )
     circuit_threshold: int = Field(5, ge=1, description="provider failures in a row that open its circuit")
     circuit_cooldown: float = Field(30.0, gt=0, description="seconds the provider circuit stays open")
     scheduler_interval: float = Field(1.0, gt=0, description="seconds between the scheduler's passes")
@@ -232,6 +249,15 @@ class Settings(BaseSettings):
         if "://" in value or "/" in value.rstrip("/"):
             raise ValueError("give host:port only (TLS is EMAILER_S3_SECURE), e.g. minio.internal:9000")
         return value.rstrip("/")
+    @model_validator(mode="after")
+    def _grace_outlasts_a_call(self) -> Settings:
+        # A "none" inside the time a request may still be on its way must never allow a resend.
+        if self.reconcile_lookup and self.reconcile_grace <= self.sendgrid_timeout:
+            raise ValueError(
+                "EMAILER_RECONCILE_GRACE must be longer than EMAILER_SENDGRID_TIMEOUT "
+                "(a request may still be on its way until then)"
+            )
+        return self
 
     # -------------------------------------------------------------- derived
 
@@ -263,6 +289,9 @@ class Settings(BaseSettings):
             budget=timedelta(seconds=self.retry_budget),
             unknown_outcome_wait=timedelta(seconds=self.unknown_outcome_wait),
             dispatch_lease=timedelta(seconds=self.dispatch_lease),
+            resend_needs_lookup=self.reconcile_lookup,
+            reconcile_after=timedelta(seconds=self.reconcile_after),
+            reconcile_grace=timedelta(seconds=self.reconcile_grace),
         )
 
     def shown(self) -> dict[str, Any]:

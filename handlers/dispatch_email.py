@@ -4,8 +4,9 @@ Unlike the other handlers this one commits twice, around the provider call:
 first the attempt is marked as under way (so no competing worker starts
 another), then the email records the outcome (``Email.record_outcome`` decides
 what it means). If the process dies between the two, the email waits in
-``dispatching`` for the provider's callback (the rule is in
-``emailer.domain.email``): it is never sent blind a second time.
+``dispatching`` until the provider's callback or a lookup of its records settles
+it (the rule is in ``emailer.domain.email``; the lookup in ``handlers.reconcile``):
+it is never sent blind a second time.
 
 Before the first commit both requests are built, the provider-neutral
 ``OutgoingEmail`` (attachment bytes from the blob store) and the provider's own
@@ -20,6 +21,8 @@ another outcome (postponed) and this handler does not know the breaker exists.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import structlog
 
@@ -43,11 +46,14 @@ def dispatch_email(
     provider: Provider,
     clock: Clock,
     policy: RetryPolicy,
+    after_provider_call: Callable[[], None] | None = None,
 ) -> None:
     request = _start_attempt(command.email_id, uow, blobs, provider, clock, policy)
     if request is None:
         return
     outcome = provider.send(request)
+    if after_provider_call is not None:
+        after_provider_call()  # a test's crash point: the provider may have it, and nothing is recorded yet
     log.info(
         "dispatch.outcome",
         email_id=command.email_id,
@@ -125,7 +131,7 @@ def build_request(email: Email, blobs: BlobStore) -> OutgoingEmail:
     """The provider-neutral request; attachments are streamed from the blob store by the provider."""
     c = email.content
     by_kind: dict[str, list[Address]] = {"to": [], "cc": [], "bcc": []}
-    for r in email.recipients:
+    for r in email.sendable_recipients:  # suppressed recipients are never sent to
         by_kind[r.kind].append(Address(email=r.address, name=r.name))
     attachments = [outgoing_attachment(ref, blobs) for ref in email.attachments]
     return OutgoingEmail(

@@ -18,6 +18,7 @@ from contracts.wire import H
 from emailer.domain import Email
 from emailer.domain import Outcome as Outcome  # re-exported: providers answer in the domain's terms
 from emailer.domain import SendOutcome as SendOutcome
+from emailer.domain.suppression import Suppression
 
 # --------------------------------------------------------------------------- messages
 
@@ -94,6 +95,9 @@ class EmailRepository(Protocol):
         so competing schedulers take different emails.
         """
 
+    def unsettled(self, started_before: datetime, limit: int) -> list[str]:
+        """Ids of emails in ``dispatching`` whose attempt started by ``started_before``, oldest first."""
+
 
 class Inbox(Protocol):
     """Incoming message ids already handled (deduplication of redeliveries)."""
@@ -112,6 +116,25 @@ class ProviderEvents(Protocol):
     def seen(self, provider: str, event_id: str) -> bool: ...
 
     def record(self, provider: str, event_id: str, email_id: str) -> None: ...
+
+    def preload(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Check these (provider, event id) keys in one round trip; ``seen`` then answers from memory."""
+
+
+class Suppressions(Protocol):
+    """The suppression list: addresses not sent to (``emailer.domain.suppression``)."""
+
+    def find(self, addresses: Iterable[str]) -> list[Suppression]:
+        """The entries for these addresses (any case), in one round trip."""
+
+    def add(self, suppression: Suppression) -> bool:
+        """List the address unless it is listed already (the first reason stays); True if added."""
+
+    def remove(self, address: str) -> bool:
+        """Take the address off the list; True if it was listed."""
+
+    def page(self, limit: int = 100, after: str | None = None) -> list[Suppression]:
+        """Entries in address order, ``limit`` at most, starting after ``after``."""
 
 
 class BlobReader(Protocol):
@@ -298,6 +321,10 @@ class Provider(Protocol):
 
     A provider may decline to try (``Outcome.POSTPONED``, e.g. its circuit is open):
     the email then waits until the outcome's ``retry_at`` without spending an attempt.
+
+    A provider may also have a ``lookup`` attribute (a ``MessageLookup``, or None):
+    the optional capability to say whether it holds a message for an email id.
+    ``lookup_of`` reads it; a provider without one leaves the callback wait as the rule.
     """
 
     name: str
@@ -306,3 +333,30 @@ class Provider(Protocol):
         """Build the request for ``email`` and drop it; raise if it cannot be built."""
 
     def send(self, email: OutgoingEmail) -> SendOutcome: ...
+
+
+@dataclass(frozen=True)
+class LookupAnswer:
+    """What the provider's own records say about one email id."""
+
+    held: bool | None
+    """True: it holds a message with this email id; False: it holds none; None: it could not say."""
+    provider_message_id: str | None = None
+    reason: str | None = None
+    """Why it could not say (None answers only)."""
+
+    @classmethod
+    def unavailable(cls, reason: str) -> LookupAnswer:
+        return cls(held=None, reason=reason)
+
+
+class MessageLookup(Protocol):
+    """Asks the provider whether it holds a message carrying ``email_id`` (one request per id)."""
+
+    def __call__(self, email_id: str) -> LookupAnswer: ...
+
+
+def lookup_of(provider: Provider) -> MessageLookup | None:
+    """The provider's lookup capability, or None where it has none (or it is switched off)."""
+    found: MessageLookup | None = getattr(provider, "lookup", None)
+    return found

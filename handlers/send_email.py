@@ -15,12 +15,13 @@ import structlog
 
 from contracts import Attachment as IncomingAttachment
 from contracts import SendEmail
-from emailer.domain import Attachment, Email, RetryPolicy
+from emailer.domain import Attachment, Email, EmailStatus, RetryPolicy
 from emailer.domain.fingerprint import content_hash as hash_of
 from emailer.domain.messages import content_of, recipients_of
 from handlers.attachments import DEFAULT_LIMITS, AttachmentLimits, accept_attachments
 from handlers.errors import InvalidMessage
 from handlers.ports import BlobStore, Clock
+from handlers.suppressions import leave_out_suppressed
 from handlers.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -46,7 +47,9 @@ def send_email(
     refs = accept_attachments(command, blobs, uow.blob_refs, limits)
     now = clock.now()
     email = Email.queue(command, refs, now)
-    email.wake(now, policy)  # due now (no send_at): it asks for its DispatchEmail
+    leave_out_suppressed(email, uow.suppressions, now)  # may fail it: every recipient suppressed
+    if email.status is EmailStatus.QUEUED:
+        email.wake(now, policy)  # due now (no send_at): it asks for its DispatchEmail
     uow.emails.add(email)
 
 

@@ -34,6 +34,7 @@ from handlers.ports import (
     MessageContext,
     OutgoingMessage,
     ProviderEvents,
+    Suppressions,
 )
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8e-9a51-2f0e7e5b1c11")
@@ -49,6 +50,7 @@ class AbstractUnitOfWork(abc.ABC):
     inbox: Inbox
     provider_events: ProviderEvents
     blob_refs: BlobReferences
+    suppressions: Suppressions
 
     def __init__(self, clock: Clock, input_queue: str = ENDPOINT, *, signer: Signer | None = None) -> None:
         self.clock = clock
@@ -117,21 +119,26 @@ class AbstractUnitOfWork(abc.ABC):
         self._staged.append(message)
 
     def collect(self) -> None:
-        """Stage the commands and events the touched aggregates produced, under the current context."""
+        """Stage the commands and events the touched aggregates produced, each under its email's context."""
         now = self.clock.now()
-        for email in self._touched():
-            for command in email.pull_commands():
-                self.send(command)
-            for sequence, event in email.pull_events():
-                self._staged.append(
-                    outgoing(
-                        event,
-                        self.context,
-                        message_id=event_message_id(email.id, sequence),
-                        now=now,
-                        reply_to=self.input_queue,
+        current = self.context
+        try:
+            for email in self._touched():
+                self.context = context_of(email, current)
+                for command in email.pull_commands():
+                    self.send(command)
+                for sequence, event in email.pull_events():
+                    self._staged.append(
+                        outgoing(
+                            event,
+                            self.context,
+                            message_id=event_message_id(email.id, sequence),
+                            now=now,
+                            reply_to=self.input_queue,
+                        )
                     )
-                )
+        finally:
+            self.context = current
 
     # ------------------------------------------------------- adapter hooks
 
@@ -151,6 +158,25 @@ class AbstractUnitOfWork(abc.ABC):
 
     @abc.abstractmethod
     def _rollback(self) -> None: ...
+
+
+def context_of(email: Email, current: MessageContext) -> MessageContext:
+    """The message being handled, with the correlation of the command that created ``email``.
+
+    A new email takes the current message's ids (it is the creating command);
+    work started later (the scheduler, the reconciler, a provider callback)
+    keeps the conversation it belongs to.
+    """
+    if email.correlation_id is None:
+        email.correlation_id = current.correlation_id
+        email.conversation_id = current.conversation_id
+        email.dirty = True
+    headers = {
+        **current.headers,
+        H.CORRELATION_ID: email.correlation_id,
+        H.CONVERSATION_ID: email.conversation_id or email.correlation_id,
+    }
+    return MessageContext(current.message_id, current.message_type, headers)
 
 
 def outgoing(

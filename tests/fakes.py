@@ -9,7 +9,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
-from emailer.domain import Email
+from emailer.domain import Email, EmailStatus
+from emailer.domain.suppression import Suppression, normalize
 from emailer.signing import Signer
 from handlers.errors import ConcurrencyConflict
 from handlers.ports import (
@@ -17,6 +18,7 @@ from handlers.ports import (
     BlobReader,
     BlobStoreUnavailable,
     BlobTooLarge,
+    LookupAnswer,
     OutgoingEmail,
     OutgoingMessage,
     SendOutcome,
@@ -138,6 +140,35 @@ class RecordingProvider:
         return SendOutcome.accepted(f"fake-{len(self.sent)}", status=202)
 
 
+class LookingUpProvider(RecordingProvider):
+    """A provider that can be asked what it holds: ``holds`` (email id -> message id) is its record.
+
+    Every email it accepts is held; prime ``unavailable`` with reasons to fail the next lookups,
+    and ``forget`` an id to play a provider whose records lag behind.
+    """
+
+    name = "fake-lookup"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds: dict[str, str] = {}
+        self.lookups: list[str] = []
+        self.unavailable: list[str] = []
+
+    def send(self, email: OutgoingEmail) -> SendOutcome:
+        outcome = super().send(email)
+        if outcome.provider_message_id:
+            self.holds[email.email_id] = outcome.provider_message_id
+        return outcome
+
+    def lookup(self, email_id: str) -> LookupAnswer:
+        self.lookups.append(email_id)
+        if self.unavailable:
+            return LookupAnswer.unavailable(self.unavailable.pop(0))
+        held = self.holds.get(email_id)
+        return LookupAnswer(held=held is not None, provider_message_id=held)
+
+
 class RecordingPublisher:
     """The ``Publisher`` port in memory: records what it published; prime ``failures`` to raise first."""
 
@@ -181,6 +212,7 @@ class _Store:
         self.emails: dict[str, Email] = {}
         self.inbox: dict[str, str] = {}
         self.provider_events: set[tuple[str, str]] = set()
+        self.suppressions: dict[str, Suppression] = {}
         self.outbox: list[OutgoingMessage] = []
         self.timeline: dict[str, list[str]] = {}
 
@@ -207,6 +239,17 @@ class _FakeEmails:
     def due(self, now: datetime, limit: int) -> list[Email]:
         ids = [e.id for e in self.store.emails.values() if e.due_at is not None and e.due_at <= now]
         return [e for e in (self.get(i) for i in ids[:limit]) if e is not None]
+
+    def unsettled(self, started_before: datetime, limit: int) -> list[str]:
+        waiting = [
+            e
+            for e in self.store.emails.values()
+            if e.status is EmailStatus.DISPATCHING
+            and e.attempt_started_at is not None
+            and e.attempt_started_at <= started_before
+        ]
+        waiting.sort(key=lambda e: e.attempt_started_at or started_before)
+        return [e.id for e in waiting[:limit]]
 
 
 class _FakeInbox:
@@ -235,6 +278,34 @@ class _FakeProviderEvents:
     def record(self, provider: str, event_id: str, email_id: str) -> None:
         self.staged.add((provider, event_id))
 
+    def preload(self, keys: Iterable[tuple[str, str]]) -> None:
+        pass  # nothing to gain in memory
+
+
+class _FakeSuppressions:
+    """Staged like the rest: visible to the next transaction only after commit."""
+
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+        self.view = dict(store.suppressions)
+
+    def find(self, addresses: Iterable[str]) -> list[Suppression]:
+        wanted = {normalize(a) for a in addresses}
+        return [s for a, s in self.view.items() if a in wanted]
+
+    def add(self, suppression: Suppression) -> bool:
+        address = normalize(suppression.address)
+        if address in self.view:
+            return False
+        self.view[address] = suppression
+        return True
+
+    def remove(self, address: str) -> bool:
+        return self.view.pop(normalize(address), None) is not None
+
+    def page(self, limit: int = 100, after: str | None = None) -> list[Suppression]:
+        return [self.view[a] for a in sorted(self.view) if after is None or a > normalize(after)][:limit]
+
 
 class FakeUnitOfWork(AbstractUnitOfWork):
     """Transactions over dicts: nothing is visible to the next transaction until commit."""
@@ -243,6 +314,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
     inbox: _FakeInbox
     provider_events: _FakeProviderEvents
     blob_refs: FakeBlobReferences
+    suppressions: _FakeSuppressions
 
     def __init__(
         self, clock: FakeClock, store: _Store | None = None, *, signer: Signer | None = None
@@ -259,6 +331,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self.inbox = _FakeInbox(self.store)
         self.provider_events = _FakeProviderEvents(self.store)
         self.blob_refs = FakeBlobReferences()
+        self.suppressions = _FakeSuppressions(self.store)
 
     def _touched(self) -> list[Email]:
         return list(self.emails.seen.values())
@@ -280,6 +353,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
                 self.store.emails[email.id] = copy.deepcopy(email)
         self.store.inbox.update(self.inbox.staged)
         self.store.provider_events |= self.provider_events.staged
+        self.store.suppressions = dict(self.suppressions.view)
         self.store.outbox.extend(outbox)
 
     def _commit(self) -> None:

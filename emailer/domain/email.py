@@ -16,6 +16,17 @@ any callback within that window settles it as accepted. Only when the window
 passes without one does ``wake`` treat the attempt as not delivered and queue
 the email again.
 
+Where the provider can be asked what it holds (``RetryPolicy.resend_needs_lookup``)
+the window never ends in a resend: ``reconcile`` settles the attempt from the
+provider's answer instead. The provider holds a message with this email id:
+accepted. It holds none, and the attempt started ``reconcile_grace`` ago or
+more: queued again (the one case that resends). Anything else (no answer, or a
+"none" inside the grace): still waiting.
+
+Recipients on the suppression list fail at once when the email is queued
+(``suppress``) and are left out of every request; an email with no recipient
+left fails without a provider call.
+
 Each transition appends to the timeline and may emit public events and
 commands (a ``DispatchEmail`` to the endpoint itself), which the unit of work
 collects and writes to the outbox in the same transaction. A transition asked
@@ -24,6 +35,7 @@ for in the wrong state raises ``IllegalTransition``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,6 +46,7 @@ from contracts import (
     EmailDeliveryCompleted,
     EmailDeliveryFailed,
     EmailDeliveryStarted,
+    EmailRecipientDeliveryFailed,
     RecipientOutcome,
     ReportKind,
     SendEmail,
@@ -47,6 +60,7 @@ from emailer.domain.recipient import Recipient
 from emailer.domain.reports import About, apply_report
 from emailer.domain.retry import RetryPolicy
 from emailer.domain.status import EmailStatus, RecipientStatus
+from emailer.domain.suppression import Suppression, normalize
 from emailer.domain.values import Attachment, Content
 
 
@@ -72,6 +86,13 @@ class Email(Aggregate):
     """When every recipient had a final outcome (``EmailDeliveryCompleted`` was emitted)."""
     content_hash: str | None = None
     """What the email says, hashed when it was queued (``fingerprint.py``); None if stored before that."""
+    attempt_started_at: datetime | None = None
+    """When the latest attempt was marked as under way (what reconciliation measures from)."""
+    correlation_id: str | None = None
+    conversation_id: str | None = None
+    """Of the command that created the email: every later message about it carries them (the unit
+    of work stamps them from the creating message, and uses them for whatever starts the work later:
+    the scheduler, the reconciler, a callback)."""
 
     # ------------------------------------------------------------------ creation
 
@@ -115,6 +136,19 @@ class Email(Aggregate):
         """Queued and not held back by send_at, a retry backoff or a postponement."""
         return self.status is EmailStatus.QUEUED and (self.not_before is None or self.not_before <= now)
 
+    @property
+    def sendable_recipients(self) -> list[Recipient]:
+        """The recipients a request goes to: all but the suppressed ones (failed before any attempt)."""
+        return [r for r in self.recipients if r.status is not RecipientStatus.FAILED]
+
+    def outcome_unknown_since(self, now: datetime, policy: RetryPolicy) -> bool:
+        """Waiting in ``dispatching`` long enough that no worker can still be waiting for the answer."""
+        return (
+            self.status is EmailStatus.DISPATCHING
+            and self.attempt_started_at is not None
+            and self.attempt_started_at + policy.reconcile_after <= now
+        )
+
     # ------------------------------------------------------------- dispatching
 
     def wake(self, now: datetime, policy: RetryPolicy) -> bool:
@@ -128,6 +162,9 @@ class Email(Aggregate):
         if self.due_at is not None and now < self.due_at:
             return False  # leased, backing off, or waiting for a callback
         if self.status is EmailStatus.DISPATCHING:
+            if policy.resend_needs_lookup:
+                self.due_at = now + policy.unknown_outcome_wait  # only ``reconcile`` may requeue it
+                return False
             self.give_up_waiting(now)
         if not self.is_due(now):
             return False
@@ -142,6 +179,7 @@ class Email(Aggregate):
             raise IllegalTransition(f"email {self.id} is not due until {self.not_before}")
         self.status = EmailStatus.DISPATCHING
         self.attempts += 1
+        self.attempt_started_at = now
         self.due_at = now + policy.unknown_outcome_wait
         self._record(now, "attempt_started", {"attempt": self.attempts})
         return self.attempts
@@ -156,7 +194,7 @@ class Email(Aggregate):
             self.delivery_started(provider, outcome.provider_message_id, now)
             if outcome.delivered:
                 message_id = outcome.provider_message_id
-                for report in delivered_reports(self.id, self.recipients, provider, message_id, now):
+                for report in delivered_reports(self.id, self.sendable_recipients, provider, message_id, now):
                     self.apply_report(report, now)
             return
         if self.status is EmailStatus.ACCEPTED:
@@ -244,6 +282,36 @@ class Email(Aggregate):
         self.not_before = self.due_at = until
         self._record(now, "postponed", {"until": until.isoformat(), "reason": reason})
 
+    def reconcile(
+        self,
+        attempt: int,
+        held: bool,
+        provider: str,
+        provider_message_id: str | None,
+        now: datetime,
+        policy: RetryPolicy,
+    ) -> str:
+        """Settle attempt number ``attempt`` from the provider's own records (see module doc).
+
+        ``held``: the provider holds a message with this email id. Returns what
+        happened: ``accepted``, ``requeued``, or ``waiting`` (also when the email
+        moved on meanwhile: a callback settled it, or another attempt began).
+        """
+        if self.status is not EmailStatus.DISPATCHING or self.attempts != attempt:
+            return "waiting"
+        if held:
+            self._record(now, "reconciled", {"attempt": attempt, "provider_holds": True})
+            self.delivery_started(provider, provider_message_id, now)
+            return "accepted"
+        started = self.attempt_started_at
+        if started is None or now < started + policy.reconcile_grace:
+            return "waiting"
+        self._record(now, "reconciled", {"attempt": attempt, "provider_holds": False})
+        self.status = EmailStatus.QUEUED
+        self.not_before = self.due_at = now
+        self._record(now, "requeued", {"reason": f"{provider} holds no message with this email id"})
+        return "requeued"
+
     def give_up_waiting(self, now: datetime) -> None:
         """The wait for a callback after an unknown outcome ran out: queue the email again."""
         self.check_status(EmailStatus.DISPATCHING, action="requeue after an unknown outcome")
@@ -281,6 +349,36 @@ class Email(Aggregate):
         self.due_at = None
         self._record(now, "cancelled", {"reason": reason})
         self._emit(EmailCancelled(email_id=self.id, metadata=self.metadata, occurred_at=now, reason=reason))
+
+    # ------------------------------------------------------------ suppression
+
+    def suppress(self, suppressions: Iterable[Suppression], now: datetime) -> int:
+        """Recipients on the suppression list fail at once and are not sent to; how many.
+
+        If no recipient is left the email fails without a provider call.
+        """
+        self.check_status(EmailStatus.QUEUED, action="suppress recipients")
+        listed = {s.address: s for s in suppressions}
+        suppressed = 0
+        for r in self.sendable_recipients:
+            entry = listed.get(normalize(r.address))
+            if entry is None or not r.fail(now, entry.describe()):
+                continue
+            suppressed += 1
+            self._record(now, "recipient_suppressed", {"recipient": r.address, "reason": entry.reason.value})
+            self._emit(
+                EmailRecipientDeliveryFailed(
+                    email_id=self.id,
+                    metadata=self.metadata,
+                    occurred_at=now,
+                    recipient=r.address,
+                    failure="suppressed",
+                    reason=entry.describe(),
+                )
+            )
+        if suppressed and not self.sendable_recipients:
+            self.fail("every recipient is on the suppression list", now)
+        return suppressed
 
     # ---------------------------------------------------------- provider reports
 

@@ -22,6 +22,13 @@ class RetryPolicy:
     jitter: float = 0.2
     unknown_outcome_wait: timedelta = timedelta(hours=1)
     dispatch_lease: timedelta = timedelta(minutes=2)
+    resend_needs_lookup: bool = False
+    """The provider can be asked what it holds (``Email.reconcile``): an unknown outcome is then
+    never requeued by the wait running out, only by the provider saying it has no such message."""
+    reconcile_after: timedelta = timedelta(seconds=35)
+    """An attempt this old with no recorded outcome is looked up (longer than a provider call may take)."""
+    reconcile_grace: timedelta = timedelta(minutes=5)
+    """The provider's "none" allows a resend only once the attempt is this old (its records may lag)."""
 
     def delay(self, failed_attempts: int, retry_after: timedelta | None = None) -> timedelta:
         """Delay before the next attempt, after ``failed_attempts`` (>= 1) failures."""

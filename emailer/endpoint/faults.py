@@ -10,6 +10,8 @@ import os
 import signal
 
 AFTER_COMMIT_BEFORE_PUBLISH = "after_commit_before_publish"
+AFTER_PROVIDER_CALL_BEFORE_COMMIT = "after_provider_call_before_commit"
+"""In DispatchEmail: the provider answered (perhaps accepted) and the outcome is not recorded yet."""
 
 
 def crash_point(name: str, armed: str | None) -> None:

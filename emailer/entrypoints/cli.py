@@ -6,9 +6,12 @@ Each subcommand imports its implementation lazily: ``--help`` touches no server.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from handlers.unit_of_work import AbstractUnitOfWork
 
 app = typer.Typer(
     help="Emailer: SendEmail in, lifecycle events out.",
@@ -19,9 +22,11 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 contracts_app = typer.Typer(help="The public message contracts.", no_args_is_help=True)
 blobs_app = typer.Typer(help="The blob store (attachments).", no_args_is_help=True)
+suppressions_app = typer.Typer(help="The suppression list: addresses not sent to.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(blobs_app, name="blobs")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(suppressions_app, name="suppressions")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -263,6 +268,57 @@ def blobs_gc(
     engine = make_engine(settings.effective_database_url)
     deleted = collect_garbage(engine, build_blob_store(settings), SystemClock(), rules)
     typer.echo(f"deleted {deleted} blob(s) nothing needs")
+
+
+def _suppressions_uow() -> AbstractUnitOfWork:
+    from emailer.adapters.clock import SystemClock
+    from emailer.adapters.persistence.engine import make_engine
+    from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
+
+    settings = _settings()
+    return SqlUnitOfWork(make_engine(settings.effective_database_url), SystemClock(), settings.input_queue)
+
+
+@suppressions_app.command("list")
+def suppressions_list(
+    limit: Annotated[int, typer.Option(help="entries at most")] = 100,
+    after: Annotated[str | None, typer.Option(help="start after this address")] = None,
+) -> None:
+    """List suppressed addresses: address, reason, since, the email that listed it."""
+    from handlers.suppressions import list_page
+
+    for entry in list_page(_suppressions_uow(), limit, after):
+        source = entry.source_email_id or "-"
+        typer.echo(f"{entry.address}\t{entry.reason.value}\t{entry.created_at.isoformat()}\t{source}")
+
+
+@suppressions_app.command("add")
+def suppressions_add(
+    address: str, note: Annotated[str | None, typer.Option(help="why (kept with the entry)")] = None
+) -> None:
+    """Suppress ADDRESS by hand (reason manual); an address listed already keeps its reason."""
+    from datetime import UTC, datetime
+
+    from pydantic import EmailStr, TypeAdapter, ValidationError
+
+    from handlers.suppressions import add_by_hand
+
+    try:
+        TypeAdapter(EmailStr).validate_python(address)
+    except ValidationError:
+        _fail(f"{address!r} is not an email address")
+    entry, added = add_by_hand(_suppressions_uow(), address, note, datetime.now(UTC))
+    typer.echo(f"{'added' if added else 'already listed'}: {entry.address} ({entry.reason.value})")
+
+
+@suppressions_app.command("remove")
+def suppressions_remove(address: str) -> None:
+    """Take ADDRESS off the list: later emails go to it again."""
+    from handlers.suppressions import remove_by_hand
+
+    if not remove_by_hand(_suppressions_uow(), address):
+        _fail(f"{address!r} is not on the suppression list", 1)
+    typer.echo(f"removed: {address.strip().lower()}")
 
 
 @contracts_app.command("schema")

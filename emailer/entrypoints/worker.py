@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -14,6 +15,8 @@ from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_event
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.bootstrap import App
 from emailer.endpoint.scheduler import schedule_due
+from handlers.ports import lookup_of
+from handlers.reconcile import reconcile_unknown_outcomes
 from handlers.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -68,6 +71,10 @@ class Worker:
                 "attachment-purge", s.attachment_purge_interval, self.purge_attachments_once, self.stopping
             ),
         ]
+        if self.app.policy.resend_needs_lookup:
+            self.threads.append(
+                Ticker("reconciler", s.reconcile_interval, self.reconcile_once, self.stopping)
+            )
         for t in self.threads:
             t.start()
         log.info("worker.started", queue=s.input_queue, prefetch=s.prefetch, batch=s.batch_size)
@@ -100,6 +107,25 @@ class Worker:
         uow, queued = with_reconnect(tick)
         self.app.outbox.publish_committed(uow.take_committed())
         return queued
+
+    def reconcile_once(self) -> Counter[str]:
+        """One reconciliation pass: unknown outcomes looked up at the provider (``handlers.reconcile``)."""
+        lookup = lookup_of(self.app.provider)
+        if lookup is None:
+            return Counter()
+        uow = self.app.new_uow()
+        outcomes = reconcile_unknown_outcomes(
+            uow,
+            lookup,
+            self.app.provider.name,
+            self.app.clock,
+            self.app.policy,
+            self.app.settings.reconcile_lookups,
+        )
+        self.app.outbox.publish_committed(uow.take_committed())
+        if outcomes:
+            log.info("worker.reconciled", **outcomes)
+        return outcomes
 
     def sweep_once(self) -> int:
         return self.app.outbox.sweep(timedelta(seconds=self.app.settings.outbox_sweep_after))

@@ -1,5 +1,8 @@
 """The sandbox's HTTP face: SendGrid's ``POST /v3/mail/send`` and a control API under ``/sandbox/``.
 
+``GET /v3/messages`` is SendGrid's Email Activity Feed over the accepted
+requests (``activity.py``): what a reconciling client asks before a resend.
+
 A mail send is checked in this order, answering as SendGrid does: the bearer
 API key (401), the failure mode the sandbox was told to play (503, 429, a
 delay, another 5xx), the size (413), the JSON (400), SendGrid's documented
@@ -30,10 +33,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from emailer.sandbox.activity import QueryError, feed_entries, parse_query, public
 from emailer.sandbox.errors import (
     MAX_BODY_BYTES,
     UNAUTHORIZED,
     ApiError,
+    api_error,
     error_body,
     payload_too_large_error,
     status_error,
@@ -121,6 +126,27 @@ def create_app(state: SandboxState, api_key: str | None, webhooks: WebhookSender
         if webhooks is not None:
             webhooks.add(events_for(body, accepted.message_id, time.time()))
         return Response(status_code=HTTPStatus.ACCEPTED, headers={"X-Message-Id": accepted.message_id})
+
+    @app.get("/v3/messages")
+    def activity_feed(request: Request, query: str = "", limit: int = 10) -> Response:
+        """SendGrid's Email Activity Feed ("Filter all messages"), over the accepted requests."""
+        token = _bearer_token(request)
+        if token is None or not _authorized(token, api_key):
+            return _errors(HTTPStatus.UNAUTHORIZED, UNAUTHORIZED)
+        if not 1 <= limit <= 1000:
+            return _errors(HTTPStatus.BAD_REQUEST, api_error("limit must be between 1 and 1000", "limit"))
+        try:
+            matches = parse_query(query)
+        except QueryError as exc:
+            return _errors(HTTPStatus.BAD_REQUEST, api_error(f"invalid query: {exc}", "query"))
+        found: list[dict[str, Any]] = []
+        for accepted in reversed(state.messages()):  # newest first, as SendGrid lists them
+            received = accepted.received_at.isoformat().replace("+00:00", "Z")
+            entries = feed_entries(accepted.message_id, received, accepted.body)
+            found.extend(public(e) for e in entries if matches(e))
+            if len(found) >= limit:
+                break
+        return JSONResponse({"messages": found[:limit]})
 
     @app.get("/sandbox/messages", dependencies=[control])
     def list_messages(email_id: str | None = None) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from emailer.adapters.persistence.engine import make_engine
 from emailer.adapters.persistence.tables import metadata
 from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
 from emailer.domain import Email, EmailStatus, RetryPolicy
+from emailer.domain.suppression import Suppression, SuppressionReason
 from handlers.errors import ConcurrencyConflict
 from handlers.ports import MessageContext
 from handlers.send_email import store_attachment
@@ -206,3 +207,47 @@ def test_due_finds_only_what_is_due(new_uow: NewUow, clock: FakeClock) -> None:
     clock.advance(3601)
     with new_uow() as uow:
         assert sorted(e.id for e in uow.emails.due(clock.now(), 10)) == sorted([now_email.id, later.id])
+
+
+def test_unsettled_finds_attempts_under_way_since_a_time_oldest_first(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    first, second, idle = queue(clock), queue(clock), queue(clock)
+    for n, email in enumerate((first, second, idle)):
+        store(new_uow, email, f"m-{n}")
+    for email in (first, second):
+        with new_uow() as uow:
+            loaded = uow.emails.get(email.id)
+            assert loaded is not None
+            loaded.start_attempt(clock.now(), POLICY)
+            uow.commit()
+        clock.advance(10)
+    with new_uow() as uow:
+        assert uow.emails.unsettled(clock.now(), 10) == [first.id, second.id]
+        assert uow.emails.unsettled(clock.now() - timedelta(seconds=11), 10) == [first.id]
+        assert uow.emails.unsettled(clock.now(), 1) == [first.id]
+        loaded = uow.emails.get(first.id)
+        assert loaded is not None and loaded.attempt_started_at == clock.now() - timedelta(seconds=20)
+
+
+def test_the_suppression_list_keeps_the_first_reason_and_ignores_case(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    bounced = Suppression(
+        "ana@example.com", SuppressionReason.BOUNCED, clock.now(), "e-1", "550 no such user"
+    )
+    with new_uow() as uow:
+        assert uow.suppressions.add(bounced)
+        assert not uow.suppressions.add(
+            Suppression("ANA@example.com", SuppressionReason.COMPLAINED, clock.now())
+        )
+        assert uow.suppressions.add(Suppression("bob@example.com", SuppressionReason.MANUAL, clock.now()))
+        uow.commit()
+    with new_uow() as uow:
+        assert uow.suppressions.find(["Ana@Example.com", "carl@example.com"]) == [bounced]
+        assert [s.address for s in uow.suppressions.page(1)] == ["ana@example.com"]
+        assert [s.address for s in uow.suppressions.page(10, after="ana@example.com")] == ["bob@example.com"]
+        assert uow.suppressions.remove("BOB@example.com")
+        assert not uow.suppressions.remove("bob@example.com")
+    with new_uow() as uow:  # not committed: still listed
+        assert [s.address for s in uow.suppressions.page(10)] == ["ana@example.com", "bob@example.com"]

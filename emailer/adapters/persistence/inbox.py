@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, delete, insert, select, tuple_
+from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, select, tuple_
 
 from emailer.adapters.persistence.tables import INBOX_ID_CHARS, inbox, provider_events
 from handlers.ports import Clock
@@ -76,6 +76,14 @@ class SeenIds:
         if len(keys) == 1:
             (key,) = keys
             return and_(*(column == value for column, value in zip(self.key_columns, key, strict=True)))
+        if len(self.key_columns) == 2:
+            # (provider, event id): one IN list per provider, which the primary key's index serves;
+            # a row-value IN over thousands of pairs was planned as a scan of the whole table.
+            first, second = self.key_columns
+            by_first: dict[str, list[str]] = {}
+            for a, b in sorted(keys):
+                by_first.setdefault(a, []).append(b)
+            return or_(*(and_(first == a, second.in_(bs)) for a, bs in by_first.items()))
         return tuple_(*self.key_columns).in_(sorted(keys))
 
 
@@ -109,6 +117,9 @@ class SqlProviderEvents:
 
     def record(self, provider: str, event_id: str, email_id: str) -> None:
         self.ids.record((provider, event_id), email_id=email_id)
+
+    def preload(self, keys: Iterable[tuple[str, str]]) -> None:
+        self.ids.preload(keys)
 
     def flush(self) -> None:
         self.ids.flush()

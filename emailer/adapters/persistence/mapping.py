@@ -53,6 +53,9 @@ def email_from_rows(row: Row, recipient_rows: Iterable[Row], attachment_rows: It
         version=row["version"],
         event_seq=row["event_seq"],
         completed_at=row["completed_at"],
+        attempt_started_at=row["attempt_started_at"],
+        correlation_id=row["correlation_id"],
+        conversation_id=row["conversation_id"],
     )
 
 
@@ -124,6 +127,9 @@ def email_row(e: Email) -> dict[str, Any]:
         "event_seq": e.event_seq,
         "completed_at": e.completed_at,
         "content_hash": e.content_hash,
+        "attempt_started_at": e.attempt_started_at,
+        "correlation_id": e.correlation_id,
+        "conversation_id": e.conversation_id,
     }
 
 

@@ -9,10 +9,11 @@ ones updated with a version check (a concurrent change raises
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from emailer.adapters.persistence.mapping import (
     Row,
@@ -23,7 +24,7 @@ from emailer.adapters.persistence.mapping import (
     timeline_row,
 )
 from emailer.adapters.persistence.tables import attachments, emails, recipients, timeline
-from emailer.domain import Email
+from emailer.domain import Email, EmailStatus
 from handlers.errors import ConcurrencyConflict
 
 
@@ -53,11 +54,26 @@ class SqlEmailRepository:
         return self._load(row)
 
     def preload(self, email_ids: Iterable[str]) -> None:
+        """Three queries for the whole batch: the emails, all their recipients, all their attachments."""
         wanted = set(email_ids) - self._identity.keys()
         if not wanted:
             return
-        for row in self.conn.execute(select(emails).where(emails.c.id.in_(wanted))).mappings():
-            self._load(row)
+        rows = self.conn.execute(select(emails).where(emails.c.id.in_(wanted))).mappings().all()
+        found = [row["id"] for row in rows]
+        by_email: dict[str, list[Row]] = defaultdict(list)
+        attached: dict[str, list[Row]] = defaultdict(list)
+        if found:
+            ordered = (recipients.c.email_id, recipients.c.position)
+            for r in self.conn.execute(
+                select(recipients).where(recipients.c.email_id.in_(found)).order_by(*ordered)
+            ):
+                by_email[r.email_id].append(r._mapping)
+            ordered = (attachments.c.email_id, attachments.c.position)
+            query = select(attachments).where(attachments.c.email_id.in_(found)).order_by(*ordered)
+            for a in self.conn.execute(query):
+                attached[a.email_id].append(a._mapping)
+        for row in rows:
+            self._build(row, by_email[row["id"]], attached[row["id"]])
         self._absent |= wanted - self._identity.keys()
 
     def due(self, now: datetime, limit: int) -> list[Email]:
@@ -73,6 +89,18 @@ class SqlEmailRepository:
             found.append(self._identity.get(row["id"]) or self._load(row))
         return found
 
+    def unsettled(self, started_before: datetime, limit: int) -> list[str]:
+        query = (
+            select(emails.c.id)
+            .where(
+                emails.c.status == EmailStatus.DISPATCHING.value,
+                emails.c.attempt_started_at <= started_before,
+            )
+            .order_by(emails.c.attempt_started_at)
+            .limit(limit)
+        )
+        return list(self.conn.execute(query).scalars())
+
     def touched(self) -> list[Email]:
         return list(self._identity.values())
 
@@ -86,6 +114,10 @@ class SqlEmailRepository:
         attachment_rows = self.conn.execute(
             select(attachments).where(attachments.c.email_id == email_id).order_by(attachments.c.position)
         ).mappings()
+        return self._build(row, recipient_rows, attachment_rows)
+
+    def _build(self, row: Row, recipient_rows: Iterable[Row], attachment_rows: Iterable[Row]) -> Email:
+        email_id = row["id"]
         email = email_from_rows(row, recipient_rows, attachment_rows)
         self._identity[email_id] = email
         self._loaded_version[email_id] = email.version
@@ -100,6 +132,7 @@ class SqlEmailRepository:
         changed = [e for e in self._identity.values() if e.id not in new_ids and e.dirty]
         for email in changed:
             self._update(email)
+        self._update_recipients([e for e in self._identity.values() if e.id not in new_ids])
         timeline_rows = [timeline_row(e.id, t) for e in self._identity.values() for t in e.new_timeline]
         if timeline_rows:
             self.conn.execute(insert(timeline), timeline_rows)
@@ -137,11 +170,18 @@ class SqlEmailRepository:
         if result.rowcount != 1:
             raise ConcurrencyConflict(f"email {email.id} changed concurrently (version {expected})")
         self._loaded_version[email.id] = email.version
-        for position, r in enumerate(email.recipients):
-            if r.changed:
-                self.conn.execute(
-                    update(recipients)
-                    .where(recipients.c.email_id == email.id, recipients.c.position == position)
-                    .values(**recipient_row(r))
-                )
-                r.changed = False
+
+    def _update_recipients(self, loaded: list[Email]) -> None:
+        """Every changed recipient of the transaction in one executemany (its email's version was checked)."""
+        rows = []
+        for email in loaded:
+            for position, r in enumerate(email.recipients):
+                if r.changed:
+                    rows.append({"b_email_id": email.id, "b_position": position, **recipient_row(r)})
+                    r.changed = False
+        if rows:
+            statement = update(recipients).where(
+                recipients.c.email_id == bindparam("b_email_id"),
+                recipients.c.position == bindparam("b_position"),
+            )
+            self.conn.execute(statement, rows)

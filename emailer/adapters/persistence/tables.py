@@ -50,6 +50,9 @@ emails = Table(
     Column("event_seq", Integer, nullable=False),
     Column("completed_at", UtcDateTime),
     Column("content_hash", String(80)),  # what the email says, hashed (NULL: stored before 0003_f)
+    Column("attempt_started_at", UtcDateTime),
+    Column("correlation_id", Text),  # as the sender gave it: any length a header carries
+    Column("conversation_id", Text),
     Index(
         "ix_emails_due_at",
         "due_at",
@@ -57,6 +60,12 @@ emails = Table(
         sqlite_where=text("due_at IS NOT NULL"),
     ),
     Index("ix_emails_provider_message_id", "provider_message_id"),
+    Index(
+        "ix_emails_dispatching",
+        "attempt_started_at",
+        postgresql_where=text("status = 'dispatching'"),
+        sqlite_where=text("status = 'dispatching'"),
+    ),
 )
 
 recipients = Table(
@@ -155,4 +164,14 @@ provider_events = Table(
     Column("email_id", String(128), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("provider", "event_id"),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("address", String(320), primary_key=True),  # lower-cased
+    Column("reason", String(16), nullable=False),
+    Column("source_email_id", String(128)),
+    Column("detail", Text),
+    Column("created_at", UtcDateTime, nullable=False),
 )

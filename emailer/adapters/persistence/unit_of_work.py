@@ -8,6 +8,7 @@ from emailer.adapters.persistence import outbox
 from emailer.adapters.persistence.blob_refs import SqlBlobReferences
 from emailer.adapters.persistence.inbox import SqlInbox, SqlProviderEvents
 from emailer.adapters.persistence.repository import SqlEmailRepository
+from emailer.adapters.persistence.suppressions import SqlSuppressions
 from emailer.domain import Email
 from emailer.signing import Signer
 from handlers.ports import Clock, OutgoingMessage
@@ -19,6 +20,7 @@ class SqlUnitOfWork(AbstractUnitOfWork):
     inbox: SqlInbox
     provider_events: SqlProviderEvents
     blob_refs: SqlBlobReferences
+    suppressions: SqlSuppressions
 
     def __init__(
         self, engine: Engine, clock: Clock, input_queue: str = "emailer", *, signer: Signer | None = None
@@ -34,6 +36,7 @@ class SqlUnitOfWork(AbstractUnitOfWork):
         self.inbox = SqlInbox(self._conn, self.clock)
         self.provider_events = SqlProviderEvents(self._conn, self.clock)
         self.blob_refs = SqlBlobReferences(self._conn, self.clock)
+        self.suppressions = SqlSuppressions(self._conn)
 
     def _touched(self) -> list[Email]:
         return self.emails.touched()

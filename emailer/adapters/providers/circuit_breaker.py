@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
-from handlers.ports import Clock, Outcome, OutgoingEmail, Provider, SendOutcome
+from handlers.ports import Clock, MessageLookup, Outcome, OutgoingEmail, Provider, SendOutcome, lookup_of
 
 ANSWERED = frozenset({Outcome.ACCEPTED, Outcome.REJECTED})
 """Outcomes that show the provider is working (a rejection is about the email, not the provider)."""
@@ -39,6 +39,8 @@ class CircuitBreaker:
             raise ValueError("threshold must be at least 1")
         self.provider = provider
         self.name = provider.name
+        self.lookup: MessageLookup | None = lookup_of(provider)
+        """Passed through unguarded: a lookup asks another endpoint, and its failure is no answer."""
         self.clock = clock
         self.threshold = threshold
         self.cooldown = cooldown

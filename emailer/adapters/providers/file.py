@@ -19,7 +19,7 @@ from pathlib import Path
 from contracts import Address
 from emailer.adapters.atomic import write_atomically
 from emailer.adapters.providers.blob_failures import BLOB_FAILURES, outcome_for_blob_failure
-from handlers.ports import Outcome, OutgoingEmail, SendOutcome
+from handlers.ports import LookupAnswer, MessageLookup, Outcome, OutgoingEmail, SendOutcome
 
 MESSAGE_ID_DOMAIN = "emailer.local"
 MAX_LINE = 998
@@ -32,6 +32,17 @@ class FileProvider:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
+        self.lookup: MessageLookup = self.find_message
+
+    def find_message(self, email_id: str) -> LookupAnswer:
+        """Held if its .eml file exists (a file is written whole or not at all)."""
+        try:
+            held = self.path_for(email_id).exists()
+        except ValueError as exc:
+            return LookupAnswer.unavailable(str(exc))
+        return LookupAnswer(
+            held=held, provider_message_id=f"{email_id}@{MESSAGE_ID_DOMAIN}" if held else None
+        )
 
     def __repr__(self) -> str:
         return f"FileProvider(directory={str(self.directory)!r})"

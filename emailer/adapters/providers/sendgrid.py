@@ -5,6 +5,12 @@ so SendGrid echoes it in every Event Webhook callback and the callbacks can be
 matched back to the email. Outcomes follow SendGrid's status codes; network
 failures are split by whether the request could have reached SendGrid.
 
+With ``activity_lookup`` the adapter also has the optional ``lookup``
+capability: SendGrid's Email Activity Feed API (a paid add-on, and its API key
+needs the Email Activity scope), ``GET /v3/messages`` with the query
+``unique_args['email_id']="<email id>"``, answers whether SendGrid holds a
+message for an email id. SendGrid allows it 6 requests a minute.
+
 The API key goes into the Authorization header and nowhere else: no reason,
 log line or repr carries it.
 """
@@ -28,9 +34,18 @@ from python_http_client.exceptions import HTTPError
 
 from contracts import Address
 from emailer.adapters.providers.blob_failures import BLOB_FAILURES, outcome_for_blob_failure
-from handlers.ports import Outcome, OutgoingAttachment, OutgoingEmail, SendOutcome
+from handlers.ports import (
+    LookupAnswer,
+    MessageLookup,
+    Outcome,
+    OutgoingAttachment,
+    OutgoingEmail,
+    SendOutcome,
+)
 
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
+EMAIL_ID_ARG = "email_id"
+"""The custom arg carrying our email id (SendGrid echoes it in callbacks and indexes it for queries)."""
 MAX_REASON_CHARS = 2000
 _BEARER = re.compile(r"Bearer\s+[^\s'\",}]+")
 
@@ -56,13 +71,20 @@ class SendGridProvider:
 
     name = "sendgrid"
 
-    def __init__(self, api_key: str, base_url: str = DEFAULT_BASE_URL, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 30.0,
+        activity_lookup: bool = False,
+    ) -> None:
         if not api_key:
             raise ValueError("a SendGrid API key is required")
         self._api_key = api_key
         self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/"))
         self._client.client.timeout = timeout
         self.base_url = base_url
+        self.lookup: MessageLookup | None = self.find_message if activity_lookup else None
         _guard_client_logger()
 
     def __repr__(self) -> str:
@@ -103,6 +125,19 @@ class SendGridProvider:
             return SendOutcome(Outcome.UNKNOWN, reason=self._redact(reason))
         return outcome_for_status(response.status_code, response.body, response.headers, self._redact)
 
+    def find_message(self, email_id: str) -> LookupAnswer:
+        """Does SendGrid hold a message for ``email_id``? (Email Activity Feed, one request.)"""
+        params = {"query": activity_query(email_id), "limit": 1}
+        try:
+            response = self._client.client.messages.get(query_params=params)
+        except HTTPError as err:
+            return LookupAnswer.unavailable(f"Email Activity answered HTTP {err.status_code}")
+        except (OSError, http.client.HTTPException) as err:
+            return LookupAnswer.unavailable(
+                self._redact(f"Email Activity did not answer: {type(err).__name__}")
+            )
+        return activity_answer(response.body)
+
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***")
 
@@ -114,7 +149,7 @@ def encode_body(body: dict[str, Any]) -> bytes:
 
 def build_request_body(email: OutgoingEmail) -> dict[str, Any]:
     """The v3 Mail Send body for one email: one personalization, the email id in custom_args."""
-    custom_args = {"email_id": email.email_id}
+    custom_args = {EMAIL_ID_ARG: email.email_id}
     personalization: dict[str, Any] = {"to": [_address(a) for a in email.to]}
     if email.cc:
         personalization["cc"] = [_address(a) for a in email.cc]
@@ -148,6 +183,29 @@ def build_request_body(email: OutgoingEmail) -> dict[str, Any]:
     if email.categories:
         body["categories"] = list(email.categories)
     return body
+
+
+def activity_query(email_id: str) -> str:
+    """The Email Activity query for messages carrying our email id (SendGrid's documented syntax)."""
+    if (
+        '"' in email_id or "\\" in email_id
+    ):  # the contract's pattern allows neither; never build a broken query
+        raise ValueError(f"email id {email_id!r} cannot be put in an Email Activity query")
+    return f"unique_args['{EMAIL_ID_ARG}']=\"{email_id}\""
+
+
+def activity_answer(body: bytes | str | None) -> LookupAnswer:
+    """``{"messages": [{"msg_id": ...}, ...]}``: held if any; the X-Message-Id is msg_id's first part."""
+    try:
+        messages = json.loads(body or b"")["messages"]
+    except (ValueError, KeyError, TypeError):
+        return LookupAnswer.unavailable("Email Activity answered something that is not its JSON")
+    if not isinstance(messages, list):
+        return LookupAnswer.unavailable("Email Activity answered something that is not its JSON")
+    if not messages:
+        return LookupAnswer(held=False)
+    msg_id = messages[0].get("msg_id") if isinstance(messages[0], dict) else None
+    return LookupAnswer(held=True, provider_message_id=str(msg_id).split(".", 1)[0] if msg_id else None)
 
 
 def outcome_for_status(

@@ -46,6 +46,7 @@ from emailer.entrypoints.gateway.auth import TokenCheck, parse_tokens
 from emailer.entrypoints.gateway.body import BodyTooLarge, InvalidBody, decode, read_capped
 from emailer.entrypoints.gateway.dependencies import BROKER, DATABASE, Dependencies
 from emailer.entrypoints.gateway.openapi import ERROR_RESPONSES, install_request_schema
+from emailer.entrypoints.gateway.suppressions import suppressions_router
 from emailer.redaction import describe
 from handlers.attachments import EmailTooLarge, claim_checked
 from handlers.errors import InvalidMessage
@@ -160,6 +161,7 @@ def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     api.include_router(attachments_router(app, tokens.require("send")))
+    api.include_router(suppressions_router(app, tokens))
     install_request_schema(api, {"SendEmail": SendEmail})
     return api
 

@@ -1,0 +1,62 @@
+"""The suppression list on SQL: one row per (lower-cased) address, the first reason kept."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from emailer.adapters.persistence.tables import suppressions
+from emailer.domain.suppression import Suppression, SuppressionReason, normalize
+
+
+class SqlSuppressions:
+    """``handlers.ports.Suppressions``; writes go straight into the unit of work's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def find(self, addresses: Iterable[str]) -> list[Suppression]:
+        wanted = sorted({normalize(a) for a in addresses})
+        if not wanted:
+            return []
+        rows = self.conn.execute(select(suppressions).where(suppressions.c.address.in_(wanted))).mappings()
+        return [_suppression(r) for r in rows]
+
+    def add(self, suppression: Suppression) -> bool:
+        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
+        statement = (
+            dialect.insert(suppressions)
+            .values(
+                address=normalize(suppression.address),
+                reason=suppression.reason.value,
+                source_email_id=suppression.source_email_id,
+                detail=suppression.detail,
+                created_at=suppression.created_at,
+            )
+            .on_conflict_do_nothing(index_elements=["address"])
+            .returning(suppressions.c.address)  # rowcount is not reliable here on every driver
+        )
+        return self.conn.execute(statement).first() is not None
+
+    def remove(self, address: str) -> bool:
+        result = self.conn.execute(delete(suppressions).where(suppressions.c.address == normalize(address)))
+        return bool(result.rowcount)
+
+    def page(self, limit: int = 100, after: str | None = None) -> list[Suppression]:
+        query = select(suppressions).order_by(suppressions.c.address).limit(limit)
+        if after is not None:
+            query = query.where(suppressions.c.address > normalize(after))
+        return [_suppression(r) for r in self.conn.execute(query).mappings()]
+
+
+def _suppression(row: Any) -> Suppression:
+    return Suppression(
+        address=row["address"],
+        reason=SuppressionReason(row["reason"]),
+        created_at=row["created_at"],
+        source_email_id=row["source_email_id"],
+        detail=row["detail"],
+    )
