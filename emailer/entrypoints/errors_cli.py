@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 
 from contracts import Message, message_types
+from contracts.wire import H
 from emailer.adapters.bus.error_queue import ErrorQueue, Taken
 from emailer.adapters.bus.errors import BusError
 from emailer.adapters.bus.failed import FailedMessage, Group, assign_ids, groups, matches
@@ -127,7 +128,11 @@ def find(messages: Sequence[FailedMessage], wanted: str) -> FailedMessage:
 
 def render_message(message: FailedMessage) -> str:
     width = max((len(name) for name in message.headers), default=0)
-    headers = [f"  {name.ljust(width)}  {value}" for name, value in message.headers.items()]
+    headers = [
+        f"  {name.ljust(width)}  "
+        + ("(the stack trace, below)" if name == H.EXCEPTION_STACK_TRACE else value.replace("\n", "\\n"))
+        for name, value in message.headers.items()
+    ]
     trace = message.stack_trace.rstrip() or "(none)"
     return "\n".join(
         [
