@@ -5,8 +5,11 @@ Each subcommand imports its implementation lazily: ``--help`` touches no server.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -23,10 +26,18 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 contracts_app = typer.Typer(help="The public message contracts.", no_args_is_help=True)
 blobs_app = typer.Typer(help="The blob store (attachments).", no_args_is_help=True)
 suppressions_app = typer.Typer(help="The suppression list: addresses not sent to.", no_args_is_help=True)
+errors_app = typer.Typer(
+    help="The error queue (RabbitMQ): failed messages listed, shown, replayed, edited, purged.",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
+app.add_typer(errors_app, name="errors")
 app.add_typer(blobs_app, name="blobs")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(suppressions_app, name="suppressions")
+
+
+PROGRESS_FROM = 10  # messages: a replay or purge of fewer shows no progress bar
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -319,6 +330,155 @@ def suppressions_remove(address: str) -> None:
     if not remove_by_hand(_suppressions_uow(), address):
         _fail(f"{address!r} is not on the suppression list", 1)
     typer.echo(f"removed: {address.strip().lower()}")
+
+
+@errors_app.command("list")
+def errors_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Failed messages in groups (exception, first stack frame, message type, handler): count, first, last."""
+    from emailer.entrypoints import errors_cli as impl
+
+    with _errors(impl) as errors:
+        found = impl.list_groups(errors)
+        render = impl.groups_json if as_json else impl.render_groups
+        typer.echo(render(errors.queue, found))
+
+
+@errors_app.command("show")
+def errors_show(message_id: Annotated[str, typer.Argument(help="the failed message's id")]) -> None:
+    """One failed message: its headers, the body pretty-printed, the stack trace."""
+    from emailer.entrypoints import errors_cli as impl
+
+    with _errors(impl) as errors:
+        typer.echo(impl.render_message(impl.find(impl.browse(errors), message_id)))
+
+
+@errors_app.command("replay")
+def errors_replay(
+    message_id: Annotated[str | None, typer.Argument(help="the failed message's id")] = None,
+    group: Annotated[str | None, typer.Option(help="every message of this group (id from 'list')")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every message in the error queue")] = False,
+) -> None:
+    """Send failed messages back to their queue: same message id, failure and retry headers removed."""
+    from emailer.entrypoints import errors_cli as impl
+
+    if sum((message_id is not None, group is not None, all_)) != 1:
+        _fail("give exactly one of ID, --group G or --all")
+    with _errors(impl) as errors:
+        messages = impl.browse(errors)
+        if message_id is not None:
+            chosen = [impl.find(messages, message_id)]
+        else:
+            chosen = impl.in_group(messages, group) if group is not None else messages
+        progress = _Progress("replaying")
+        try:
+            outcome = impl.replay_selection(errors, chosen, progress)
+        finally:
+            progress.close()
+        _report("went back to their queue", outcome, len(chosen))
+
+
+@errors_app.command("edit")
+def errors_edit(
+    message_id: Annotated[str, typer.Argument(help="the failed message's id")],
+    body: Annotated[Path | None, typer.Option(help="the corrected body, a JSON file (else $EDITOR)")] = None,
+) -> None:
+    """Send a failed message back with a corrected body (checked against its contract), under a new id."""
+    from emailer.entrypoints import errors_cli as impl
+
+    with _errors(impl) as errors:
+        original = impl.find(impl.browse(errors), message_id)
+        if body is not None:
+            new_body = body.read_bytes()
+        else:
+            import click  # typer's own foundation: its editor helper
+
+            impl.check_editable(original)
+            text = click.edit(impl.pretty_body(original) + "\n", extension=".json")
+            if text is None:
+                _fail("no change saved in the editor: nothing sent", 1)
+            new_body = text.encode()
+        new_id = impl.edit(errors, original, new_body)
+        typer.echo(f"sent {new_id} (NServiceBus.EditOf {original.message_id}) to {original.failed_queue}; "
+                   f"{original.id} removed from {errors.queue}")  # fmt: skip
+
+
+@errors_app.command("purge")
+def errors_purge(
+    message_id: Annotated[str | None, typer.Argument(help="the failed message's id")] = None,
+    group: Annotated[str | None, typer.Option(help="every message of this group (id from 'list')")] = None,
+    older_than: Annotated[
+        str | None, typer.Option(help="those that failed longer ago than this, e.g. 7d, 12h, 1d12h")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Delete failed messages for good (asks first unless --yes)."""
+    from emailer.entrypoints import errors_cli as impl
+
+    if message_id is None and group is None and older_than is None:
+        _fail("give ID, --group G and/or --older-than DURATION")
+    with _errors(impl) as errors:
+        chosen = impl.browse(errors)
+        if message_id is not None:
+            chosen = [impl.find(chosen, message_id)]
+        if group is not None:
+            chosen = impl.in_group(chosen, group)
+        if older_than is not None:
+            chosen = impl.older_than(chosen, impl.parse_duration(older_than))
+        if not chosen:
+            typer.echo("no failed message matches: nothing purged")
+            return
+        question = f"purge {len(chosen)} failed message(s) from {errors.queue} for good?"
+        if not yes and not typer.confirm(question):
+            _fail("nothing purged", 1)
+        progress = _Progress("purging")
+        try:
+            outcome = impl.purge_selection(errors, chosen, progress)
+        finally:
+            progress.close()
+        _report("purged", outcome, len(chosen))
+
+
+@contextmanager
+def _errors(impl: Any) -> Iterator[Any]:
+    """The error queue, open; any ``ErrorsFailed`` becomes one line and exit code 1."""
+    try:
+        errors = impl.open_queue(_settings())
+        try:
+            yield errors
+        finally:
+            errors.close()
+    except impl.ErrorsFailed as exc:
+        _fail(str(exc), 1)
+
+
+class _Progress:
+    """A progress bar on stderr, for a move of more than a few messages (``impl.Progress``)."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._bar: Any = None
+
+    def __call__(self, total: int) -> Callable[[], None]:
+        if total < PROGRESS_FROM:
+            return lambda: None
+        self._bar = typer.progressbar(length=total, label=self._label, file=sys.stderr)
+        self._bar.__enter__()
+        return lambda: self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _report(what: str, outcome: Any, chosen: int) -> None:
+    for reason in outcome.skipped:
+        typer.echo(f"left in the error queue: {reason}", err=True)
+    missing = chosen - outcome.moved - len(outcome.skipped)
+    gone = f"; {missing} were no longer in the error queue" if missing > 0 else ""
+    typer.echo(f"{outcome.moved} of {chosen} message(s) {what}{gone}")
+    if outcome.moved < chosen:
+        raise typer.Exit(1)
 
 
 @contracts_app.command("schema")
