@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: run test bench lint typecheck clean
 
@@ -23,8 +24,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## bench: throughput benchmark against RabbitMQ + PostgreSQL + the sandbox, beside the baseline
-bench: $(STAMP)
+# The bench extra (Celery, for the peers) goes into the same .venv, only when benchmarking.
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+## bench: throughput benchmark against RabbitMQ + PostgreSQL + the sandbox, beside the baseline and Celery
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 lint: $(STAMP)

@@ -10,13 +10,19 @@ import math
 import os
 import re
 import signal
+import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 from sqlalchemy.engine import make_url
+
+SHARED_BENCH = Path(os.environ.get("BENCH_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared/bench"))
+"""../shared/bench: the baseline (raw_pipeline.py) and its helpers (common.py)."""
 
 
 class BenchError(RuntimeError):
@@ -135,3 +141,34 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (runnable + uninterruptible tasks; 2 cores here)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def shared_cpu_meter() -> Any | None:
+    """A started-later ``CpuMeter`` from ../shared/bench/common.py (CPU by process group), or None."""
+    try:
+        if str(SHARED_BENCH) not in sys.path:
+            sys.path.append(str(SHARED_BENCH))
+        import common  # type: ignore[import-not-found]  # the baselines' helpers, optional
+
+        return common.CpuMeter()
+    except Exception:  # noqa: BLE001 - optional: no group figures then
+        return None
+
+
+def latency_ms(latencies: list[float]) -> dict[str, float]:
+    """p50 / p99 / max of latencies in seconds, as milliseconds (nearest rank)."""
+    ordered = sorted(latencies)
+    return {
+        "lat_p50_ms": round(percentile(ordered, 50) * 1e3, 3),
+        "lat_p99_ms": round(percentile(ordered, 99) * 1e3, 3),
+        "lat_max_ms": round(ordered[-1] * 1e3, 3) if ordered else float("nan"),
+    }

@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""One benchmark worker process: ``Worker(bootstrap(settings))`` with the recorder on its seams.
+
+Run by throughput.py as ``python _worker_proc.py SETTINGS_JSON OUT_JSON``. It talks
+over its standard streams so that every worker starts consuming at the same moment:
+
+  it prints ``ready`` once the app is built and instrumented,
+  starts the worker when it reads ``go``,
+  stops it when it reads ``stop`` (or its stdin closes), then writes the
+  recorder's snapshot to OUT_JSON and prints ``done``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(settings_path: str, out_path: str) -> int:
+    from _recorder import Recorder
+
+    from emailer.bootstrap import bootstrap
+    from emailer.config import load_settings
+    from emailer.entrypoints.logging import configure
+    from emailer.entrypoints.worker import Worker
+
+    settings = json.loads(Path(settings_path).read_text())
+    configure("WARNING", "json")
+    app = bootstrap(load_settings(_env_file=None, **settings))
+    recorder = Recorder()
+    recorder.instrument(app)
+    worker = Worker(app)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        app.close()
+        return 2
+    worker.start()
+    sys.stdin.readline()  # "stop", or EOF if the parent went away
+    worker.stop()
+    Path(out_path).write_text(json.dumps(recorder.snapshot()))
+    app.close()
+    print("done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
