@@ -111,6 +111,24 @@ def _key_of(attachment: IncomingAttachment) -> str:
     return attachment.sha256
 
 
+def reference(attachment: IncomingAttachment, key: str | None = None, size: int | None = None) -> Attachment:
+    """The claim check for ``attachment``: the domain's reference, by its bytes' sha256 (no I/O).
+
+    ``key`` and ``size`` default to what the command itself says (inline bytes hashed and
+    counted; a reference as given).
+    """
+    if size is None:
+        size = len(attachment.content) if attachment.content is not None else attachment.size or 0
+    return Attachment(
+        filename=attachment.filename,
+        content_type=attachment.content_type,
+        disposition=attachment.disposition,
+        content_id=attachment.content_id,
+        sha256=key or _key_of(attachment),
+        size=size,
+    )
+
+
 def _size_of(attachment: IncomingAttachment, key: str, blobs: BlobStore) -> int:
     if attachment.content is not None:
         return len(attachment.content)
@@ -132,14 +150,7 @@ def _store(attachment: IncomingAttachment, key: str, size: int, blobs: BlobStore
             verify_blob(blobs, key, size, attachment.filename)
         except AttachmentUnusable as exc:
             raise InvalidMessage(str(exc)) from None
-    return Attachment(
-        filename=attachment.filename,
-        content_type=attachment.content_type,
-        disposition=attachment.disposition,
-        content_id=attachment.content_id,
-        sha256=key,
-        size=size,
-    )
+    return reference(attachment, key, size)
 
 
 def claim_checked(command: SendEmail, blobs: BlobStore, limits: AttachmentLimits) -> SendEmail:

@@ -9,17 +9,13 @@ the error queue with that reason). The first email stands either way.
 
 from __future__ import annotations
 
-import hashlib
-
 import structlog
 
-from contracts import Attachment as IncomingAttachment
 from contracts import SendEmail
-from emailer.domain import Attachment, Email, EmailStatus, RetryPolicy
+from emailer.domain import Email, EmailStatus, RetryPolicy
 from emailer.domain.fingerprint import content_hash as hash_of
 from emailer.domain.messages import content_of, recipients_of
-from handlers.attachments import DEFAULT_LIMITS, AttachmentLimits, accept_attachments
-from handlers.errors import InvalidMessage
+from handlers.attachments import DEFAULT_LIMITS, AttachmentLimits, accept_attachments, reference
 from handlers.ports import BlobStore, Clock
 from handlers.suppressions import leave_out_suppressed
 from handlers.unit_of_work import AbstractUnitOfWork
@@ -64,47 +60,5 @@ def content_hash(command: SendEmail) -> str:
     Attachments count by their bytes' sha256 (the blob key), computed here without
     storing anything, so a refused or duplicate command leaves the blob store alone.
     """
-    refs = [_reference(a) for a in command.attachments]
+    refs = [reference(a) for a in command.attachments]
     return hash_of(content_of(command), recipients_of(command), refs, command.metadata, command.send_at)
-
-
-def _reference(attachment: IncomingAttachment) -> Attachment:
-    if attachment.content is not None:
-        sha256, size = hashlib.sha256(attachment.content).hexdigest(), len(attachment.content)
-    else:
-        assert attachment.sha256 is not None  # the contract guarantees one of the two
-        sha256, size = attachment.sha256, attachment.size or 0
-    return Attachment(
-        filename=attachment.filename,
-        content_type=attachment.content_type,
-        disposition=attachment.disposition,
-        content_id=attachment.content_id,
-        sha256=sha256,
-        size=size,
-    )
-
-
-def store_attachment(attachment: IncomingAttachment, blobs: BlobStore) -> Attachment:
-    """Move inline bytes into the blob store (or check a reference) and return the claim check."""
-    if attachment.content is not None:
-        key = blobs.put(attachment.content, attachment.content_type)
-        size = len(attachment.content)
-    else:
-        assert attachment.sha256 is not None  # the contract guarantees one of the two
-        key = attachment.sha256
-        found = blobs.size(key)
-        if found is None:
-            raise InvalidMessage(f"attachment {attachment.filename!r}: no blob {key} in the blob store")
-        if attachment.size is not None and attachment.size != found:
-            raise InvalidMessage(
-                f"attachment {attachment.filename!r}: size {attachment.size} given, blob has {found}"
-            )
-        size = found
-    return Attachment(
-        filename=attachment.filename,
-        content_type=attachment.content_type,
-        disposition=attachment.disposition,
-        content_id=attachment.content_id,
-        sha256=key,
-        size=size,
-    )

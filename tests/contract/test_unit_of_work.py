@@ -24,12 +24,12 @@ from emailer.adapters.persistence.tables import metadata
 from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
 from emailer.domain import Email, EmailStatus, RetryPolicy
 from emailer.domain.suppression import Suppression, SuppressionReason
+from handlers.attachments import reference
 from handlers.errors import ConcurrencyConflict
 from handlers.ports import MessageContext
-from handlers.send_email import store_attachment
 from handlers.unit_of_work import AbstractUnitOfWork, event_message_id
 from tests.factories import send_email
-from tests.fakes import FakeBlobStore, FakeClock, FakeUnitOfWork, _Store
+from tests.fakes import FakeClock, FakeUnitOfWork, _Store
 
 NewUow = Callable[[], AbstractUnitOfWork]
 Adapter = Callable[[pytest.FixtureRequest, FakeClock], AbstractContextManager[NewUow]]
@@ -87,7 +87,7 @@ def new_uow(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[NewUow
 
 def queue(clock: FakeClock, **changes: Any) -> Email:
     command = send_email(**changes)
-    attachments = [store_attachment(a, FakeBlobStore()) for a in command.attachments]
+    attachments = [reference(a) for a in command.attachments]
     return Email.queue(command, attachments, clock.now())
 
 

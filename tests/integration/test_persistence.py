@@ -19,11 +19,11 @@ from emailer.adapters.persistence.queries import email_view
 from emailer.adapters.persistence.tables import emails, inbox, metadata, outbox
 from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
 from emailer.domain import Email, RetryPolicy
+from handlers.attachments import reference
 from handlers.errors import ConcurrencyConflict
 from handlers.ports import MessageContext
-from handlers.send_email import store_attachment
 from tests.factories import send_email
-from tests.fakes import FakeBlobStore, FakeClock
+from tests.fakes import FakeClock
 
 POLICY = RetryPolicy(jitter=0.0)
 
@@ -35,7 +35,7 @@ def count(engine: Engine, table: Table) -> int:
 
 def add_email(engine: Engine, clock: FakeClock, message_id: str = "m-1", **changes: Any) -> Email:
     command = send_email(**changes)
-    refs = [store_attachment(a, FakeBlobStore()) for a in command.attachments]
+    refs = [reference(a) for a in command.attachments]
     email = Email.queue(command, refs, clock.now())
     uow = SqlUnitOfWork(engine, clock)
     with uow:
