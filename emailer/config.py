@@ -99,7 +99,27 @@ class Settings(BaseSettings):
     mail_dir: Path | None = Field(None, description="where the file provider writes .eml files")
     sendgrid_api_key: SecretStr | None = None
     sendgrid_base_url: str = "https://api.sendgrid.com"
-    sendgrid_timeout: float = Field(30.0, gt=0)
+    sendgrid_timeout: float = Field(
+        30.0, gt=0, description="read timeout: seconds any one read of SendGrid's answer may wait"
+    )
+    sendgrid_connect_timeout: float = Field(
+        5.0, gt=0, description="seconds to open a connection to SendGrid (TLS included)"
+    )
+    provider_max_rate: float = Field(
+        200.0,
+        ge=0,
+        description="emails/s the provider is sent at most, shared by every worker (a backlog after an "
+        "outage drains at this rate); 0: no limit",
+    )
+    provider_probe_interval: float = Field(
+        60.0, gt=0, description="seconds between probes of a provider that refused the API key (401/403)"
+    )
+    provider_rate_limit_pause: float = Field(
+        10.0, gt=0, description="seconds the provider is paused after a 429 that says nothing of when"
+    )
+    provider_pause_jitter: float = Field(
+        1.0, ge=0, description="seconds over which emails waiting out a pause come back (spread, never early)"
+    )
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8025, ge=0, le=65535)

@@ -29,7 +29,8 @@ def send_email(
         return
     refs = accept_attachments(command, blobs, uow.blob_refs, limits)
     now = clock.now()
-    email = Email.queue(command, refs, now)
+    context = uow.context  # the command's ids stay with the email (every later message carries them)
+    email = Email.queue(command, refs, now, context.correlation_id, context.conversation_id)
     email.wake(now, policy)  # due now (no send_at): it asks for its DispatchEmail
     uow.emails.add(email)
 

@@ -117,21 +117,31 @@ class AbstractUnitOfWork(abc.ABC):
         self._staged.append(message)
 
     def collect(self) -> None:
-        """Stage the commands and events the touched aggregates produced, under the current context."""
+        """Stage the commands and events the touched aggregates produced, under the current context.
+
+        Whoever triggered the work (a command, the scheduler, a webhook), every
+        message about an email carries the correlation and conversation ids of the
+        command that created it; ``RelatedTo`` still names the message being handled.
+        """
         now = self.clock.now()
+        current = self.context
         for email in self._touched():
-            for command in email.pull_commands():
-                self.send(command)
-            for sequence, event in email.pull_events():
-                self._staged.append(
-                    outgoing(
-                        event,
-                        self.context,
-                        message_id=event_message_id(email.id, sequence),
-                        now=now,
-                        reply_to=self.input_queue,
+            self.context = about_email(current, email)
+            try:
+                for command in email.pull_commands():
+                    self.send(command)
+                for sequence, event in email.pull_events():
+                    self._staged.append(
+                        outgoing(
+                            event,
+                            self.context,
+                            message_id=event_message_id(email.id, sequence),
+                            now=now,
+                            reply_to=self.input_queue,
+                        )
                     )
-                )
+            finally:
+                self.context = current
 
     # ------------------------------------------------------- adapter hooks
 
@@ -151,6 +161,16 @@ class AbstractUnitOfWork(abc.ABC):
 
     @abc.abstractmethod
     def _rollback(self) -> None: ...
+
+
+def about_email(context: MessageContext, email: Email) -> MessageContext:
+    """``context`` with the email's own correlation and conversation ids (those of its first command)."""
+    headers = {
+        **context.headers,
+        H.CORRELATION_ID: email.correlation_id,
+        H.CONVERSATION_ID: email.conversation_id,
+    }
+    return dataclasses.replace(context, headers=headers)
 
 
 def outgoing(

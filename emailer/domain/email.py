@@ -69,12 +69,31 @@ class Email(Aggregate):
     last_error: str | None = None
     completed_at: datetime | None = None
     """When every recipient had a final outcome (``EmailDeliveryCompleted`` was emitted)."""
+    correlation_id: str = ""
+    """The correlation id of the command that created the email: every message about it carries it."""
+    conversation_id: str = ""
+    """The conversation id of that command, likewise. Both fall back to the email id (older rows)."""
+
+    def __post_init__(self) -> None:
+        self.correlation_id = self.correlation_id or self.id
+        self.conversation_id = self.conversation_id or self.id
 
     # ------------------------------------------------------------------ creation
 
     @classmethod
-    def queue(cls, command: SendEmail, attachments: list[Attachment], now: datetime) -> Email:
-        """A new email from a SendEmail whose attachments are already in the blob store."""
+    def queue(
+        cls,
+        command: SendEmail,
+        attachments: list[Attachment],
+        now: datetime,
+        correlation_id: str | None = None,
+        conversation_id: str | None = None,
+    ) -> Email:
+        """A new email from a SendEmail whose attachments are already in the blob store.
+
+        ``correlation_id`` and ``conversation_id`` are those of the command (its
+        headers): they are kept with the email for every later message about it.
+        """
         email = cls(
             id=command.email_id,
             status=EmailStatus.QUEUED,
@@ -85,6 +104,8 @@ class Email(Aggregate):
             created_at=now,
             send_at=command.send_at,
             not_before=command.send_at or now,
+            correlation_id=correlation_id or "",
+            conversation_id=conversation_id or "",
         )
         email.due_at = email.not_before
         email._record(now, "queued", {"recipients": len(email.recipients), "attachments": len(attachments)})
@@ -151,6 +172,9 @@ class Email(Aggregate):
             self.attempt_failed(provider, reason, now, policy, retry_after=outcome.retry_after)
         elif outcome.outcome is Outcome.UNKNOWN:
             self.attempt_outcome_unknown(provider, reason, now)
+        elif outcome.outcome is Outcome.MISCONFIGURED:
+            # Our credentials, not the email: it waits for the fix and never fails for it.
+            self.attempt_postponed(outcome.retry_at or now + policy.max_delay, reason, now)
         else:
             assert outcome.retry_at is not None  # SendOutcome guarantees it
             self.attempt_postponed(outcome.retry_at, reason, now)

@@ -52,6 +52,8 @@ def email_from_rows(row: Row, recipient_rows: Iterable[Row], attachment_rows: It
         version=row["version"],
         event_seq=row["event_seq"],
         completed_at=row["completed_at"],
+        correlation_id=row["correlation_id"] or "",  # NULL on older rows: the email id
+        conversation_id=row["conversation_id"] or "",
     )
 
 
@@ -122,6 +124,8 @@ def email_row(e: Email) -> dict[str, Any]:
         "version": e.version,
         "event_seq": e.event_seq,
         "completed_at": e.completed_at,
+        "correlation_id": e.correlation_id,
+        "conversation_id": e.conversation_id,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -49,6 +50,9 @@ emails = Table(
     Column("version", Integer, nullable=False),
     Column("event_seq", Integer, nullable=False),
     Column("completed_at", UtcDateTime),
+    # The ids of the command that created the email (NULL on rows older than 0004_n: the email id).
+    Column("correlation_id", String(200)),
+    Column("conversation_id", String(200)),
     Index(
         "ix_emails_due_at",
         "due_at",
@@ -154,4 +158,18 @@ provider_events = Table(
     Column("email_id", String(128), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("provider", "event_id"),
+)
+
+provider_state = Table(
+    "provider_state",
+    metadata,
+    # One row per provider, shared by every worker (provider_state.py): a pause of the provider as a
+    # whole (Retry-After, or a configuration error) and the drain rate's theoretical arrival time.
+    Column("provider", String(32), primary_key=True),
+    Column("paused_until", UtcDateTime),
+    Column("reason", String(32)),
+    Column("detail", Text),
+    Column("paused_at", UtcDateTime),
+    Column("rate_tat", Float),  # epoch seconds (GCRA); NULL: nothing sent under a limit yet
+    Column("updated_at", UtcDateTime, nullable=False),
 )
