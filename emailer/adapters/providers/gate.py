@@ -46,6 +46,8 @@ CONFIGURATION = "configuration"
 """Paused because the provider refused our credentials: an operator must act."""
 ANSWERED = frozenset({Outcome.ACCEPTED, Outcome.REJECTED})
 STORE_DOWN_WAIT = timedelta(seconds=5)
+EPSILON = 1e-6
+"""Seconds: sums of float intervals must not cost a slot."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def decide(state: ProviderState, now: datetime, rate: DrainRate, probe_wait: tim
         return Admission(True), state
     stamp = now.timestamp()
     tat = max(state.rate_tat or 0.0, stamp)
-    if tat - rate.tolerance > stamp:
+    if tat - rate.tolerance > stamp + EPSILON:
         until = datetime.fromtimestamp(tat - rate.tolerance, UTC)
         return Admission(False, until, f"{state.provider} drain rate ({rate.per_second:g}/s)"), state
     return Admission(True), dataclasses.replace(state, rate_tat=tat + rate.interval)
@@ -137,7 +139,7 @@ def allowance(state: ProviderState, now: datetime, rate: DrainRate, limit: int) 
         return limit
     stamp = now.timestamp()
     tat = max(state.rate_tat or 0.0, stamp)
-    room = math.floor((stamp + rate.tolerance - tat) / rate.interval) + 1
+    room = math.floor((stamp + rate.tolerance - tat + EPSILON) / rate.interval) + 1
     return max(0, min(limit, room))
 
 
