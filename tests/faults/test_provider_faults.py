@@ -109,7 +109,8 @@ def test_a_refused_api_key_stops_dispatch_turns_readyz_red_and_fails_no_email(
         except httpx.HTTPError:
             return None
         body: dict[str, Any] = response.json()
-        return body if response.status_code == 503 and "provider sendgrid" in body.get("missing", {}) else None
+        named = "provider sendgrid" in body.get("missing", {})
+        return body if response.status_code == 503 and named else None
 
     body = wait_until(red, 30, "/readyz to name the refused API key")
     assert "HTTP 401" in body["missing"]["provider sendgrid"]
@@ -126,6 +127,7 @@ def test_a_refused_api_key_stops_dispatch_turns_readyz_red_and_fails_no_email(
     stack.start_worker()
     tally = run.wait_settled(timeout=60, done=all_delivered)
     print(tally.summary())
-    assert all_delivered(tally) and tally.duplicated == [] and tally.foreign_correlation == [], tally.summary()
+    assert all_delivered(tally) and tally.duplicated == [], tally.summary()
+    assert tally.foreign_correlation == [], tally.summary()
     assert tap.of("EmailDeliveryFailed") == []
     wait_until(lambda: httpx.get(readyz, timeout=2).status_code == 200, 30, "/readyz to turn green again")
