@@ -163,8 +163,10 @@ def test_cancel_says_whether_it_took_effect_or_came_too_late(
 
     now = send_email_payload(attachments=[])
     assert httpx.post(f"{base}/v1/emails", json=now).status_code == 202
-    status = lambda: httpx.get(f"{base}/v1/emails/{now['email_id']}").json()["status"]  # noqa: E731
-    wait_until(lambda: status() == "accepted", 30, "the file provider to take the email")
+    def accepted() -> bool:
+        return bool(httpx.get(f"{base}/v1/emails/{now['email_id']}").json()["status"] == "accepted")
+
+    wait_until(accepted, 30, "the file provider to take the email")
     too_late = cli(tmp_path, env, "cancel", now["email_id"])
     assert too_late.returncode == 1
     assert "not cancelled: too late: the email is accepted" in too_late.stderr

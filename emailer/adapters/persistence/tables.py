@@ -51,8 +51,9 @@ emails = Table(
     Column("event_seq", Integer, nullable=False),
     Column("completed_at", UtcDateTime),
     # The ids of the command that created the email (NULL on rows older than 0004_n: the email id).
-    Column("correlation_id", String(200)),
-    Column("conversation_id", String(200)),
+    # Text: they are whatever the sender put in its headers, of any length.
+    Column("correlation_id", Text),
+    Column("conversation_id", Text),
     Index(
         "ix_emails_due_at",
         "due_at",

@@ -26,8 +26,8 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("emails") as batch:
-        batch.add_column(sa.Column("correlation_id", sa.String(length=200), nullable=True))
-        batch.add_column(sa.Column("conversation_id", sa.String(length=200), nullable=True))
+        batch.add_column(sa.Column("correlation_id", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("conversation_id", sa.Text(), nullable=True))
     op.create_table(
         "provider_state",
         sa.Column("provider", sa.String(length=32), nullable=False),
