@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from contracts import CancelEmail, DispatchEmail, RecordDeliveryReports, SendEmail
 from emailer.adapters.providers.circuit_breaker import CircuitBreaker
+from emailer.adapters.providers.gate import DrainRate, ProviderGate, ProviderStateStore
 from emailer.config import Settings
 from emailer.domain import RetryPolicy
 from emailer.endpoint.faults import AFTER_PROVIDER_CALL_BEFORE_COMMIT, crash_point
@@ -37,7 +38,7 @@ class App:
     engine: Engine
     bus: KombuBus
     blobs: BlobStore
-    provider: Provider
+    provider: ProviderGate
     clock: Clock
     policy: RetryPolicy
     registry: Registry
@@ -45,6 +46,8 @@ class App:
     pipeline: MessagePipeline[Delivery]
     signer: Signer
     """Signs what Emailer sends itself and verifies internal commands (``emailer.signing``)."""
+    provider_state: ProviderStateStore
+    """The providers' shared state (pauses, configuration errors, drain rate): ``providers/gate.py``."""
 
     def new_uow(self) -> AbstractUnitOfWork:
         from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
@@ -90,16 +93,27 @@ def attachment_limits(settings: Settings) -> AttachmentLimits:
     )
 
 
-def build_provider(settings: Settings, clock: Clock) -> Provider:
-    """The configured provider, guarded by a circuit breaker."""
-    return guard_provider(build_real_provider(settings), settings, clock)
-
-
-def guard_provider(provider: Provider, settings: Settings, clock: Clock) -> Provider:
-    """``provider`` behind a circuit breaker (EMAILER_CIRCUIT_*): handlers never see the breaker."""
-    return CircuitBreaker(
+def guard_provider(
+    provider: Provider, settings: Settings, clock: Clock, store: ProviderStateStore
+) -> ProviderGate:
+    """``provider`` behind a circuit breaker (EMAILER_CIRCUIT_*, this worker) inside the provider gate
+    (EMAILER_PROVIDER_*, every worker: pauses, configuration errors, drain rate). Handlers see neither."""
+    breaker = CircuitBreaker(
         provider, clock, settings.circuit_threshold, timedelta(seconds=settings.circuit_cooldown)
     )
+    return ProviderGate(
+        breaker,
+        store,
+        clock,
+        rate=drain_rate(settings),
+        probe_wait=timedelta(seconds=settings.provider_probe_interval),
+        rate_limit_pause=timedelta(seconds=settings.provider_rate_limit_pause),
+        jitter=timedelta(seconds=settings.provider_pause_jitter),
+    )
+
+
+def drain_rate(settings: Settings) -> DrainRate:
+    return DrainRate.of(settings.provider_max_rate)
 
 
 def build_real_provider(settings: Settings) -> Provider:
@@ -112,6 +126,7 @@ def build_real_provider(settings: Settings) -> Provider:
             base_url=settings.sendgrid_base_url,
             timeout=settings.sendgrid_timeout,
             activity_lookup=settings.reconcile_lookup,
+            connect_timeout=settings.sendgrid_connect_timeout,
         )
     from emailer.adapters.providers.file import FileProvider
 
@@ -149,16 +164,18 @@ def bootstrap(
     from emailer.adapters.clock import SystemClock
     from emailer.adapters.persistence.engine import make_engine
     from emailer.adapters.persistence.outbox import Outbox
+    from emailer.adapters.persistence.provider_state import SqlProviderState
 
     engine = engine or make_engine(settings.effective_database_url)
     bus = bus or build_bus(settings)
     blobs = blobs or build_blob_store(settings)
     clock = clock or SystemClock()
-    provider = guard_provider(provider or build_real_provider(settings), settings, clock)
+    provider_state = SqlProviderState(engine, clock.now)
+    gate = guard_provider(provider or build_real_provider(settings), settings, clock, provider_state)
     policy = settings.retry_policy()
     limits = attachment_limits(settings)
     signer = build_signer(settings)
-    if policy.resend_needs_lookup and lookup_of(provider) is None:
+    if policy.resend_needs_lookup and lookup_of(gate) is None:
         # The file provider can always answer; only a provider without the capability gets here.
         policy = replace(policy, resend_needs_lookup=False)
     crash_at = settings.crash_at
@@ -182,7 +199,7 @@ def bootstrap(
             ),
             Route(
                 DispatchEmail,
-                lambda m, uow: dispatch_email(m, uow, blobs, provider, clock, policy, after_call),
+                lambda m, uow: dispatch_email(m, uow, blobs, gate, clock, policy, after_call),
                 transactional=False,
             ),
         ]
@@ -192,7 +209,7 @@ def bootstrap(
         engine=engine,
         bus=bus,
         blobs=blobs,
-        provider=provider,
+        provider=gate,
         clock=clock,
         policy=policy,
         registry=registry,
@@ -207,5 +224,6 @@ def bootstrap(
             signer=signer,
         ),
         signer=signer,
+        provider_state=provider_state,
     )
     return app

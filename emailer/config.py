@@ -103,7 +103,27 @@ class Settings(BaseSettings):
     sendgrid_base_url: str = Field(
         "https://api.sendgrid.com", description="SendGrid's API (the sandbox's URL in tests)"
     )
-    sendgrid_timeout: float = Field(30.0, gt=0, description="seconds per connect and per read")
+    sendgrid_timeout: float = Field(
+        30.0, gt=0, description="read timeout: seconds any one read of SendGrid's answer may wait"
+    )
+    sendgrid_connect_timeout: float = Field(
+        5.0, gt=0, description="seconds to open a connection to SendGrid (TLS included)"
+    )
+    provider_max_rate: float = Field(
+        200.0,
+        ge=0,
+        description="emails/s the provider is sent at most, shared by every worker (a backlog after an "
+        "outage drains at this rate); 0: no limit",
+    )
+    provider_probe_interval: float = Field(
+        60.0, gt=0, description="seconds between probes of a provider that refused the API key (401/403)"
+    )
+    provider_rate_limit_pause: float = Field(
+        10.0, gt=0, description="seconds the provider is paused after a 429 that says nothing of when"
+    )
+    provider_pause_jitter: float = Field(
+        1.0, ge=0, description="seconds over which emails waiting out a pause come back (spread, never early)"
+    )
 
     gateway_host: str = Field("127.0.0.1", description="where the gateway listens (--host)")
     gateway_port: int = Field(8025, ge=0, le=65535, description="the gateway's port (--port; 0: any)")

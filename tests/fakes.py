@@ -5,10 +5,22 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
+from emailer.adapters.providers.gate import (
+    Admission,
+    DrainRate,
+    ProviderState,
+    allowance,
+    decide,
+    paused,
+    reprobed,
+    resumed,
+)
 from emailer.domain import Email, EmailStatus
 from emailer.domain.suppression import Suppression, normalize
 from emailer.signing import Signer
@@ -25,6 +37,8 @@ from handlers.ports import (
     StoredBlob,
 )
 from handlers.unit_of_work import AbstractUnitOfWork
+
+T = TypeVar("T")
 
 
 class FakeClock:
@@ -167,6 +181,44 @@ class LookingUpProvider(RecordingProvider):
             return LookupAnswer.unavailable(self.unavailable.pop(0))
         held = self.holds.get(email_id)
         return LookupAnswer(held=held is not None, provider_message_id=held)
+
+
+class FakeProviderState:
+    """The providers' shared state in memory, decided by the same rules as the SQL store."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, ProviderState] = {}
+        self.unavailable = False
+        """Prime with True: every call raises, as if the database were down."""
+        self._lock = threading.Lock()
+
+    def _change(self, provider: str, step: Callable[[ProviderState], tuple[T, ProviderState]]) -> T:
+        if self.unavailable:
+            raise ConnectionError("the fake provider state is down")
+        with self._lock:
+            result, self.states[provider] = step(self.read(provider))
+        return result
+
+    def admit(self, provider: str, now: datetime, rate: DrainRate, probe_wait: timedelta) -> Admission:
+        return self._change(provider, lambda s: decide(s, now, rate, probe_wait))
+
+    def pause(self, provider: str, until: datetime, reason: str, detail: str | None, now: datetime) -> None:
+        self._change(provider, lambda s: (None, paused(s, until, reason, detail, now)))
+
+    def resume(self, provider: str) -> None:
+        self._change(provider, lambda s: (None, resumed(s)))
+
+    def reprobe(self, provider: str, now: datetime) -> None:
+        self._change(provider, lambda s: (None, reprobed(s, now)))
+
+    def allowance(self, provider: str, now: datetime, rate: DrainRate, limit: int) -> int:
+        return allowance(self.read(provider), now, rate, limit)
+
+    def read(self, provider: str) -> ProviderState:
+        return self.states.get(provider) or ProviderState(provider)
+
+    def read_all(self) -> list[ProviderState]:
+        return [self.states[p] for p in sorted(self.states)]
 
 
 class RecordingPublisher:

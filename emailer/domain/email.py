@@ -97,8 +97,20 @@ class Email(Aggregate):
     # ------------------------------------------------------------------ creation
 
     @classmethod
-    def queue(cls, command: SendEmail, attachments: list[Attachment], now: datetime) -> Email:
-        """A new email from a SendEmail whose attachments are already in the blob store."""
+    def queue(
+        cls,
+        command: SendEmail,
+        attachments: list[Attachment],
+        now: datetime,
+        correlation_id: str | None = None,
+        conversation_id: str | None = None,
+    ) -> Email:
+        """A new email from a SendEmail whose attachments are already in the blob store.
+
+        ``correlation_id`` and ``conversation_id`` are those of the command (its
+        headers); left None, the unit of work stamps them from the message being
+        handled. Every later message about the email carries them.
+        """
         email = cls(
             id=command.email_id,
             status=EmailStatus.QUEUED,
@@ -109,6 +121,8 @@ class Email(Aggregate):
             created_at=now,
             send_at=command.send_at,
             not_before=command.send_at or now,
+            correlation_id=correlation_id,
+            conversation_id=conversation_id,
         )
         email.due_at = email.not_before
         email.content_hash = email.computed_content_hash()
@@ -207,6 +221,9 @@ class Email(Aggregate):
             self.attempt_failed(provider, reason, now, policy, retry_after=outcome.retry_after)
         elif outcome.outcome is Outcome.UNKNOWN:
             self.attempt_outcome_unknown(provider, reason, now)
+        elif outcome.outcome is Outcome.MISCONFIGURED:
+            # Our credentials, not the email: it waits for the fix and never fails for it.
+            self.attempt_postponed(outcome.retry_at or now + policy.max_delay, reason, now)
         else:
             assert outcome.retry_at is not None  # SendOutcome guarantees it
             self.attempt_postponed(outcome.retry_at, reason, now)

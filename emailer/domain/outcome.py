@@ -21,9 +21,15 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"
     """The request was sent but no answer came: it may or may not have been taken."""
     POSTPONED = "postponed"
-    """Not sent, and not tried: come back at ``retry_at`` (the provider's circuit is open).
+    """Not sent, and not tried: come back at ``retry_at`` (the provider's circuit is open, the provider
+    as a whole is paused, or the drain rate says wait).
 
     Spends neither an attempt nor the retry budget."""
+    MISCONFIGURED = "misconfigured"
+    """The provider refused our credentials (401, 403): nothing is wrong with the email, and nothing
+    was sent. An operator's fix, so like a postponement it spends neither an attempt nor the budget;
+    the email waits until ``retry_at`` (when the provider will be tried again) or the retry policy's
+    longest delay."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,10 @@ class SendOutcome:
     """Acceptance is final delivery to every recipient (a local drop, not a relay): no callbacks follow."""
 
     def __post_init__(self) -> None:
-        if (self.outcome is Outcome.POSTPONED) != (self.retry_at is not None):
-            raise ValueError("a postponed outcome, and only that, says when to try again (retry_at)")
+        if self.outcome is Outcome.POSTPONED and self.retry_at is None:
+            raise ValueError("a postponed outcome says when to try again (retry_at)")
+        if self.retry_at is not None and self.outcome not in (Outcome.POSTPONED, Outcome.MISCONFIGURED):
+            raise ValueError("only an outcome that tried nothing says when to try again (retry_at)")
 
     @classmethod
     def accepted(

@@ -12,7 +12,8 @@ class RetryPolicy:
     """Exponential backoff with jitter, capped, inside an overall budget.
 
     ``retry_after`` from the provider (a 429's Retry-After) is honoured: the next
-    attempt is never earlier than it.
+    attempt is never earlier than it, and it is spread by the same jitter (later only),
+    so emails told the same Retry-After do not all come back at one instant.
     """
 
     first_delay: timedelta = timedelta(seconds=5)
@@ -37,7 +38,7 @@ class RetryPolicy:
         base *= 1 + random.uniform(-self.jitter, self.jitter)
         delay = timedelta(seconds=max(0.0, base))
         if retry_after is not None and retry_after > delay:
-            delay = retry_after
+            delay = retry_after * (1 + random.uniform(0, self.jitter))
         return delay
 
     def deadline(self, created_at: datetime, send_at: datetime | None = None) -> datetime:

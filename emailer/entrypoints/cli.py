@@ -206,6 +206,24 @@ def status(
         typer.echo(render_status(view))
 
 
+@app.command()
+def cancel(
+    email_id: str,
+    gateway_url: Annotated[str | None, typer.Option(help="gateway URL (default: from settings)")] = None,
+) -> None:
+    """Cancel an email the provider does not have yet; exit 1 if it came too late or the email is unknown."""
+    from emailer.entrypoints.send_cli import CancelTooLate
+    from emailer.entrypoints.send_cli import cancel as cancel_email
+
+    try:
+        outcome = cancel_email(email_id, _settings(), gateway_url)
+    except CancelTooLate as exc:
+        _fail(f"not cancelled: {exc}", 1)
+    except (LookupError, RuntimeError) as exc:
+        _fail(str(exc), 1)
+    typer.echo(f"{email_id}: {outcome}")
+
+
 @app.command("show-config")
 def show_config(
     reference: Annotated[

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contracts import SendEmail
+from contracts import CancelEmail, SendEmail
 from emailer.config import Settings
 
 
@@ -162,7 +162,37 @@ def submit(command: SendEmail, settings: Settings, gateway_url: str | None) -> s
     return f"status: {base}{response.headers.get('Location', '')}"
 
 
-def _submit_to_bus(command: SendEmail, settings: Settings) -> str:
+class CancelTooLate(RuntimeError):
+    """The email had gone too far to be cancelled; the message says its state."""
+
+
+def cancel(email_id: str, settings: Settings, gateway_url: str | None) -> str:
+    """Cancel through the gateway (it answers whether it took effect), or as a CancelEmail on the bus.
+
+    Raises ``CancelTooLate`` when it came too late, LookupError for an unknown email.
+    """
+    if gateway_url is None and not settings.embedded_bus:
+        where = _submit_to_bus(CancelEmail(email_id=email_id), settings)
+        return f"cancel requested ({where}); `emailer status {email_id}` shows whether it took effect"
+    import httpx
+
+    base = gateway_base(settings, gateway_url)
+    try:
+        response = httpx.delete(f"{base}/v1/emails/{email_id}", headers=auth_headers(settings), timeout=30)
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"cannot reach the gateway at {base}: {exc} (is `emailer run` running?)") from None
+    if response.status_code == 200:
+        return "cancelled"
+    if response.status_code == 409:
+        raise CancelTooLate(f"too late: the email is {response.json().get('status')}")
+    if response.status_code == 404:
+        raise LookupError(f"no email {email_id!r}")
+    if response.status_code == 401:
+        raise RuntimeError(refused(settings))
+    raise RuntimeError(f"gateway answered {response.status_code}: {response.text[:500]}")
+
+
+def _submit_to_bus(command: SendEmail | CancelEmail, settings: Settings) -> str:
     from emailer.bootstrap import build_bus
     from handlers.ports import MessageContext
     from handlers.unit_of_work import outgoing

@@ -61,6 +61,7 @@ class Worker:
     def start(self) -> None:
         s = self.app.settings
         self.app.bus.connect()
+        self.reprobe_provider()
         consumer = threading.Thread(target=self._consume, name="consumer", daemon=True)
         self.threads = [
             consumer,
@@ -102,7 +103,7 @@ class Worker:
 
         def tick() -> tuple[AbstractUnitOfWork, int]:
             uow = self.app.new_uow()
-            return uow, schedule_due(uow, self.app.clock, self.app.policy)
+            return uow, schedule_due(uow, self.app.clock, self.app.policy, allowance=self.allowance)
 
         uow, queued = with_reconnect(tick)
         self.app.outbox.publish_committed(uow.take_committed())
@@ -126,6 +127,18 @@ class Worker:
         if outcomes:
             log.info("worker.reconciled", **outcomes)
         return outcomes
+
+    def allowance(self, limit: int) -> int:
+        """How many emails the provider would take now (its shared pause and drain rate)."""
+        gate = self.app.provider
+        return self.app.provider_state.allowance(gate.name, self.app.clock.now(), gate.rate, limit)
+
+    def reprobe_provider(self) -> None:
+        """A worker that starts may carry a corrected API key: a configuration error is probed at once."""
+        try:
+            self.app.provider_state.reprobe(self.app.provider.name, self.app.clock.now())
+        except Exception as exc:  # noqa: BLE001 - the probe then comes at its usual time
+            log.warning("worker.reprobe_failed", error=redaction.describe(exc))
 
     def sweep_once(self) -> int:
         return self.app.outbox.sweep(timedelta(seconds=self.app.settings.outbox_sweep_after))

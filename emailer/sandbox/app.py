@@ -100,6 +100,13 @@ def create_app(state: SandboxState, api_key: str | None, webhooks: WebhookSender
 
     @app.post("/v3/mail/send")
     async def mail_send(request: Request) -> Response:
+        received_at = time.time()
+        response = await _mail_send(request)
+        retry_after = response.headers.get("Retry-After")
+        state.record_answer(received_at, response.status_code, int(retry_after) if retry_after else None)
+        return response
+
+    async def _mail_send(request: Request) -> Response:
         state.record_received()
         token = _bearer_token(request)
         if token is None or not _authorized(token, api_key):
@@ -184,6 +191,11 @@ def create_app(state: SandboxState, api_key: str | None, webhooks: WebhookSender
             raise HTTPException(HTTPStatus.NOT_FOUND, detail="no webhook URL is configured")
         webhooks.set_mode(settings.mode)
         return webhooks.stats()
+
+    @app.get("/sandbox/requests", dependencies=[control])
+    def requests() -> list[dict[str, Any]]:
+        """Every mail send as answered: ``at`` (unix time it arrived), ``status``, ``retry_after``."""
+        return state.answers()
 
     @app.get("/sandbox/stats", dependencies=[control])
     def stats() -> dict[str, int]:

@@ -63,6 +63,13 @@ class SandboxClient:
         result: dict[str, int] = response.json()
         return result
 
+    def requests(self) -> list[dict[str, Any]]:
+        """Every mail send as answered, oldest first: ``at`` (unix time), ``status``, ``retry_after``."""
+        response = self._http.get("/sandbox/requests")
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
+
     def webhook(self) -> dict[str, Any]:
         """The Event Webhook's URL, public key (SendGrid's format), mode and counters."""
         response = self._http.get("/sandbox/webhook")

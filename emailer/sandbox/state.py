@@ -101,14 +101,26 @@ class SandboxState:
     _failure: FailureMode = field(default_factory=FailureMode, init=False)
     _received: int = field(default=0, init=False)
     _accepted_count: int = field(default=0, init=False)
+    _answers: deque[dict[str, Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Oldest requests are forgotten past max_messages; the counters keep counting.
         self._accepted = deque(maxlen=self.max_messages)
+        self._answers = deque(maxlen=self.max_messages)
 
     def record_received(self) -> None:
         with self._lock:
             self._received += 1
+
+    def record_answer(self, received_at: float, status: int, retry_after: int | None = None) -> None:
+        """One mail send as it was answered: when it arrived (unix time), the status, any Retry-After."""
+        with self._lock:
+            self._answers.append({"at": received_at, "status": status, "retry_after": retry_after})
+
+    def answers(self) -> list[dict[str, Any]]:
+        """Every mail send answered, oldest first (to check that nobody came back before a Retry-After)."""
+        with self._lock:
+            return list(self._answers)
 
     def record_accepted(self, body: dict[str, Any], api_key: str) -> AcceptedRequest:
         request = AcceptedRequest(
@@ -133,6 +145,7 @@ class SandboxState:
         """Forget accepted requests and zero the counters; the failure mode stays."""
         with self._lock:
             self._accepted.clear()
+            self._answers.clear()
             self._received = 0
             self._accepted_count = 0
 

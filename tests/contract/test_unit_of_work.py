@@ -91,6 +91,24 @@ def queue(clock: FakeClock, **changes: Any) -> Email:
     return Email.queue(command, attachments, clock.now())
 
 
+def test_the_commands_conversation_is_kept_with_the_email_and_carried_by_later_messages(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    email = Email.queue(send_email(), [], clock.now(), "corr-7", "conv-7")
+    store(new_uow, email)
+    uow = new_uow()
+    with uow:  # later work started by someone else (the scheduler): its own fresh ids
+        uow.context = MessageContext("m-scheduler", "Scheduler")
+        again = uow.emails.get(email.id)
+        assert again is not None and (again.correlation_id, again.conversation_id) == ("corr-7", "conv-7")
+        again.cancel("changed my mind", clock.now())
+        written = uow.commit()
+    assert [m.message_type for m in written] == ["EmailCancelled"]
+    headers = written[0].headers
+    assert (headers[H.CORRELATION_ID], headers[H.CONVERSATION_ID]) == ("corr-7", "conv-7")
+    assert headers[H.RELATED_TO] == "m-scheduler"
+
+
 def store(new_uow: NewUow, email: Email, message_id: str = "m-1") -> list[Any]:
     uow = new_uow()
     with uow:
@@ -135,16 +153,18 @@ def test_an_exception_inside_the_transaction_rolls_it_back(new_uow: NewUow, cloc
         assert again.emails.get(email.id) is None
 
 
-def test_the_commit_writes_the_events_with_stable_ids_and_the_context_headers(
+def test_the_commit_writes_the_events_with_stable_ids_and_the_emails_conversation(
     new_uow: NewUow, clock: FakeClock
 ) -> None:
-    email = queue(clock)
+    command = send_email()
+    email = Email.queue(command, [], clock.now(), "corr-1", "conv-1")
     email.wake(clock.now(), POLICY)
     written = store(new_uow, email, message_id="m-incoming")
     queued = [m for m in written if m.message_type == "EmailQueued"]
     assert len(queued) == 1 and queued[0].intent == "Publish"
     assert queued[0].message_id == event_message_id(email.id, 1)  # the same however often it is published
     assert queued[0].headers[H.CORRELATION_ID] == "corr-1"
+    assert queued[0].headers[H.CONVERSATION_ID] == "conv-1"
     assert queued[0].headers[H.RELATED_TO] == "m-incoming"
     dispatch = [m for m in written if m.message_type == "DispatchEmail"]
     assert len(dispatch) == 1 and dispatch[0].intent == "Send"

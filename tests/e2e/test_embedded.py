@@ -148,3 +148,28 @@ def test_show_config_masks_secrets(tmp_path: Path, env: dict[str, str]) -> None:
     )
     assert json.loads(result.stdout)["internal_key"] == "**********"
     assert json.loads(result.stdout)["provider"] == "sendgrid"
+
+
+def test_cancel_says_whether_it_took_effect_or_came_too_late(
+    tmp_path: Path, env: dict[str, str], processes: list[Process]
+) -> None:
+    start_run(tmp_path, env, processes)
+    base = f"http://127.0.0.1:{env['EMAILER_GATEWAY_PORT']}"
+    later = send_email_payload(send_at="2099-01-01T00:00:00Z")
+    assert httpx.post(f"{base}/v1/emails", json=later).status_code == 202
+    cancelled = cli(tmp_path, env, "cancel", later["email_id"])
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == f"{later['email_id']}: cancelled"
+
+    now = send_email_payload(attachments=[])
+    assert httpx.post(f"{base}/v1/emails", json=now).status_code == 202
+    def accepted() -> bool:
+        return bool(httpx.get(f"{base}/v1/emails/{now['email_id']}").json()["status"] == "accepted")
+
+    wait_until(accepted, 30, "the file provider to take the email")
+    too_late = cli(tmp_path, env, "cancel", now["email_id"])
+    assert too_late.returncode == 1
+    assert "not cancelled: too late: the email is accepted" in too_late.stderr
+
+    unknown = cli(tmp_path, env, "cancel", "no-such-email")
+    assert unknown.returncode == 1 and "no email 'no-such-email'" in unknown.stderr

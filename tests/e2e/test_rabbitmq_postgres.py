@@ -231,7 +231,8 @@ def test_the_gateway_process_accepts_over_http_and_shows_the_timeline(stack: Sta
     view = httpx.get(f"{base}{response.headers['Location']}", timeout=10).json()
     assert view["status"] == "accepted"
     assert [s["kind"] for s in view["timeline"]] == ["queued", "attempt_started", "accepted"]
-    assert httpx.get(f"{base}/readyz", timeout=10).json()["checks"] == {"database": True, "bus": True}
+    checks = httpx.get(f"{base}/readyz", timeout=10).json()["checks"]
+    assert checks == {"database": True, "bus": True, "provider sendgrid": True}
     worker.proc.terminate()  # SIGTERM: stop consuming, finish, exit cleanly
     assert worker.wait_exit(30) == 0
     gateway.stop()

@@ -6,6 +6,7 @@ import base64
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -111,7 +112,7 @@ def test_a_template_email_carries_its_id_and_data(provider: SendGridProvider, co
     assert "content" not in stored["body"]
 
 
-def test_a_wrong_key_is_transient_and_never_named(
+def test_a_wrong_key_is_a_configuration_error_and_never_named(
     sandbox: SandboxHandle, control: SandboxClient, api_key: str
 ) -> None:
     wrong_key = new_api_key()
@@ -119,7 +120,7 @@ def test_a_wrong_key_is_transient_and_never_named(
 
     outcome = provider.send(outgoing_email())
 
-    assert outcome.outcome is Outcome.TRANSIENT
+    assert outcome.outcome is Outcome.MISCONFIGURED  # the gate stops dispatch; the email is not failed
     assert outcome.status == 401
     assert outcome.reason is not None and "EMAILER_SENDGRID_API_KEY" in outcome.reason
     assert wrong_key not in repr(outcome) and api_key not in repr(outcome)
@@ -216,3 +217,48 @@ def test_no_answer_within_the_timeout_is_unknown_because_it_may_still_be_taken(
     assert outcome.outcome is Outcome.UNKNOWN
     # The request did arrive: the sandbox takes it once its delay is over, as SendGrid might.
     assert len(control.wait_for_messages(1, email_id="order-slow", timeout=5.0)) == 1
+
+
+@pytest.fixture
+def full_backlog() -> Iterator[int]:
+    """A loopback port whose accept queue is full: a connect there waits, unanswered, until it times out."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):  # Linux takes backlog + 1 unaccepted connections; then SYNs are dropped
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_a_connect_that_times_out_is_transient_and_bounded_by_the_connect_timeout(full_backlog: int) -> None:
+    provider = SendGridProvider(
+        api_key=new_api_key(), base_url=f"http://127.0.0.1:{full_backlog}", timeout=30.0, connect_timeout=0.5
+    )
+    started = time.monotonic()
+
+    outcome = provider.send(outgoing_email())
+
+    elapsed = time.monotonic() - started
+    assert outcome.outcome is Outcome.TRANSIENT, outcome  # never sent: safe to send again
+    assert outcome.reason is not None and outcome.reason.startswith("not sent:")
+    assert elapsed < 5, f"the connect waited {elapsed:.1f}s: the 30 s read timeout applied, not 0.5 s"
+
+
+def test_the_read_timeout_applies_after_connecting_not_the_connect_timeout(
+    sandbox: SandboxHandle, api_key: str, control: SandboxClient
+) -> None:
+    control.set_mode("slow", delay=1.0)
+    provider = SendGridProvider(api_key=api_key, base_url=sandbox.url, timeout=5.0, connect_timeout=0.2)
+
+    outcome = provider.send(outgoing_email("order-patient"))
+
+    assert outcome.outcome is Outcome.ACCEPTED  # a 1 s answer is within the 5 s read timeout

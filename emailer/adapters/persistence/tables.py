@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -174,4 +175,18 @@ suppressions = Table(
     Column("source_email_id", String(128)),
     Column("detail", Text),
     Column("created_at", UtcDateTime, nullable=False),
+)
+
+provider_state = Table(
+    "provider_state",
+    metadata,
+    # One row per provider, shared by every worker (provider_state.py): a pause of the provider as a
+    # whole (Retry-After, or a configuration error) and the drain rate's theoretical arrival time.
+    Column("provider", String(32), primary_key=True),
+    Column("paused_until", UtcDateTime),
+    Column("reason", String(32)),
+    Column("detail", Text),
+    Column("paused_at", UtcDateTime),
+    Column("rate_tat", Float),  # epoch seconds (GCRA); NULL: nothing sent under a limit yet
+    Column("updated_at", UtcDateTime, nullable=False),
 )

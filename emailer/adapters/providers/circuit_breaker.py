@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 
 from handlers.ports import Clock, MessageLookup, Outcome, OutgoingEmail, Provider, SendOutcome, lookup_of
 
-ANSWERED = frozenset({Outcome.ACCEPTED, Outcome.REJECTED})
-"""Outcomes that show the provider is working (a rejection is about the email, not the provider)."""
+ANSWERED = frozenset({Outcome.ACCEPTED, Outcome.REJECTED, Outcome.MISCONFIGURED})
+"""Outcomes that show the provider is working (a rejection is about the email, not the provider; a
+refused API key is about our configuration, which the provider gate handles for every worker)."""
 
 
 class CircuitBreaker:

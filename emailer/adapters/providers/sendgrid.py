@@ -18,17 +18,20 @@ log line or repr carries it.
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import logging
 import re
 import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import python_http_client
 import sendgrid
 from python_http_client.exceptions import HTTPError
 
@@ -77,12 +80,30 @@ class SendGridProvider:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = 30.0,
         activity_lookup: bool = False,
+        connect_timeout: float = 5.0,
     ) -> None:
+        """``connect_timeout``: seconds to open the connection (TLS included); ``timeout``: seconds any
+        one read or write may wait afterwards (SendGrid's answer)."""
         if not api_key:
             raise ValueError("a SendGrid API key is required")
         self._api_key = api_key
-        self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/"))
-        self._client.client.timeout = timeout
+        client = sendgrid.SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/")).client
+        self._mail_send = TimedClient(
+            connect_timeout,
+            host=client.host,
+            version=3,
+            request_headers=client.request_headers,
+            url_path=["mail", "send"],
+            timeout=timeout,
+        )
+        self._messages = TimedClient(  # the Email Activity Feed, for lookups
+            connect_timeout,
+            host=client.host,
+            version=3,
+            request_headers=client.request_headers,
+            url_path=["messages"],
+            timeout=timeout,
+        )
         self.base_url = base_url
         self.lookup: MessageLookup | None = self.find_message if activity_lookup else None
         _guard_client_logger()
@@ -115,7 +136,7 @@ class SendGridProvider:
         #   into python_http_client.exceptions.HTTPError carrying status, body and headers.
         # URLError subclasses OSError, so it must be caught first.
         try:
-            response = self._client.client.mail.send.post(request_body=body)
+            response = self._mail_send.post(request_body=body)
         except HTTPError as err:
             return outcome_for_status(err.status_code, err.body, err.headers, self._redact)
         except urllib.error.URLError as err:
@@ -129,7 +150,7 @@ class SendGridProvider:
         """Does SendGrid hold a message for ``email_id``? (Email Activity Feed, one request.)"""
         params = {"query": activity_query(email_id), "limit": 1}
         try:
-            response = self._client.client.messages.get(query_params=params)
+            response = self._messages.get(query_params=params)
         except HTTPError as err:
             return LookupAnswer.unavailable(f"Email Activity answered HTTP {err.status_code}")
         except (OSError, http.client.HTTPException) as err:
@@ -145,6 +166,72 @@ class SendGridProvider:
 def encode_body(body: dict[str, Any]) -> bytes:
     """The body as JSON, refusing what JSON cannot carry (NaN, infinities) rather than sending it."""
     return json.dumps(body, allow_nan=False).encode()
+
+
+class TimedClient(python_http_client.Client):  # type: ignore[misc]  # the library is untyped
+    """python_http_client's client with a connect timeout apart from the read timeout.
+
+    urllib has one timeout for both (the socket's); this client opens connections
+    with ``connect_timeout`` and then waits at most ``timeout`` for each read or write.
+    A connect that times out raises inside urllib's request (URLError: not sent);
+    a read that times out comes after the request was sent (the unknown outcome).
+    """
+
+    def __init__(self, connect_timeout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.connect_timeout = connect_timeout
+
+    def _make_request(self, opener: Any, request: Any, timeout: float | None = None) -> Any:
+        handlers = (_TimedHttp(self.connect_timeout), _TimedHttps(self.connect_timeout))
+        return super()._make_request(urllib.request.build_opener(*handlers), request, timeout)
+
+
+class _ConnectTimeout:
+    """Mixed into an HTTP(S) connection: connect (and TLS handshake) with its own timeout."""
+
+    timeout: float | None
+    sock: Any
+    connect_timeout: float
+
+    def connect(self) -> None:
+        read_timeout = self.timeout
+        self.timeout = self.connect_timeout
+        try:
+            super().connect()  # type: ignore[misc]
+        finally:
+            self.timeout = read_timeout
+        self.sock.settimeout(read_timeout)
+
+
+class _HttpConnection(_ConnectTimeout, http.client.HTTPConnection):
+    def __init__(self, *args: Any, connect_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connect_timeout = connect_timeout
+
+
+class _HttpsConnection(_ConnectTimeout, http.client.HTTPSConnection):
+    def __init__(self, *args: Any, connect_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connect_timeout = connect_timeout
+
+
+class _TimedHttp(urllib.request.HTTPHandler):
+    def __init__(self, connect_timeout: float) -> None:
+        super().__init__()
+        self.connect_timeout = connect_timeout
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_HttpConnection, connect_timeout=self.connect_timeout), req)
+
+
+class _TimedHttps(urllib.request.HTTPSHandler):
+    def __init__(self, connect_timeout: float) -> None:
+        super().__init__()
+        self.connect_timeout = connect_timeout
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = functools.partial(_HttpsConnection, connect_timeout=self.connect_timeout)
+        return self.do_open(connection, req, context=self._context)  # type: ignore[attr-defined]
 
 
 def build_request_body(email: OutgoingEmail) -> dict[str, Any]:
@@ -222,9 +309,10 @@ def outcome_for_status(
         message_id = headers.get("X-Message-Id") if headers is not None else None
         return SendOutcome.accepted(message_id, status=status)
     if status in (401, 403):
-        # A wrong or revoked key is an operator's fix, made within the retry budget.
+        # A wrong or revoked key (or one without the mail.send scope) is an operator's fix: the
+        # provider gate stops dispatching and the email waits, never failed for it.
         reason = f"SendGrid refused the API key (HTTP {status}): check EMAILER_SENDGRID_API_KEY"
-        return SendOutcome(Outcome.TRANSIENT, reason=reason, status=status)
+        return SendOutcome(Outcome.MISCONFIGURED, reason=reason, status=status)
     detail = redact(_error_messages(body))
     if status == 429:
         return SendOutcome(
@@ -243,6 +331,7 @@ def outcome_for_status(
         Outcome.TRANSIENT,
         reason=f"SendGrid could not take it (HTTP {status}): {detail}",
         status=status,
+        retry_after=_retry_after(headers),  # a 503 may say when to come back, too
     )
 
 

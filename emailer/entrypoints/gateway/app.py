@@ -38,6 +38,7 @@ from sqlalchemy import text
 
 from contracts import SendEmail
 from contracts.wire import ENDPOINT, H
+from emailer.adapters.providers.gate import ProviderState
 from emailer.bootstrap import App, attachment_limits
 from emailer.domain import EmailIdReused
 from emailer.entrypoints.gateway import errors
@@ -45,11 +46,13 @@ from emailer.entrypoints.gateway.attachments import attachments_router
 from emailer.entrypoints.gateway.auth import TokenCheck, parse_tokens
 from emailer.entrypoints.gateway.body import BodyTooLarge, InvalidBody, decode, read_capped
 from emailer.entrypoints.gateway.dependencies import BROKER, DATABASE, Dependencies
-from emailer.entrypoints.gateway.openapi import ERROR_RESPONSES, install_request_schema
+from emailer.entrypoints.gateway.openapi import CANCEL_RESPONSES, ERROR_RESPONSES, install_request_schema
 from emailer.entrypoints.gateway.suppressions import suppressions_router
 from emailer.redaction import describe
+from emailer.retries import conflict_retrying
 from handlers.attachments import EmailTooLarge, claim_checked
-from handlers.errors import InvalidMessage
+from handlers.cancel_email import CancelResult, cancel
+from handlers.errors import ConcurrencyConflict, InvalidMessage
 from handlers.ports import BlobStoreUnavailable, MessageContext
 from handlers.send_email import content_hash
 from handlers.unit_of_work import outgoing
@@ -73,6 +76,12 @@ class Accepted(BaseModel):
     email_id: str
     accepted: bool
     status_url: str
+
+
+class Cancelled(BaseModel):
+    email_id: str
+    cancelled: bool
+    status: str
 
 
 def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
@@ -138,6 +147,33 @@ def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
             return JSONResponse({"error": f"no email {email_id!r}"}, status_code=404)
         return view
 
+    @api.delete(
+        "/v1/emails/{email_id}",
+        response_model=Cancelled,
+        responses=CANCEL_RESPONSES,
+        dependencies=[Depends(tokens.require("send"))],
+    )
+    async def cancel_email(email_id: str, request: Request) -> Cancelled | JSONResponse:
+        """Cancel an email the provider does not have yet: 200 when it took effect (``EmailCancelled`` is
+        published; cancelling again answers the same), 409 with its state when it came too late."""
+        if not EMAIL_ID.fullmatch(email_id):
+            return JSONResponse({"error": f"no email {email_id[:140]!r}"}, status_code=404)
+        correlation = request.headers.get("X-Correlation-Id")
+        result = await run_in_threadpool(cancel_now, app, email_id, correlation)
+        if result.outcome == "unknown":
+            return JSONResponse({"error": f"no email {email_id!r}"}, status_code=404)
+        if not result.cancelled:
+            return JSONResponse(
+                {
+                    "error": f"too late to cancel: the email is {result.status}",
+                    "email_id": email_id,
+                    "cancelled": False,
+                    "status": result.status,
+                },
+                status_code=409,
+            )
+        return Cancelled(email_id=email_id, cancelled=True, status=str(result.status))
+
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
         """The process is up."""
@@ -151,9 +187,21 @@ def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
             missing[DATABASE] = "not answering"
         if BROKER not in missing and not await run_in_threadpool(app.bus.ping):
             missing[BROKER] = "not answering"
+        providers = await run_in_threadpool(_provider_states, app) if DATABASE not in missing else []
+        for state in providers:
+            if state.misconfigured:
+                since = state.paused_at.isoformat() if state.paused_at else "?"
+                missing[f"provider {state.provider}"] = (
+                    f"{state.detail} (since {since}); dispatch stopped, emails wait and none fail"
+                )
         checks = {"database": DATABASE not in missing, "bus": BROKER not in missing}
+        checks.update({f"provider {p.provider}": not p.misconfigured for p in providers})
         ready = not missing
         body: dict[str, Any] = {"ready": ready, "checks": checks}
+        now = app.clock.now()
+        paused = {p.provider: str(p.paused_until) for p in providers if p.is_paused(now)}
+        if paused:
+            body["provider_paused_until"] = paused
         if missing:
             body["missing"] = missing
         if not tokens.enabled:
@@ -236,6 +284,28 @@ def _stored_alike(app: App, command: SendEmail) -> bool:
         return False
     email.check_resend(content_hash(command))
     return True
+
+
+def cancel_now(app: App, email_id: str, correlation_id: str | None) -> CancelResult:
+    """Cancel in the database now (the answer must say whether it took effect); the outbox then
+    publishes ``EmailCancelled`` (or the worker's sweep does, if the broker is away)."""
+    headers = {H.CORRELATION_ID: correlation_id} if correlation_id else {}
+    context = MessageContext(str(uuid.uuid4()), "CancelEmail", headers)
+    uow = app.new_uow()
+    for attempt in conflict_retrying(ConcurrencyConflict):  # a dispatch starting at the same moment
+        with attempt, uow:
+            uow.context = context
+            result = cancel(email_id, None, uow, app.clock)
+            uow.commit()
+    app.outbox.publish_committed(uow.take_committed())
+    return result
+
+
+def _provider_states(app: App) -> list[ProviderState]:
+    try:
+        return app.provider_state.read_all()
+    except Exception:  # noqa: BLE001 - the database check says so already
+        return []
 
 
 def _db_ok(app: App) -> bool:

@@ -47,6 +47,34 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+_TOO_LATE = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "error": {"type": "string"},
+                "email_id": {"type": "string"},
+                "cancelled": {"type": "boolean"},
+                "status": {"type": "string", "enum": ["dispatching", "accepted", "failed"]},
+            },
+            "required": ["error", "email_id", "cancelled", "status"],
+        }
+    }
+}
+
+CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the cancel took effect (or had already): the email will not be sent"},
+    401: ERROR_RESPONSES[401],
+    404: ERROR_RESPONSES[404],
+    409: {
+        "description": "too late to cancel: the email is being handed to the provider (dispatching), the "
+        "provider has it (accepted), or it failed; `status` says which. Nothing was changed",
+        "content": _TOO_LATE,
+    },
+    503: ERROR_RESPONSES[503],
+}
+
+
 def install_request_schema(api: FastAPI, models: dict[str, type[BaseModel]]) -> None:
     """Declare the JSON body of every route marked ``x-request-model`` with that model's schema."""
 
