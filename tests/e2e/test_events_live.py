@@ -1,4 +1,4 @@
-"""Seeing events as processes: `emailer events tail` and the SSE stream against `emailer run`, tail on RabbitMQ."""
+"""Events seen by processes: `emailer events tail` and the SSE stream on `emailer run`; tail on RabbitMQ."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ LIFECYCLE = ["EmailQueued", "EmailDeliveryStarted", "EmailRecipientDelivered", "
 
 
 def misordered_by_id(email_id: str) -> bool:
-    """True if sorting this email's last three event ids does not give their order (one commit writes them)."""
+    """True if this email's last three event ids, sorted, are not in their order (one commit writes them)."""
     ids = [event_message_id(email_id, n) for n in (2, 3, 4)]
     return sorted(ids) != ids
 
@@ -36,7 +36,9 @@ def test_events_tail_and_the_sse_stream_show_an_email_sent_with_emailer_run(
     url = f"http://127.0.0.1:{port}"
     email_id = next(f"tail-{n}" for n in range(100) if misordered_by_id(f"tail-{n}"))  # order must be earned
 
-    tail = Process(["events", "tail", "--email-id", email_id, "--count", "4", "--gateway-url", url], env, tmp_path)
+    tail = Process(
+        ["events", "tail", "--email-id", email_id, "--count", "4", "--gateway-url", url], env, tmp_path
+    )
     processes.append(tail)
     tail.wait_for_line("tailing events from the gateway", timeout=30)
 
