@@ -143,13 +143,33 @@ def build_signer(settings: Settings) -> Signer:
 def build_bus(settings: Settings, **options: Any) -> KombuBus:
     """The bus; ``options`` go to ``KombuBus`` (the gateway's has short connect and confirm timeouts)."""
     from emailer.adapters.bus import KombuBus, Topology
+    from emailer.adapters.bus.topologies import nservicebus_routes
 
     topology = Topology(
         input_queue=settings.input_queue,
         events_exchange=settings.events_exchange,
         error_queue=settings.error_queue,
     )
-    return KombuBus(settings.bus_url, topology, **options)
+    nservicebus = nservicebus_routes(settings.topology, settings.nsb_namespace, settings.input_queue)
+    return KombuBus(settings.bus_url, topology, nservicebus=nservicebus, **options)
+
+
+def asyncapi(settings: Settings) -> dict[str, Any]:
+    """The AsyncAPI document of the bus as ``settings`` configure it (names, topology, broker)."""
+    from emailer.adapters.bus import Topology
+    from emailer.adapters.bus.asyncapi import asyncapi_document
+    from emailer.adapters.bus.topologies import nservicebus_routes
+
+    topology = Topology(
+        input_queue=settings.input_queue,
+        events_exchange=settings.events_exchange,
+        error_queue=settings.error_queue,
+    )
+    return asyncapi_document(
+        topology,
+        nservicebus=nservicebus_routes(settings.topology, settings.nsb_namespace, settings.input_queue),
+        bus_url=settings.bus_url,
+    )
 
 
 def bootstrap(

@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     input_queue: str = Field("emailer", description="the input queue: commands to Emailer")
     events_exchange: str = Field("emailer.events", description="the topic exchange events are published to")
     error_queue: str = Field("error", description="where messages that failed for good go, with the reason")
+    topology: Literal["native", "nsb-conventional", "nsb-direct"] = Field(
+        "native",
+        description="RabbitMQ routing: native (input queue + events topic exchange), or that plus "
+        "NServiceBus's conventional or direct routing topology (RabbitMQ only)",
+    )
+    nsb_namespace: str = Field(
+        "Emailer.Contracts",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+        description="the .NET namespace of Emailer's messages for NServiceBus endpoints "
+        "(exchange Namespace:TypeName, routing key Namespace-TypeName, type Namespace.TypeName)",
+    )
     prefetch: int = Field(50, ge=1, le=10000, description="unacknowledged messages a worker takes at once")
     batch_size: int = Field(50, ge=1, le=10000, description="messages handled in one transaction")
     dispatch_concurrency: int = Field(8, ge=1, le=256, description="provider calls in flight per worker")
@@ -194,7 +205,12 @@ class Settings(BaseSettings):
     scheduler_interval: float = Field(1.0, gt=0, description="seconds between the scheduler's passes")
     outbox_sweep_interval: float = Field(5.0, gt=0, description="seconds between outbox sweeps")
     outbox_sweep_after: float = Field(10.0, ge=0, description="age before the sweep takes a row")
-    outbox_retention: float = Field(86400.0, gt=0, description="seconds a sent outbox row is kept")
+    outbox_retention: float = Field(
+        86400.0, gt=0, description="seconds a sent outbox row is kept (and the event streams can replay it)"
+    )
+    event_stream_poll: float = Field(
+        0.25, gt=0, le=10, description="seconds between the gateway's looks for new events (SSE streams)"
+    )
     inbox_retention: float = Field(7 * 86400.0, gt=0, description="seconds a handled message id is kept")
     housekeeping_interval: float = Field(600.0, gt=0, description="seconds between purges of old rows")
 
@@ -250,6 +266,15 @@ class Settings(BaseSettings):
                 "EMAILER_INTERNAL_KEY is required when EMAILER_BUS_URL is RabbitMQ: give every worker, "
                 "gateway and ingress the same one "
                 "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _nservicebus_needs_rabbitmq(self) -> Settings:
+        if self.topology != "native" and self.embedded_bus:
+            raise ValueError(
+                f"EMAILER_TOPOLOGY={self.topology} needs RabbitMQ (EMAILER_BUS_URL=amqp://...): "
+                "NServiceBus endpoints cannot reach the embedded bus"
             )
         return self
 

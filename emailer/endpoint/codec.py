@@ -1,13 +1,22 @@
-"""Turning a transport delivery into a typed message (and refusing what cannot be one)."""
+"""Turning a transport delivery into a typed message (and refusing what cannot be one).
+
+A body is read as the contract spells its fields (``email_id``). One that does
+not validate so, and whose keys name the fields in another casing (``EmailId``
+as an NServiceBus endpoint's System.Text.Json writes them, or ``emailId``), is
+read again with them renamed (``contracts.casing``): senders need no
+serializer settings of their own.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol
 
 from pydantic import ValidationError
 
 from contracts import Message
+from contracts.casing import from_other_casing, needs_renaming
 from contracts.wire import type_name
 from emailer.endpoint.registry import Registry, Route
 from handlers.errors import InvalidMessage
@@ -49,11 +58,26 @@ def decode(delivery: IncomingDelivery, registry: Registry) -> Decoded:
         raise InvalidMessage(
             f"Emailer does not handle {name!r}; it handles {', '.join(registry.message_types())}"
         )
+    message = decode_body(route.message_type, delivery.body, name)
+    return Decoded(route, message, MessageContext(delivery.message_id, name, delivery.headers))
+
+
+def decode_body(model: type[Message], body: bytes, name: str) -> Message:
+    """``body`` as ``model``: as the contract spells it, else with its fields' names in another casing."""
     try:
-        message = route.message_type.model_validate_json(delivery.body)
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not needs_renaming(model, data):
+        raise InvalidMessage(f"invalid {name}: {describe(first)}") from None
+    try:
+        return model.model_validate_json(json.dumps(from_other_casing(model, data)))
     except ValidationError as exc:
         raise InvalidMessage(f"invalid {name}: {describe(exc)}") from None
-    return Decoded(route, message, MessageContext(delivery.message_id, name, delivery.headers))
 
 
 def describe(exc: ValidationError) -> str:

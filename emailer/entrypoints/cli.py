@@ -30,11 +30,13 @@ errors_app = typer.Typer(
     help="The error queue (RabbitMQ): failed messages listed, shown, replayed, edited, purged.",
     no_args_is_help=True,
 )
+events_app = typer.Typer(help="Emailer's published events.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(errors_app, name="errors")
 app.add_typer(blobs_app, name="blobs")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(suppressions_app, name="suppressions")
+app.add_typer(events_app, name="events")
 
 
 PROGRESS_FROM = 10  # messages: a replay or purge of fewer shows no progress bar
@@ -509,6 +511,49 @@ def contracts_schema(
 
     for path in write_schemas(directory, internal=internal):
         typer.echo(str(path))
+
+
+@events_app.command("tail")
+def events_tail(
+    email_id: Annotated[str | None, typer.Option("--email-id", help="only this email's events")] = None,
+    types: Annotated[list[str] | None, typer.Option("--type", help="only this type (repeatable)")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="stop after this many events")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0.1, help="stop after this many seconds")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
+    gateway_url: Annotated[str | None, typer.Option(help="the gateway (embedded bus)")] = None,
+) -> None:
+    """Print events as they are published (RabbitMQ: an exclusive queue; embedded: the gateway's stream)."""
+    from emailer.entrypoints.events_tail import Filter, TailError, tail
+
+    overrides = {"gateway_url": gateway_url} if gateway_url else {}
+    wanted = Filter(email_id=email_id, types=tuple(types or ()), count=count, timeout=timeout)
+    try:
+        tail(
+            _settings(**overrides),
+            wanted,
+            lambda line: typer.echo(line),
+            as_json,
+            on_ready=lambda where: typer.echo(f"tailing events from {where} (Ctrl-C stops)", err=True),
+        )
+    except TailError as exc:
+        _fail(str(exc), code=1)
+
+
+@contracts_app.command("asyncapi")
+def contracts_asyncapi(
+    out: Annotated[Path | None, typer.Option("--out", help="write to FILE (default: print it)")] = None,
+) -> None:
+    """Print (or write) the AsyncAPI 3.0 document of the bus as configured (EMAILER_TOPOLOGY etc.)."""
+    import json
+
+    from emailer.bootstrap import asyncapi
+
+    text = json.dumps(asyncapi(_settings()), indent=2, sort_keys=True) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        typer.echo(str(out))
 
 
 def main() -> None:

@@ -65,6 +65,13 @@ class _Server(uvicorn.Server):
         if self.started and not self.should_exit:
             self._on_started()
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # Open event streams end now, so that the graceful shutdown does not wait for them.
+        stopping = getattr(getattr(self.config.app, "state", None), "stopping", None)
+        if stopping is not None:
+            stopping.set()
+        super().handle_exit(sig, frame)
+
 
 def serve(app: Any, sock: socket.socket, on_started: Callable[[], None]) -> None:
     """Serve ``app`` on ``sock`` until SIGINT / SIGTERM; ``on_started()`` once it is being served."""

@@ -27,7 +27,8 @@ from emailer.adapters.bus.delivery import Delivery
 from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, HEADER_BUDGET, error_copy, minimal_copy
 from emailer.adapters.bus.errors import BusUnavailable, describe
 from emailer.adapters.bus.failure import failure_headers, merge_headers
-from emailer.adapters.bus.publishing import CONFIRM_TIMEOUT, BatchPublisher, connection_errors
+from emailer.adapters.bus.publishing import CONFIRM_TIMEOUT, BatchPublisher, Route, connection_errors
+from emailer.adapters.bus.topologies import NServiceBusRoutes
 from emailer.adapters.bus.topology import Topology
 from emailer.retries import BROKER_CONNECT
 from handlers.ports import OutgoingMessage
@@ -44,7 +45,8 @@ class KombuBus:
     ``confirm_timeout``: how long the broker may take to confirm a published
     batch before ``publish`` gives up with ``BusUnavailable``. ``confirm=False``
     publishes without confirms (fire and forget: a nack goes unnoticed, an
-    unroutable Send is only logged).
+    unroutable Send is only logged). ``nservicebus``: NServiceBus's routes
+    declared and published to as well (``topologies.py``).
     """
 
     def __init__(
@@ -55,8 +57,10 @@ class KombuBus:
         confirm: bool = True,
         connect_timeout: float = 10.0,
         confirm_timeout: float = CONFIRM_TIMEOUT,
+        nservicebus: NServiceBusRoutes | None = None,
     ) -> None:
         self.topology = topology
+        self.nservicebus = nservicebus
         self._url = url
         self._connect_timeout = connect_timeout
         self._driver = Connection(url).transport.driver_type
@@ -73,7 +77,15 @@ class KombuBus:
             connect_timeout=connect_timeout,
             confirm_timeout=confirm_timeout,
             safe_url=self.safe_url,
+            copies=self._nservicebus_copies,
         )
+
+    def _nservicebus_copies(self, message: OutgoingMessage) -> list[tuple[Route, OutgoingMessage]]:
+        if self.nservicebus is None:
+            return []
+        return [
+            (Route(c.exchange, c.routing_key, False), c.message) for c in self.nservicebus.copies(message)
+        ]
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -84,6 +96,8 @@ class KombuBus:
         with self._publish_lock:
             try:
                 self.topology.declare(self._publisher.default_channel)
+                if self.nservicebus is not None:
+                    self.nservicebus.declare(self._publisher.default_channel)
                 self._publishing.open()
             except connection_errors(self._publisher) as exc:
                 raise BusUnavailable(self.safe_url, describe(exc)) from exc

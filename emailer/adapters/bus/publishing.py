@@ -13,7 +13,7 @@ message that reaches the bus twice is deduped by its receivers.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,14 @@ def route(message: OutgoingMessage, events_exchange: str) -> Route:
     return Route(events_exchange, message.destination, mandatory=False)
 
 
+Copies = Callable[[OutgoingMessage], "Sequence[tuple[Route, OutgoingMessage]]"]
+"""More publications of a message besides its own route (``topologies.py``: NServiceBus's routes)."""
+
+
+def no_copies(message: OutgoingMessage) -> Sequence[tuple[Route, OutgoingMessage]]:
+    return ()
+
+
 def amqp_properties(message: OutgoingMessage, timestamp: int) -> dict[str, Any]:
     """The AMQP properties of ``message``: its id, type and correlation id, persistent, stamped.
 
@@ -95,9 +103,11 @@ class BatchPublisher:
         connect_timeout: float,
         confirm_timeout: float,
         safe_url: str,
+        copies: Copies = no_copies,
     ) -> None:
         self._connection = connection
         self._events_exchange = events_exchange
+        self._copies = copies
         self._amqp = driver == "amqp"
         # No confirms on kombu's virtual transports (memory://): a publish there is done.
         self._confirm = confirm and self._amqp
@@ -166,30 +176,40 @@ class BatchPublisher:
         """Write the whole batch, then (confirm mode) wait for every confirm."""
         channel = self._publishing_channel()
         confirms = self._confirms
-        for item in batch:
-            where = route(item, self._events_exchange)
-            message = channel.prepare_message(
-                item.body,
-                0,
-                short_or(item.content_type, FALLBACK_CONTENT_TYPE),
-                content_encoding(item.content_type),
-                dict(item.headers),
-                amqp_properties(item, timestamp),
-            )
-            if confirms is None:
-                channel.basic_publish(
-                    message, exchange=where.exchange, routing_key=where.routing_key, mandatory=where.mandatory
-                )
-            else:
-                confirms.publish(
-                    message,
-                    label=where.label(item),
-                    exchange=where.exchange,
-                    routing_key=where.routing_key,
-                    mandatory=where.mandatory,
-                )
+        for first in batch:
+            for where, item in ((route(first, self._events_exchange), first), *self._copies(first)):
+                self._write(channel, confirms, where, item, timestamp)
         if confirms is not None:
             confirms.wait(self._confirm_timeout)
+
+    def _write(
+        self,
+        channel: Any,
+        confirms: ConfirmTracker | None,
+        where: Route,
+        item: OutgoingMessage,
+        timestamp: int,
+    ) -> None:
+        message = channel.prepare_message(
+            item.body,
+            0,
+            short_or(item.content_type, FALLBACK_CONTENT_TYPE),
+            content_encoding(item.content_type),
+            dict(item.headers),
+            amqp_properties(item, timestamp),
+        )
+        if confirms is None:
+            channel.basic_publish(
+                message, exchange=where.exchange, routing_key=where.routing_key, mandatory=where.mandatory
+            )
+        else:
+            confirms.publish(
+                message,
+                label=where.label(item),
+                exchange=where.exchange,
+                routing_key=where.routing_key,
+                mandatory=where.mandatory,
+            )
 
     def _publishing_channel(self) -> Any:
         if self._channel is None:

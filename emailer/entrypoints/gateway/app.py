@@ -25,6 +25,7 @@ worker commits); it answers every conflict it can see with 409.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from typing import Any
 
@@ -39,13 +40,14 @@ from sqlalchemy import text
 from contracts import SendEmail
 from contracts.wire import ENDPOINT, H
 from emailer.adapters.providers.gate import ProviderState
-from emailer.bootstrap import App, attachment_limits
+from emailer.bootstrap import App, asyncapi, attachment_limits
 from emailer.domain import EmailIdReused
 from emailer.entrypoints.gateway import errors
 from emailer.entrypoints.gateway.attachments import attachments_router
 from emailer.entrypoints.gateway.auth import TokenCheck, parse_tokens
 from emailer.entrypoints.gateway.body import BodyTooLarge, InvalidBody, decode, read_capped
 from emailer.entrypoints.gateway.dependencies import BROKER, DATABASE, Dependencies
+from emailer.entrypoints.gateway.events import events_router
 from emailer.entrypoints.gateway.openapi import CANCEL_RESPONSES, ERROR_RESPONSES, install_request_schema
 from emailer.entrypoints.gateway.suppressions import suppressions_router
 from emailer.redaction import describe
@@ -95,6 +97,8 @@ def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
         parse_tokens(app.settings.api_tokens.get_secret_value() if app.settings.api_tokens else None)
     )
     errors.install(api)
+    api.state.stopping = threading.Event()  # set when the server stops: event streams end
+    asyncapi_cache: list[dict[str, Any]] = []
 
     @api.post(
         "/v1/emails",
@@ -174,6 +178,13 @@ def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
             )
         return Cancelled(email_id=email_id, cancelled=True, status=str(result.status))
 
+    @api.get("/asyncapi.json", summary="The AsyncAPI 3.0 document of the bus")
+    async def asyncapi_json() -> dict[str, Any]:
+        """Queues, exchanges, routing keys, headers and payload schemas of the bus, as configured."""
+        if not asyncapi_cache:
+            asyncapi_cache.append(asyncapi(app.settings))
+        return asyncapi_cache[0]
+
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
         """The process is up."""
@@ -210,6 +221,7 @@ def create_app(app: App, dependencies: Dependencies | None = None) -> FastAPI:
 
     api.include_router(attachments_router(app, tokens.require("send")))
     api.include_router(suppressions_router(app, tokens))
+    api.include_router(events_router(app, tokens.require("read"), api.state.stopping))
     install_request_schema(api, {"SendEmail": SendEmail})
     return api
 
