@@ -12,8 +12,9 @@ string, encoded body) of building the body whole.
 Every email goes this way (one path, whatever its size); the request is the one
 the ``sendgrid`` client sends: its URL, its headers (the key, its User-Agent),
 JSON, one new connection per request, proxies from the environment as urllib
-takes them, the same timeout per connect, read and write. The client itself cannot stream a body (``python_http_client`` hands
-urllib one bytes object), so httpx sends it.
+takes them, the same timeout per connect, read and write. The client itself
+cannot stream a body (``python_http_client`` hands urllib one bytes object), so
+httpx sends it.
 
 What a failure means, with a streamed body:
 
