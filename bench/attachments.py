@@ -23,6 +23,7 @@ not reused (and hidden) by the other.
 
     .venv/bin/python bench/attachments.py              # 20 MB (20 MiB)
     .venv/bin/python bench/attachments.py --mb 5 --runs 3
+    .venv/bin/python bench/attachments.py --provider file   # the .eml provider instead
 
 Linux only (``/proc``). No servers needed; traffic goes to loopback only. Which
 copy of Emailer runs is printed (``PYTHONPATH`` points at another checkout to
@@ -219,6 +220,10 @@ def main() -> int:
     )
     parser.add_argument("--mb", type=float, default=20, help="size of the attachment in MiB (default 20)")
     parser.add_argument("--runs", type=int, default=1, help="how many times to run both phases (default 1)")
+    parser.add_argument(
+        "--provider", choices=["sendgrid", "file"], default="sendgrid",
+        help="sendgrid (against the sandbox, the default) or file (the .eml provider)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="append each run's figures to this file as one JSON line")
     args = parser.parse_args()
     size = int(args.mb * MIB)
@@ -233,13 +238,14 @@ def main() -> int:
                 **base_env,
                 "EMAILER_VAR_DIR": str(workdir / "var"),
                 "EMAILER_LOG_FORMAT": "json",
-                "EMAILER_PROVIDER": "sendgrid",
+                "EMAILER_PROVIDER": args.provider,
                 "EMAILER_SENDGRID_API_KEY": api_key,
                 "EMAILER_SENDGRID_BASE_URL": sandbox.url,
             }
             source = which_emailer(workdir, env)
+            where = f"against the sandbox at {sandbox.url}" if args.provider == "sendgrid" else "(.eml files)"
             print(f"Emailer from {source}; attachment {size} bytes ({size / MIB:.1f} MiB), "
-                  f"SendGrid provider against the sandbox at {sandbox.url}")  # fmt: skip
+                  f"{args.provider} provider {where}")  # fmt: skip
             for run in range(args.runs):
                 upload, reference = upload_phase(workdir, env, size)
                 dispatch = dispatch_phase(workdir, env, size, reference)
@@ -248,7 +254,7 @@ def main() -> int:
                 print(dispatch.line())
                 if args.json is not None:
                     with args.json.open("a") as out:
-                        figures: dict[str, float] = {"size": size}
+                        figures: dict[str, float | str] = {"size": size, "provider": args.provider}
                         for m in (upload, dispatch):
                             figures[f"{m.name}_growth_x"] = round(m.growth_bytes / size, 3)
                             figures[f"{m.name}_seconds"] = round(m.seconds, 3)
