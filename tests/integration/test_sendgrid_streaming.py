@@ -233,7 +233,9 @@ class FailingSource:
             given = 0
 
             def read(self, size: int = -1, /) -> bytes:
-                if self.given >= source._good:
+                if size < 0:
+                    size = source.size - self.given
+                if self.given + size > source._good:
                     raise BlobStoreUnavailable("the store went away")
                 self.given += size
                 return b"\0" * size
