@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from emailer_client.claim_check import ClaimCheck
 from kombu.connection import Connection
 from minio import Minio
 
 from emailer.sandbox.client import SandboxClient
-from emailer_client.claim_check import ClaimCheck
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from tests.e2e.harness import EventTap, Stack, answers, free_port, wait_until
 from tests.e2e.test_rabbitmq_postgres import sql
