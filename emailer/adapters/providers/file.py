@@ -5,10 +5,16 @@ listed in an ``X-Emailer-Bcc`` header, since there is no envelope to carry them.
 Writing is atomic and idempotent: a second send of the same email id finds the
 file and changes nothing. Provider templates cannot be rendered locally, so an
 email that needs one is rejected with a reason.
+
+The message is written part by part (``eml_body``): built by ``email.message``
+with a small stand-in for each attachment's bytes, then streamed to the file
+with each attachment's base64 lines produced while its blob is read (and
+checked), the same bytes ``as_bytes`` would give with the real content.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address as HeaderAddress
@@ -17,8 +23,9 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from contracts import Address
-from emailer.adapters.atomic import write_atomically
+from emailer.adapters.atomic import atomic_file
 from emailer.adapters.providers.blob_failures import BLOB_FAILURES, outcome_for_blob_failure
+from emailer.adapters.providers.streamed_body import StreamedBody, stand_ins
 from handlers.ports import LookupAnswer, MessageLookup, Outcome, OutgoingEmail, SendOutcome
 
 MESSAGE_ID_DOMAIN = "emailer.local"
@@ -48,11 +55,11 @@ class FileProvider:
         return f"FileProvider(directory={str(self.directory)!r})"
 
     def prepare(self, email: OutgoingEmail) -> None:
-        """Build the ``.eml`` bytes (and drop them): raises what ``email.message`` raises."""
+        """Build the ``.eml`` (attachments not read) and drop it: raises what ``email.message`` raises."""
         if email.template_id:
             raise ValueError(_template_refusal(email.template_id))
         self.path_for(email.email_id)
-        build_message(email).as_bytes()
+        eml_body(email)
 
     def send(self, email: OutgoingEmail) -> SendOutcome:
         message_id = f"{email.email_id}@{MESSAGE_ID_DOMAIN}"
@@ -62,14 +69,17 @@ class FileProvider:
         if path.exists():
             return SendOutcome.accepted(message_id, delivered=True)
         try:
-            data = build_message(email).as_bytes()
-        except BLOB_FAILURES as exc:
-            return outcome_for_blob_failure(exc)
+            body = eml_body(email)
         except Exception as exc:  # noqa: BLE001 - nothing was written: a refusal with the reason
             reason = f"cannot build the message: {type(exc).__name__}: {exc}"
             return SendOutcome(Outcome.REJECTED, reason=reason)
         self.directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, data)
+        try:
+            with atomic_file(path) as file:
+                for chunk in body.chunks():
+                    file.write(chunk)
+        except BLOB_FAILURES as exc:  # the temporary file is gone: no .eml, nothing half-written
+            return outcome_for_blob_failure(exc)
         return SendOutcome.accepted(message_id, delivered=True)
 
     def path_for(self, email_id: str) -> Path:
@@ -83,6 +93,16 @@ def _template_refusal(template_id: str) -> str:
         f"the file provider cannot render provider template {template_id!r}: "
         "send text/html content, or configure a provider that has the template"
     )
+
+
+def eml_body(email: OutgoingEmail) -> StreamedBody:
+    """The message's bytes cut around each attachment's base64 lines; reads no attachment."""
+    replaced, markers = stand_ins(email.attachments)
+    message = build_message(replace(email, attachments=replaced))
+    linesep = message.policy.linesep.encode()
+    # email.contentmanager's base64 lines: as many whole 4-character groups as a line may hold.
+    line_bytes = (message.policy.max_line_length or MAX_LINE) // 4 * 3
+    return StreamedBody.around(message.as_bytes(), markers, email.attachments, line_bytes, linesep)
 
 
 def build_message(email: OutgoingEmail) -> EmailMessage:

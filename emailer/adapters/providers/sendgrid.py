@@ -1,4 +1,7 @@
-"""SendGrid's v3 Mail Send behind the ``Provider`` port, through the official ``sendgrid`` client.
+"""SendGrid's v3 Mail Send behind the ``Provider`` port: the body built here, sent streamed.
+
+The official ``sendgrid`` client gives the request's URL and headers; the body
+goes out streamed, attachments base64-encoded while read (``sendgrid_stream``).
 
 The email id travels in ``custom_args`` (top level and in the personalization),
 so SendGrid echoes it in every Event Webhook callback and the callbacks can be
@@ -31,12 +34,13 @@ from email.message import Message
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import httpx
 import python_http_client
 import sendgrid
 from python_http_client.exceptions import HTTPError
 
 from contracts import Address
-from emailer.adapters.providers.blob_failures import BLOB_FAILURES, outcome_for_blob_failure
+from emailer.adapters.providers.sendgrid_stream import StreamedMailSend, mail_send_body
 from handlers.ports import (
     LookupAnswer,
     MessageLookup,
@@ -88,14 +92,6 @@ class SendGridProvider:
             raise ValueError("a SendGrid API key is required")
         self._api_key = api_key
         client = sendgrid.SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/")).client
-        self._mail_send = TimedClient(
-            connect_timeout,
-            host=client.host,
-            version=3,
-            request_headers=client.request_headers,
-            url_path=["mail", "send"],
-            timeout=timeout,
-        )
         self._messages = TimedClient(  # the Email Activity Feed, for lookups
             connect_timeout,
             host=client.host,
@@ -107,44 +103,29 @@ class SendGridProvider:
         self.base_url = base_url
         self.lookup: MessageLookup | None = self.find_message if activity_lookup else None
         _guard_client_logger()
+        # The request the client would send (its URL and headers), with the body streamed; connect
+        # apart from read and write, as TimedClient does for lookups.
+        self._mail_send = StreamedMailSend(
+            client.host,
+            client.request_headers,
+            httpx.Timeout(timeout, connect=connect_timeout),
+            _encoded,
+            outcome_for_status,
+        )
 
     def __repr__(self) -> str:
         return f"SendGridProvider(base_url={self.base_url!r})"
 
     def prepare(self, email: OutgoingEmail) -> None:
-        """Build the Mail Send body and encode it as the client will (strict JSON); raises if it cannot."""
-        encode_body(build_request_body(email))
+        """Build the Mail Send body and encode it as it will be sent (strict JSON); raises if it cannot.
+
+        Attachments are not read: their base64 is streamed in by ``send``.
+        """
+        mail_send_body(email, _encoded)
 
     def send(self, email: OutgoingEmail) -> SendOutcome:
-        try:
-            body = build_request_body(email)
-            encode_body(body)
-        except BLOB_FAILURES as exc:
-            return outcome_for_blob_failure(exc)
-        except Exception as exc:  # noqa: BLE001 - nothing was sent: a refusal with the reason
-            reason = f"cannot build the request: {type(exc).__name__}: {exc}"
-            return SendOutcome(Outcome.REJECTED, reason=self._redact(reason))
-        # Where each failure comes from (urllib.request.AbstractHTTPHandler.do_open, reached via
-        # python_http_client.Client._make_request -> opener.open):
-        # - an OSError while connecting or writing the request (refused, DNS, connect timeout,
-        #   TLS handshake) is re-raised as urllib.error.URLError: SendGrid never got a whole
-        #   request, so it cannot have taken the email -> TRANSIENT.
-        # - h.getresponse() is outside that wrapper: a timeout, reset or http.client error
-        #   there (or while Response reads the body) escapes as TimeoutError / OSError /
-        #   HTTPException after the request was sent -> UNKNOWN, never a blind resend.
-        # - any non-2xx answer comes back as urllib's HTTPError, which _make_request turns
-        #   into python_http_client.exceptions.HTTPError carrying status, body and headers.
-        # URLError subclasses OSError, so it must be caught first.
-        try:
-            response = self._mail_send.post(request_body=body)
-        except HTTPError as err:
-            return outcome_for_status(err.status_code, err.body, err.headers, self._redact)
-        except urllib.error.URLError as err:
-            return SendOutcome(Outcome.TRANSIENT, reason=self._redact(f"not sent: {err.reason}"))
-        except (OSError, http.client.HTTPException) as err:
-            reason = f"sent, but no answer came: {type(err).__name__}: {err}"
-            return SendOutcome(Outcome.UNKNOWN, reason=self._redact(reason))
-        return outcome_for_status(response.status_code, response.body, response.headers, self._redact)
+        """Every email, whatever its size, goes with its body streamed (``sendgrid_stream``)."""
+        return self._mail_send.send(email, self._redact)
 
     def find_message(self, email_id: str) -> LookupAnswer:
         """Does SendGrid hold a message for ``email_id``? (Email Activity Feed, one request.)"""
@@ -166,6 +147,10 @@ class SendGridProvider:
 def encode_body(body: dict[str, Any]) -> bytes:
     """The body as JSON, refusing what JSON cannot carry (NaN, infinities) rather than sending it."""
     return json.dumps(body, allow_nan=False).encode()
+
+
+def _encoded(email: OutgoingEmail) -> bytes:
+    return encode_body(build_request_body(email))
 
 
 class TimedClient(python_http_client.Client):  # type: ignore[misc]  # the library is untyped

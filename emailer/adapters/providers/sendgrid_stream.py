@@ -1,0 +1,148 @@
+"""SendGrid's Mail Send with the body streamed: attachments base64-encoded while read from the blob store.
+
+The body is the one ``sendgrid.build_request_body`` builds, byte for byte, but
+never one string in memory. It is built with a small stand-in for each
+attachment's bytes, encoded once, and split where each attachment's base64 goes
+(``streamed_body``). Sending writes the JSON pieces and, between them, each
+attachment's base64 as its bytes are read (through the sha256 check for a
+blob), with the exact ``Content-Length`` known up front from the sizes. A 20 MB
+attachment costs a few chunks of memory, not the copies (bytes, base64, JSON
+string, encoded body) of building the body whole.
+
+Every email goes this way (one path, whatever its size); the request is the one
+the ``sendgrid`` client sends: its URL, its headers (the key, its User-Agent),
+JSON, one new connection per request, proxies from the environment as urllib
+takes them, the same timeout per connect, read and write. The client itself
+cannot stream a body (``python_http_client`` hands urllib one bytes object), so
+httpx sends it.
+
+What a failure means, with a streamed body:
+
+- the connection cannot be made, or breaks while the body is still being
+  written (or the blob store fails, or the attachment turns out altered, and
+  the request is cut short): SendGrid never got a whole request -> not sent:
+  TRANSIENT (REJECTED for an altered or missing blob: it will not get better);
+- the whole body was written and then no status line came (timeout, reset,
+  closed): SendGrid may have taken it -> UNKNOWN, never a blind resend;
+- an answer came (even early, before the body was complete): ``outcome_for_status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import replace
+from email.message import Message
+
+import httpx
+
+from emailer.adapters.providers.blob_failures import BLOB_FAILURES, outcome_for_blob_failure
+from emailer.adapters.providers.streamed_body import StreamedBody, stand_ins
+from handlers.ports import Outcome, OutgoingEmail, SendOutcome
+
+MAIL_SEND_PATH = "/v3/mail/send"
+
+BodyEncoder = Callable[[OutgoingEmail], bytes]
+"""The non-streamed builder: the whole JSON body of an email (``sendgrid.py``'s, passed in)."""
+StatusMapper = Callable[[int, bytes | None, Message | None, Callable[[str], str]], SendOutcome]
+"""SendGrid's answer to an outcome (``sendgrid.outcome_for_status``, passed in)."""
+
+
+def mail_send_body(email: OutgoingEmail, encode: BodyEncoder) -> StreamedBody:
+    """The body ``encode`` builds, cut around each attachment's base64; reads no attachment.
+
+    Raises what ``encode`` raises (NaN, a value JSON cannot carry).
+    """
+    replaced, markers = stand_ins(email.attachments)
+    return StreamedBody.around(encode(replace(email, attachments=replaced)), markers, email.attachments)
+
+
+class StreamedMailSend:
+    """Sends Mail Send requests with a streamed body (one per ``send``, any thread)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        timeout: float | httpx.Timeout,
+        encode: BodyEncoder,
+        outcome_for_status: StatusMapper,
+    ) -> None:
+        self.url = f"{base_url.rstrip('/')}{MAIL_SEND_PATH}"
+        self._encode = encode
+        self._outcome_for_status = outcome_for_status
+        self._headers = {**headers, "Content-Type": "application/json"}
+        # No keep-alive, as urllib: a pooled connection the server closed while idle could take a
+        # whole small body into the socket and then fail, which would read as "sent, no answer".
+        self._http = httpx.Client(
+            timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def send(self, email: OutgoingEmail, redact: Callable[[str], str] = str) -> SendOutcome:
+        try:
+            body = mail_send_body(email, self._encode)
+        except Exception as exc:  # noqa: BLE001 - nothing was sent: a refusal with the reason
+            reason = f"cannot build the request: {type(exc).__name__}: {exc}"
+            return SendOutcome(Outcome.REJECTED, reason=redact(reason))
+        writing = _Written(body)
+        headers = {**self._headers, "Content-Length": str(body.length)}
+        try:
+            response = self._http.post(self.url, content=writing.chunks(), headers=headers)
+        except BLOB_FAILURES as exc:  # raised by the body while it was written: the request was cut short
+            return outcome_for_blob_failure(exc)
+        except httpx.TransportError as err:
+            if not writing.complete:
+                return SendOutcome(Outcome.TRANSIENT, reason=redact(f"not sent: {_describe(err)}"))
+            reason = f"sent, but no answer came: {_describe(err)}"
+            return SendOutcome(Outcome.UNKNOWN, reason=redact(reason))
+        finally:
+            writing.close()
+        answer = (response.status_code, response.content, _as_message(response.headers))
+        return self._outcome_for_status(*answer, redact)
+
+
+class _Written:
+    """The body as httpx pulls it, knowing whether every byte was handed to the socket."""
+
+    def __init__(self, body: StreamedBody) -> None:
+        self._body = body
+        self._expected = body.length
+        self._chunks: Generator[bytes, None, None] | None = None
+        self.complete = False
+
+    def chunks(self) -> Generator[bytes, None, None]:
+        self._chunks = self._generate()
+        return self._chunks
+
+    def _generate(self) -> Generator[bytes, None, None]:
+        written = 0
+        chunks = self._body.chunks()
+        try:
+            for chunk in chunks:
+                yield chunk
+                written += len(chunk)
+        finally:
+            chunks.close()  # the attachment being read, if the request stopped half-way
+        # Resumed only once httpx wrote the last chunk: from here on SendGrid may hold the request.
+        self.complete = written == self._expected
+
+    def close(self) -> None:
+        """Close the attachment streams a request left half-read (a failure mid-body)."""
+        if self._chunks is not None:
+            self._chunks.close()
+
+
+def _describe(err: httpx.TransportError) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _as_message(headers: httpx.Headers) -> Message:
+    """The answer's headers as ``outcome_for_status`` reads them (an ``email.message.Message``)."""
+    message = Message()
+    for name, value in headers.multi_items():
+        message[name] = value
+    return message
