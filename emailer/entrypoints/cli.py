@@ -565,7 +565,8 @@ def main() -> None:
         line = describe(exc)
         if line is None:
             raise
-        typer.echo(f"emailer: {line}", err=True)
+        sys.stderr.write(f"emailer: {line}\n")  # one write: a log line from a thread cannot split it
+        sys.stderr.flush()
         raise SystemExit(3) from None
 
 
