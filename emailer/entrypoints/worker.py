@@ -58,6 +58,7 @@ class Worker:
     def start(self) -> None:
         s = self.app.settings
         self.app.bus.connect()
+        self.app.bus.declare_delay_queues()
         consumer = threading.Thread(target=self._consume, name="consumer", daemon=True)
         self.threads = [
             consumer,

@@ -33,6 +33,7 @@ from emailer.entrypoints.gateway.auth import TokenCheck, parse_tokens
 from emailer.entrypoints.gateway.body import BodyTooLarge, InvalidBody, decode, read_capped
 from emailer.entrypoints.gateway.dependencies import BROKER, DATABASE, Dependencies
 from emailer.entrypoints.gateway.openapi import ERROR_RESPONSES, install_request_schema
+from emailer.infrastructure import unavailable_dependency
 from handlers.attachments import EmailTooLarge, claim_checked
 from handlers.errors import InvalidMessage
 from handlers.ports import BlobStoreUnavailable, MessageContext
@@ -185,7 +186,7 @@ def _accept(app: App, command: SendEmail, context: MessageContext) -> None:
     except BlobStoreUnavailable as exc:
         raise errors.DependencyUnavailable("object store", exc) from exc
     except Exception as exc:
-        dependency = errors.unavailable_dependency(exc)
+        dependency = unavailable_dependency(exc)
         if dependency is None:
             raise
         raise errors.DependencyUnavailable(dependency, exc) from exc
