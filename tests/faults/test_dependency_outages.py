@@ -96,3 +96,27 @@ def test_the_database_cut_for_a_while_mid_run_spends_no_retry_and_sends_each_ema
     # callback (the unknown-outcome rule): held, sent once, never resent blind.
     held = [e for e in tally.stuck if tally.provider_requests[e] == 1]
     assert len(held) == len(tally.stuck), tally.summary()
+
+
+def test_a_silently_dead_broker_connection_is_noticed_within_a_few_heartbeats(
+    stack: Stack, tap: EventTap, sandbox_client: SandboxClient
+) -> None:
+    heartbeat = 2.0
+    with proxy_for(stack.amqp_url, 5672) as broker:
+        worker = stack.start_worker(
+            {"EMAILER_BUS_URL": via(stack.amqp_url, broker), "EMAILER_BROKER_HEARTBEAT": str(heartbeat)}
+        )
+        run = FaultRun(stack, tap, sandbox_client)
+        run.send(5, prefix="before")
+        run.wait_settled(timeout=60)
+        broker.freeze()  # no RST, no FIN: only missing heartbeats tell
+        frozen = time.monotonic()
+        wait_until(lambda: logged(worker, "bus.consumer.connection_lost"), 30, "the consumer to notice")
+        noticed = time.monotonic() - frozen
+        broker.thaw()
+        run.send(5, prefix="after")
+        tally = run.wait_settled(timeout=120)
+    print(f"silent broker death noticed after {noticed:.2f}s (heartbeat {heartbeat:g}s); {tally.summary()}")
+    assert noticed <= 3 * heartbeat + 2
+    assert tally.lost == [] and tally.stuck == [] and tally.duplicated == [], tally.summary()
+    assert worker.proc.poll() is None
