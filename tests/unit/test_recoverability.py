@@ -236,3 +236,26 @@ def test_a_message_that_kills_every_worker_still_ends_in_the_error_queue() -> No
     assert deaths == FAST.attempts
     [(moved, reason)] = e.errors.messages
     assert reason == ABANDONED and e.errors.headers[0][H.RETRIES] == "3"
+
+
+def test_the_ops_definitions_declare_the_delay_queues_the_worker_declares() -> None:
+    from pathlib import Path
+
+    from emailer.adapters.bus import Topology
+
+    definitions = json.loads((Path(__file__).parents[2] / "ops/rabbitmq/definitions.json").read_text())
+    declared = {q["name"]: q["arguments"] for q in definitions["queues"] if ".delay." in q["name"]}
+    expected = {q.name: q.queue_arguments for q in Topology().delay_queues()}
+    assert declared == expected
+    assert set(expected) == {"emailer.delay.10s", "emailer.delay.20s", "emailer.delay.30s"}
+
+
+def test_heartbeats_are_on_for_rabbitmq_and_configurable() -> None:
+    from emailer.bootstrap import build_bus
+
+    key = "k" * 32
+    rabbit = build_bus(load_settings(bus_url="amqp://u:p@127.0.0.1:1//", internal_key=key))
+    tuned = build_bus(load_settings(bus_url="amqp://u:p@127.0.0.1:1//", internal_key=key, broker_heartbeat=3))
+    embedded = build_bus(load_settings(bus_url="memory://"))
+    assert [rabbit._publisher.heartbeat, rabbit._consumer.heartbeat] == [10, 10]
+    assert tuned._consumer.heartbeat == 3 and embedded._consumer.heartbeat == 0
