@@ -14,7 +14,6 @@ from emailer.adapters.bus import Topology
 from emailer.sandbox.client import SandboxClient
 from tests.e2e.harness import INTERNAL_KEY, EventTap, Process, Stack, base_env, new_api_key, sandbox_process
 
-
 DELAYS = (0.2, 0.4, 0.6)
 """Delayed retries in end-to-end runs: short, so that a message that keeps failing reaches `error` soon."""
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from kombu.connection import Connection
 from kombu.messaging import Producer

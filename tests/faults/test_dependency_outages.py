@@ -45,7 +45,7 @@ def _outage(
     cut.cut()
     started = time.monotonic()
     run.send(EMAILS - EMAILS // 2, prefix="during")
-    time.sleep(max(0.0, seconds - (time.monotonic() - started)))  # the fault's length, not a wait for a result
+    time.sleep(max(0.0, seconds - (time.monotonic() - started)))  # the fault's length, not a wait
     before = sandbox.stats()["accepted"]
     cut.restore()
     restored = time.monotonic()

@@ -1,4 +1,4 @@
-"""A handler that always fails, on RabbitMQ: 1 + 5 immediate + 3 delayed attempts, then `error` with the headers.
+"""A handler that always fails, on RabbitMQ: 1 + 5 immediate + 3 delayed attempts, then `error` with headers.
 
 The fault is injected by name (EMAILER_FAIL_HANDLING=SendEmail, off unless set);
 the delays are the end-to-end stack's short ones (0.2 / 0.4 / 0.6 s) instead

@@ -245,7 +245,7 @@ def test_the_ops_definitions_declare_the_delay_queues_the_worker_declares() -> N
 
     definitions = json.loads((Path(__file__).parents[2] / "ops/rabbitmq/definitions.json").read_text())
     declared = {q["name"]: q["arguments"] for q in definitions["queues"] if ".delay." in q["name"]}
-    expected = {q.name: q.queue_arguments for q in Topology().delay_queues()}
+    expected = {q.name: q.queue_arguments for q in Topology().delay_queues()}  # type: ignore[attr-defined]
     assert declared == expected
     assert set(expected) == {"emailer.delay.10s", "emailer.delay.20s", "emailer.delay.30s"}
 
