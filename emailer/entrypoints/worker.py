@@ -14,6 +14,7 @@ from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_event
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.bootstrap import App
 from emailer.endpoint.scheduler import schedule_due
+from emailer.infrastructure import unavailable_dependency
 from handlers.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -33,6 +34,14 @@ class Ticker(threading.Thread):
             try:
                 self.step()
             except Exception as exc:  # noqa: BLE001 - a tick must not kill the worker; the next one retries
+                dependency = unavailable_dependency(exc)
+                if dependency is not None:  # an outage, not a bug: one line, no stack, every tick
+                    log.warning(
+                        "worker.tick_waiting", ticker=self.name, dependency=dependency,
+                        error=redaction.describe(exc),
+                    )  # fmt: skip
+                    self.stop.wait(self.interval)
+                    continue
                 log.error(
                     "worker.tick_failed",
                     ticker=self.name,
