@@ -27,8 +27,10 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        # resolve sys.stderr per logger, not once: it may be replaced (tests, daemonising)
-        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        # resolve sys.stderr per logger, not once: it may be replaced (tests, daemonising).
+        # WriteLogger writes a line and its newline in ONE write (print makes two), so a line
+        # another thread writes at the same moment never lands in the middle of it.
+        logger_factory=lambda *_: structlog.WriteLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
