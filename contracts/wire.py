@@ -14,7 +14,12 @@ ENDPOINT = "emailer"
 
 
 class H:
-    """NServiceBus header names."""
+    """Header names: NServiceBus's, and Emailer's own (``Emailer.*``) where NServiceBus has none.
+
+    The recoverability headers below are the agreement between the worker that
+    writes them and the tools that read them (``emailer errors``, ServicePulse-like
+    consoles); README "Operations: retries and the error queue" describes them.
+    """
 
     MESSAGE_ID = "NServiceBus.MessageId"
     CORRELATION_ID = "NServiceBus.CorrelationId"
@@ -34,6 +39,32 @@ class H:
     EXCEPTION_MESSAGE = "NServiceBus.ExceptionInfo.Message"
     EXCEPTION_SOURCE = "NServiceBus.ExceptionInfo.Source"
     EXCEPTION_STACK_TRACE = "NServiceBus.ExceptionInfo.StackTrace"
+    HANDLER = "Emailer.Handler"
+    """On a failed message: the handler that raised (``handlers.send_email.send_email``); absent when
+    the message never reached one (it could not be decoded, or failed the contract)."""
+    # Retry counts: on a message being retried, and kept on its copy in the error queue.
+    RETRIES = "NServiceBus.Retries"
+    """Delayed retries performed (NServiceBus's meaning); on an error-queue copy: how many were spent."""
+    RETRIES_TIMESTAMP = "NServiceBus.Retries.Timestamp"
+    """When the latest delayed retry was scheduled (wire time), as NServiceBus sets it."""
+    IMMEDIATE_RETRIES = "Emailer.ImmediateRetries"
+    """Immediate retries performed (NServiceBus keeps this count in memory; Emailer carries it so that it
+    survives a crash); on an error-queue copy: how many were spent."""
+
+
+RETRY_HEADERS = (H.RETRIES, H.RETRIES_TIMESTAMP, H.IMMEDIATE_RETRIES)
+"""What recoverability adds to a message while it is retried: a replay removes them (a fresh budget)."""
+FAILURE_HEADERS = (
+    H.FAILED_Q,
+    H.TIME_OF_FAILURE,
+    H.EXCEPTION_TYPE,
+    H.EXCEPTION_MESSAGE,
+    H.EXCEPTION_SOURCE,
+    H.EXCEPTION_STACK_TRACE,
+    H.PROCESSING_ENDPOINT,
+    H.HANDLER,
+)
+"""What moving a message to the error queue adds: a replay removes them (with ``RETRY_HEADERS``)."""
 
 
 def wire_time(moment: datetime) -> str:

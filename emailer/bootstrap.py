@@ -15,7 +15,8 @@ from emailer.config import Settings
 from emailer.domain import RetryPolicy
 from emailer.endpoint.faults import AFTER_PROVIDER_CALL_BEFORE_COMMIT, crash_point
 from emailer.endpoint.pipeline import MessagePipeline
-from emailer.endpoint.registry import Registry, Route
+from emailer.endpoint.recoverability import RecoverabilityPolicy
+from emailer.endpoint.registry import Registry, Route, qualified_name
 from emailer.signing import Signer
 from handlers import record_delivery_reports as record_delivery_reports_module
 from handlers import send_email as send_email_module
@@ -140,6 +141,11 @@ def build_signer(settings: Settings) -> Signer:
     return Signer.kept_in(settings.var_dir / "internal.key")
 
 
+def recoverability_policy(settings: Settings) -> RecoverabilityPolicy:
+    """EMAILER_IMMEDIATE_RETRIES, EMAILER_DELAYED_RETRIES and EMAILER_DELAYED_RETRY_DELAYS."""
+    return RecoverabilityPolicy(immediate_retries=settings.immediate_retries, delays=settings.retry_delays)
+
+
 def build_bus(settings: Settings, **options: Any) -> KombuBus:
     """The bus; ``options`` go to ``KombuBus`` (the gateway's has short connect and confirm timeouts)."""
     from emailer.adapters.bus import KombuBus, Topology
@@ -149,7 +155,9 @@ def build_bus(settings: Settings, **options: Any) -> KombuBus:
         input_queue=settings.input_queue,
         events_exchange=settings.events_exchange,
         error_queue=settings.error_queue,
+        delays=settings.retry_delays,
     )
+    options.setdefault("heartbeat", settings.broker_heartbeat)
     nservicebus = nservicebus_routes(settings.topology, settings.nsb_namespace, settings.input_queue)
     return KombuBus(settings.bus_url, topology, nservicebus=nservicebus, **options)
 
@@ -210,17 +218,24 @@ def bootstrap(
                 SendEmail,
                 lambda m, uow: send_email(m, uow, blobs, clock, policy, limits),
                 prefetch=send_email_module.prefetch,
+                handler_name=qualified_name(send_email),
             ),
-            Route(CancelEmail, lambda m, uow: cancel_email(m, uow, clock)),
+            Route(
+                CancelEmail,
+                lambda m, uow: cancel_email(m, uow, clock),
+                handler_name=qualified_name(cancel_email),
+            ),
             Route(
                 RecordDeliveryReports,
                 lambda m, uow: record_delivery_reports(m, uow, clock),
                 prefetch=record_delivery_reports_module.prefetch,
+                handler_name=qualified_name(record_delivery_reports),
             ),
             Route(
                 DispatchEmail,
                 lambda m, uow: dispatch_email(m, uow, blobs, gate, clock, policy, after_call),
                 transactional=False,
+                handler_name=qualified_name(dispatch_email),
             ),
         ]
     )
@@ -242,6 +257,8 @@ def bootstrap(
             settings.crash_at,
             concurrency=settings.dispatch_concurrency,
             signer=signer,
+            recoverability=recoverability_policy(settings),
+            fail_handling=settings.fail_handling,
         ),
         signer=signer,
         provider_state=provider_state,

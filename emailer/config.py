@@ -66,6 +66,20 @@ class Settings(BaseSettings):
     prefetch: int = Field(50, ge=1, le=10000, description="unacknowledged messages a worker takes at once")
     batch_size: int = Field(50, ge=1, le=10000, description="messages handled in one transaction")
     dispatch_concurrency: int = Field(8, ge=1, le=256, description="provider calls in flight per worker")
+    immediate_retries: int = Field(
+        5, ge=0, le=100, description="times a failing message is tried again at once, before delayed retries"
+    )
+    delayed_retries: int = Field(
+        3, ge=0, le=100, description="times it is then tried again after a delay, before the error queue"
+    )
+    delayed_retry_delays: str = Field(
+        "10,20,30",
+        description="seconds before each delayed retry, comma-separated (the last one repeats); "
+        "one RabbitMQ delay queue per distinct value",
+    )
+    broker_heartbeat: float = Field(
+        10.0, ge=0, le=600, description="AMQP heartbeat, seconds (0: off): a dead connection is noticed then"
+    )
 
     blob_store: Literal["local", "s3"] = Field("local", description="attachments' store: local or s3")
     blob_dir: Path | None = Field(None, description="the local store's folder (default: var_dir/blobs)")
@@ -219,6 +233,15 @@ class Settings(BaseSettings):
         "auto", description="json (default off a terminal) or console"
     )
     crash_at: str | None = Field(None, description="fault injection for tests: a crash point name")
+    fail_handling: str | None = Field(
+        None, description="fault injection for tests: every message of this type fails in its handler"
+    )
+
+    @field_validator("delayed_retry_delays")
+    @classmethod
+    def _delays(cls, value: str) -> str:
+        _parse_delays(value)
+        return value
 
     @field_validator("bus_url")
     @classmethod
@@ -327,6 +350,14 @@ class Settings(BaseSettings):
     def embedded_bus(self) -> bool:
         return self.bus_url.startswith("memory://")
 
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        """One delay per delayed retry (EMAILER_DELAYED_RETRIES of them) from EMAILER_DELAYED_RETRY_DELAYS."""
+        given = _parse_delays(self.delayed_retry_delays)
+        if self.delayed_retries <= 0:
+            return ()
+        return tuple(given[min(i, len(given) - 1)] for i in range(self.delayed_retries))
+
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
             first_delay=timedelta(seconds=self.retry_first_delay),
@@ -349,6 +380,16 @@ class Settings(BaseSettings):
         for secret in SECRETS:
             data[secret] = "**********" if getattr(self, secret) else None
         return data
+
+
+def _parse_delays(value: str) -> tuple[float, ...]:
+    try:
+        delays = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("give seconds, comma-separated, e.g. 10,20,30") from None
+    if not delays or any(not 0.001 <= delay <= 86400 * 7 for delay in delays):
+        raise ValueError("give at least one delay, each between 0.001 and 604800 seconds, e.g. 10,20,30")
+    return delays
 
 
 def _mask_url_password(url: str) -> str:

@@ -25,8 +25,12 @@ a lost database connection     a new connection, the same short             ``da
 in a transaction safe to run   transaction again (``adapters/persistence/   ``DATABASE``
 again: outbox claim and        reconnect.py``); never a handler's
 mark-sent, a scheduler tick    transaction (see the next line)
-a message whose handler fails  requeue, then the error queue                ``IMMEDIATE_RETRIES``
-                               (``endpoint/pipeline.py``)
+a message whose handler fails  immediate retries, delayed retries (delay      ``EMAILER_IMMEDIATE_RETRIES``,
+                               queues), then the error queue, counted in    ``EMAILER_DELAYED_RETRIES``,
+                               headers (``endpoint/recoverability.py``)     ``EMAILER_DELAYED_RETRY_DELAYS``
+a dependency down while        the consumer keeps the messages, pauses,     ``dependency_pause``,
+messages are handled           hands them over again; no retry spent        ``DEPENDENCY_PAUSE``
+                               (``adapters/bus/consuming.py``)
 an outbox row not confirmed    the sweep publishes it again once it is      ``EMAILER_OUTBOX_SWEEP_*``
 right after its commit         that old (``adapters/persistence/outbox.py``)
 an outbox row a crashed        taken again once the claim's lease ends      ``OUTBOX_CLAIM_LEASE``
@@ -42,6 +46,7 @@ a provider that keeps failing  circuit breaker around the provider: stop     ``E
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -91,11 +96,18 @@ CONFLICT = Backoff(attempts=3, first_wait=0.0, max_wait=0.05)
 """Recording a provider outcome that raced a callback: reload and apply again."""
 DATABASE = Backoff(attempts=5, first_wait=0.2, max_wait=3.0)
 """A transaction that lost its database connection before it committed."""
-IMMEDIATE_RETRIES = 3
-"""Times a failing message is handed to its handler again before it goes to the error queue."""
+DEPENDENCY_PAUSE = Backoff(attempts=0, first_wait=0.25, max_wait=5.0)
+"""The consumer's pause while the database (or another dependency) does not answer: a few seconds at
+most, so that it resumes within that of the dependency's return."""
 OUTBOX_CLAIM_LEASE = timedelta(minutes=2)
 """How long a sweeper owns the outbox rows it claimed: longer than a publish can take
 (confirm timeout and publish retries), so a live sweeper is not overtaken."""
+
+
+def dependency_pause(pauses: int) -> float:
+    """Seconds of the ``pauses``-th pause (1, 2, ...): ``DEPENDENCY_PAUSE``, exponential, jittered."""
+    ceiling: float = min(DEPENDENCY_PAUSE.max_wait, DEPENDENCY_PAUSE.first_wait * 2.0 ** min(pauses - 1, 30))
+    return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
 
 
 def _logger(

@@ -2,7 +2,9 @@
 
 ``cut()`` closes every open connection and refuses new ones (the port stays
 bound, connections are accepted and dropped at once, as a dead path looks);
-``restore()`` lets them through again. Traffic goes to loopback only.
+``restore()`` lets them through again. ``freeze()`` is the silent kind of
+dead path: connections stay open but no byte gets through either way (no RST,
+no FIN), until ``thaw()``. Traffic goes to loopback only.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class TcpProxy:
         self.host, self.port = self._server.getsockname()[:2]
         self._open = threading.Event()
         self._open.set()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -41,6 +45,13 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._open.set()
+
+    def freeze(self) -> None:
+        """Stop forwarding without closing anything: a peer notices only by a timeout (heartbeats)."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     @contextmanager
     def outage(self) -> Iterator[None]:
@@ -92,6 +103,9 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data:
                     break
+                while not self._flowing.wait(0.2):  # frozen: hold the bytes, say nothing
+                    if self._stop.is_set():
+                        return
                 sink.sendall(data)
         except OSError:
             pass

@@ -8,8 +8,13 @@ fails, the transaction is rolled back and the messages are handled one by one,
 so one bad message costs only itself.
 
 Failures never vanish: an invalid message goes to the error queue with the
-reason at once; any other exception is retried a few times (the delivery is
-requeued, ``emailer.retries.IMMEDIATE_RETRIES``), then goes to the error queue.
+reason at once; any other exception goes through recoverability
+(``recoverability.py``: immediate retries, delayed retries, then the error
+queue, counted in the message's headers), except an infrastructure failure
+(``emailer.infrastructure``: the database, broker or object store does not
+answer): then the deliveries are left unsettled and ``handle_batch`` raises
+``InfrastructureUnavailable`` once the rest of the batch is done, so that the
+consumer pauses and hands them over again; no retry is spent.
 Exceptions are logged and put into error-queue headers only as
 ``emailer.redaction`` describes them (never a statement's parameters).
 
@@ -33,20 +38,29 @@ queue and an outbox relay through the small protocols below.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
 import structlog
 
 from contracts import Message
-from contracts.wire import type_name
+from contracts.wire import H, type_name
 from emailer import redaction
 from emailer.domain import DomainError
 from emailer.endpoint.codec import Decoded, IncomingDelivery, decode
-from emailer.endpoint.faults import AFTER_COMMIT_BEFORE_PUBLISH, crash_point
+from emailer.endpoint.faults import AFTER_COMMIT_BEFORE_PUBLISH, crash_point, failure_point
+from emailer.endpoint.recoverability import (
+    ABANDONED,
+    AttemptAbandoned,
+    MoveToError,
+    RecoverabilityPolicy,
+    SeenHere,
+    counts,
+)
 from emailer.endpoint.registry import Registry
-from emailer.retries import IMMEDIATE_RETRIES
+from emailer.infrastructure import InfrastructureUnavailable, unavailable_dependency
 from emailer.signing import FORGED, SIGNATURE_HEADER, Signer, is_internal
 from handlers.errors import InvalidMessage
 from handlers.ports import MessageContext, OutgoingMessage
@@ -61,6 +75,10 @@ REFUSED_LOG_EVERY = 100
 class Settleable(IncomingDelivery, Protocol):
     """A delivery the pipeline can settle: ack once committed, requeue to have it again."""
 
+    @property
+    def redelivered(self) -> bool:
+        """The broker delivered it before (to this process or to one that is gone)."""
+
     def ack(self) -> None: ...
 
     def requeue(self) -> None: ...
@@ -71,9 +89,19 @@ D_contra = TypeVar("D_contra", bound=Settleable, contravariant=True)
 
 
 class ErrorQueue(Protocol[D_contra]):
-    """Moves a delivery to the error queue with the reason, then acks it."""
+    """Moves a delivery to the error queue, or back for a retry, with a confirm; then acks it."""
 
-    def send_to_error(self, delivery: D_contra, reason: str, exc: BaseException | None = None) -> None: ...
+    def send_to_error(
+        self,
+        delivery: D_contra,
+        reason: str,
+        exc: BaseException | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+    def send_to_retry(self, delivery: D_contra, headers: Mapping[str, str], delay: float) -> None:
+        """The same message (body, headers with ``headers`` replacing theirs) back on the input queue,
+        at once (``delay`` 0) or after ``delay`` seconds; the delivery is acked once that is confirmed."""
 
 
 class Relay(Protocol):
@@ -92,15 +120,23 @@ class MessagePipeline(Generic[D]):
         crash_at: str | None = None,
         concurrency: int = 1,
         signer: Signer | None = None,
+        recoverability: RecoverabilityPolicy | None = None,
+        fail_handling: str | None = None,
     ) -> None:
-        """``signer`` verifies internal commands; without one every internal command is refused."""
+        """``signer`` verifies internal commands; without one every internal command is refused.
+
+        ``fail_handling`` (tests only): a message type whose every handling raises (``faults.py``).
+        """
         self.registry = registry
+        self.recoverability = recoverability or RecoverabilityPolicy()
+        self.fail_handling = fail_handling
+        self._seen = SeenHere()
+        self._outage: InfrastructureUnavailable | None = None
         self.signer = signer
         self.uow_factory = uow_factory
         self.relay = relay
         self.errors = errors
         self.crash_at = crash_at
-        self._failures: dict[str, int] = {}
         self._refused: dict[str, int] = {}
         self._pool = (
             ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch") if concurrency > 1 else None
@@ -110,19 +146,31 @@ class MessagePipeline(Generic[D]):
     # ------------------------------------------------------------ from the bus
 
     def handle_batch(self, deliveries: Sequence[D]) -> None:
+        """Handle, settle and relay; raises ``InfrastructureUnavailable`` (after the rest of the batch)
+        if a dependency was down: the deliveries it left unsettled are to be handed over again."""
+        self._outage = None
         decoded: list[tuple[D, Decoded]] = []
         for delivery in deliveries:
+            abandoned = delivery.redelivered and delivery.message_id not in self._seen
+            self._seen.add(delivery.message_id)
+            if abandoned:
+                # Its worker is gone, maybe killed by this very message: a failed attempt.
+                self._failed(delivery, AttemptAbandoned(ABANDONED), None)
+                continue
             try:
                 self._refuse_forged(delivery)
                 decoded.append((delivery, decode(delivery, self.registry)))
             except InvalidMessage as exc:
-                self._to_error_queue(delivery, exc)
+                self._to_error_queue(delivery, exc, None, _spent(delivery.headers))
         together = [(d, x) for d, x in decoded if x.route.transactional]
         if together:
             self._handle_together(together)
         alone = [(d, x) for d, x in decoded if not x.route.transactional]
         if alone:
             self._handle_alone(alone)
+        outage, self._outage = self._outage, None
+        if outage is not None:
+            raise outage
 
     def _refuse_forged(self, delivery: D) -> None:
         """An internal command must carry Emailer's signature over its id, type and body."""
@@ -137,14 +185,15 @@ class MessagePipeline(Generic[D]):
         try:
             written = self._run_transaction([x for _, x in items])
         except Exception as exc:
-            if len(items) == 1:
-                self._failed(items[0][0], exc)
+            if len(items) == 1 or unavailable_dependency(exc) is not None:
+                for delivery, decoded in items:
+                    self._failed(delivery, exc, decoded.route.name)
             else:
                 log.info(
                     "pipeline.batch_failed_one_by_one", size=len(items), error=redaction.describe(exc)
                 )
-                for item in items:
-                    self._handle_together([item])
+                for pair in items:
+                    self._handle_together([pair])
             return
         self._after_commit([d for d, _ in items], written)
 
@@ -162,6 +211,7 @@ class MessagePipeline(Generic[D]):
                     if uow.inbox.seen(item.context.message_id):
                         log.info("pipeline.duplicate_message_ignored")
                         continue
+                    failure_point(item.context.message_type, self.fail_handling)
                     item.route.handler(item.message, uow)
                     uow.inbox.record(item.context.message_id, item.context.message_type)
                     uow.collect()
@@ -191,12 +241,12 @@ class MessagePipeline(Generic[D]):
             results = [self._run_alone(item) for _, item in items]
         else:
             results = list(self._pool.map(self._run_alone, [item for _, item in items]))
-        for (delivery, _), (written, exc) in zip(items, results, strict=True):
+        for (delivery, item), (written, exc) in zip(items, results, strict=True):
             if exc is None:
                 self._after_commit([delivery], written)
             else:
                 self.relay.publish_committed(written)  # what it did commit before failing
-                self._failed(delivery, exc)
+                self._failed(delivery, exc, item.route.name)
 
     def _run_alone(self, item: Decoded) -> tuple[list[OutgoingMessage], Exception | None]:
         uow = self.uow_factory()
@@ -207,6 +257,7 @@ class MessagePipeline(Generic[D]):
             message_type=item.context.message_type,
         ):
             try:
+                failure_point(item.context.message_type, self.fail_handling)
                 item.route.handler(item.message, uow)
             except Exception as exc:
                 return uow.take_committed(), exc
@@ -216,7 +267,6 @@ class MessagePipeline(Generic[D]):
         crash_point(AFTER_COMMIT_BEFORE_PUBLISH, self.crash_at)
         for delivery in deliveries:
             delivery.ack()
-            self._forget(delivery.message_id)
         self.relay.publish_committed(written)
 
     def close(self) -> None:
@@ -236,39 +286,56 @@ class MessagePipeline(Generic[D]):
 
     # ------------------------------------------------------------ failures
 
-    def _failed(self, delivery: D, exc: Exception) -> None:
+    def _failed(self, delivery: D, exc: Exception, handler: str | None) -> None:
+        """Recoverability for one delivery (see the module's docstring)."""
         if isinstance(exc, PERMANENT):
-            self._to_error_queue(delivery, exc)
+            self._to_error_queue(delivery, exc, handler, _spent(delivery.headers))
             return
-        with self._lock:
-            count = self._failures.get(delivery.message_id, 0) + 1
-            self._failures[delivery.message_id] = count
-        if count > IMMEDIATE_RETRIES:
-            self._to_error_queue(delivery, exc)
+        dependency = unavailable_dependency(exc)
+        if dependency is not None:
+            if self._outage is None:
+                self._outage = InfrastructureUnavailable(dependency, exc)
+            return  # unsettled: the consumer pauses and hands it over again
+        decision = self.recoverability.decide(delivery.headers, datetime.now(UTC))
+        immediate, delayed = counts(delivery.headers)
+        if isinstance(decision, MoveToError):
+            self._to_error_queue(delivery, exc, handler, decision.headers)
             return
         log.warning(
             "pipeline.handler_failed_retrying",
             message_id=delivery.message_id,
-            attempt=count,
+            message_type=delivery.message_type,
+            handler=handler,
+            immediate_retries=immediate,
+            delayed_retries=delayed,
+            retry_in=decision.delay,
             error=redaction.describe(exc),
         )
-        delivery.requeue()
+        try:
+            self.errors.send_to_retry(delivery, decision.headers, decision.delay)
+        except Exception as refused:  # noqa: BLE001 - never lost: it stays on the input queue
+            self._refused_by_error_queue(delivery, refused)
 
-    def _to_error_queue(self, delivery: D, exc: Exception) -> None:
+    def _to_error_queue(
+        self, delivery: D, exc: Exception, handler: str | None, spent: Mapping[str, str]
+    ) -> None:
         # Our own errors say what is wrong with the message; anything else only as redacted.
-        reason = str(exc) if isinstance(exc, PERMANENT) else redaction.message(exc)
+        reason = str(exc) if isinstance(exc, (*PERMANENT, AttemptAbandoned)) else redaction.message(exc)
         log.error(
             "pipeline.moved_to_error_queue",
             message_id=delivery.message_id,
             message_type=delivery.message_type,
+            handler=handler,
+            immediate_retries=spent.get(H.IMMEDIATE_RETRIES),
+            delayed_retries=spent.get(H.RETRIES),
             reason=reason if isinstance(exc, PERMANENT) else redaction.describe(exc),
         )
+        extra = {**spent, **({H.HANDLER: handler} if handler else {})}
         try:
-            self.errors.send_to_error(delivery, reason, exc)
+            self.errors.send_to_error(delivery, reason, exc, extra)
         except Exception as refused:  # noqa: BLE001 - never lost, never blocking the batch
             self._refused_by_error_queue(delivery, refused)
             return
-        self._forget(delivery.message_id)
         with self._lock:
             self._refused.pop(delivery.message_id, None)
 
@@ -294,6 +361,8 @@ class MessagePipeline(Generic[D]):
                 "pipeline.requeue_failed", message_id=delivery.message_id, error=redaction.describe(lost)
             )
 
-    def _forget(self, message_id: str) -> None:
-        with self._lock:
-            self._failures.pop(message_id, None)
+
+def _spent(headers: Mapping[str, str]) -> dict[str, str]:
+    """The retry counts a message carries, for a failure that spends no more of them."""
+    immediate, delayed = counts(headers)
+    return {H.IMMEDIATE_RETRIES: str(immediate), H.RETRIES: str(delayed)}

@@ -22,6 +22,19 @@ class Route:
     transactional: bool = True
     prefetch: Callable[[list[Any], Any], None] | None = None
     """Optional: load what a batch of these messages will need in one go, ``prefetch(messages, uow)``."""
+    handler_name: str = ""
+    """What ``Emailer.Handler`` names on a failed message (bootstrap binds ``handler`` in a lambda)."""
+
+    @property
+    def name(self) -> str:
+        if self.handler_name:
+            return self.handler_name
+        return f"{self.handler.__module__}.{self.handler.__qualname__}"
+
+
+def qualified_name(function: Callable[..., Any]) -> str:
+    """``module.function``, as ``Emailer.Handler`` names a handler."""
+    return f"{function.__module__}.{function.__qualname__}"
 
 
 class Registry:

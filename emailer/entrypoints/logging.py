@@ -12,19 +12,6 @@ import sys
 import structlog
 
 
-class LineLogger(structlog.PrintLogger):
-    """Writes each line in one call: ``print`` writes the text and its newline apart, so a line
-    logged from another thread (or the one-line start-up error) could land between the two."""
-
-    def msg(self, message: str) -> None:
-        with self._lock:
-            self._file.write(message + "\n")
-            self._file.flush()
-
-    log = debug = info = warn = warning = msg
-    fatal = failure = err = error = critical = exception = msg
-
-
 def configure(level: str = "INFO", fmt: str = "auto") -> None:
     json_lines = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
@@ -40,8 +27,10 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        # resolve sys.stderr per logger, not once: it may be replaced (tests, daemonising)
-        logger_factory=lambda *_: LineLogger(sys.stderr),
+        # resolve sys.stderr per logger, not once: it may be replaced (tests, daemonising).
+        # WriteLogger writes a line and its newline in ONE write (print makes two), so a line
+        # another thread writes at the same moment never lands in the middle of it.
+        logger_factory=lambda *_: structlog.WriteLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -15,6 +15,7 @@ from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_event
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.bootstrap import App
 from emailer.endpoint.scheduler import schedule_due
+from emailer.infrastructure import unavailable_dependency
 from handlers.ports import lookup_of
 from handlers.reconcile import reconcile_unknown_outcomes
 from handlers.unit_of_work import AbstractUnitOfWork
@@ -36,6 +37,14 @@ class Ticker(threading.Thread):
             try:
                 self.step()
             except Exception as exc:  # noqa: BLE001 - a tick must not kill the worker; the next one retries
+                dependency = unavailable_dependency(exc)
+                if dependency is not None:  # an outage, not a bug: one line, no stack, every tick
+                    log.warning(
+                        "worker.tick_waiting", ticker=self.name, dependency=dependency,
+                        error=redaction.describe(exc),
+                    )  # fmt: skip
+                    self.stop.wait(self.interval)
+                    continue
                 log.error(
                     "worker.tick_failed",
                     ticker=self.name,
@@ -62,6 +71,7 @@ class Worker:
         s = self.app.settings
         self.app.bus.connect()
         self.reprobe_provider()
+        self.app.bus.declare_delay_queues()
         consumer = threading.Thread(target=self._consume, name="consumer", daemon=True)
         self.threads = [
             consumer,

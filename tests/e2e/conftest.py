@@ -14,6 +14,9 @@ from emailer.adapters.bus import Topology
 from emailer.sandbox.client import SandboxClient
 from tests.e2e.harness import INTERNAL_KEY, EventTap, Process, Stack, base_env, new_api_key, sandbox_process
 
+DELAYS = (0.2, 0.4, 0.6)
+"""Delayed retries in end-to-end runs: short, so that a message that keeps failing reaches `error` soon."""
+
 
 def _admin_dsn(url: str) -> str:
     return (
@@ -52,6 +55,7 @@ def stack(
         input_queue=f"{unique_name}.emailer",
         events_exchange=f"{unique_name}.events",
         error_queue=f"{unique_name}.error",
+        delays=DELAYS,
     )
     env = base_env(tmp_path)
     env.update(
@@ -72,6 +76,7 @@ def stack(
             "EMAILER_OUTBOX_SWEEP_INTERVAL": "0.2",
             "EMAILER_OUTBOX_SWEEP_AFTER": "0.5",
             "EMAILER_CIRCUIT_COOLDOWN": "0.3",
+            "EMAILER_DELAYED_RETRY_DELAYS": ",".join(str(d) for d in DELAYS),
         }
     )
     s = Stack(env, topology, tmp_path, rabbitmq_url, database_url, sandbox_url)
@@ -82,7 +87,8 @@ def stack(
         process.stop()
     with Connection(rabbitmq_url) as conn:
         channel = conn.channel()
-        for q in (topology.input_queue, topology.error_queue, f"{unique_name}.tap"):
+        delay_queues = [q.name for q in topology.delay_queues()]
+        for q in (topology.input_queue, topology.error_queue, f"{unique_name}.tap", *delay_queues):
             channel.queue_delete(q)
         channel.exchange_delete(topology.events_exchange)
 

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from kombu.connection import Connection
 from kombu.messaging import Producer
@@ -26,8 +27,9 @@ from sqlalchemy import create_engine, text
 from contracts.wire import H
 from emailer.adapters.persistence.engine import normalize_url
 from emailer.sandbox.client import SandboxClient
-from tests.e2e.harness import EventTap, Stack
+from tests.e2e.harness import EventTap, Process, Stack
 from tests.factories import send_email_payload
+from tests.proxy import TcpProxy
 
 
 @dataclass
@@ -149,3 +151,34 @@ class FaultRun:
                 return int(channel.queue_declare(self.stack.topology.error_queue, passive=True).message_count)
             except Exception:  # noqa: BLE001 - no error queue yet: nothing failed
                 return 0
+
+
+# -- faults through a proxy the test owns, and what a process logged --------------------------
+
+
+def proxy_for(url: str, default_port: int) -> TcpProxy:
+    """A TCP proxy in front of the service ``url`` names (RabbitMQ, PostgreSQL)."""
+    parts = urlsplit(url)
+    return TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+
+
+def via(url: str, proxy: TcpProxy) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{proxy.host}:{proxy.port}".lstrip("@")))
+
+
+def logged(process: Process, event: str) -> list[dict[str, Any]]:
+    """The JSON log lines of ``process`` (EMAILER_LOG_FORMAT=json) whose event is ``event``."""
+    found = []
+    for line in list(process.output):
+        if f'"{event}"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == event:
+            found.append(entry)
+    return found

@@ -62,6 +62,7 @@ def topology(unique_name: str) -> Topology:
         input_queue=f"{unique_name}.in",
         events_exchange=f"{unique_name}.events",
         error_queue=f"{unique_name}.error",
+        delays=(0.3, 3.0),
     )
 
 
@@ -73,7 +74,7 @@ class Broker:
         self.connection = Connection(url, transport_options={"polling_interval": 0.005})
         self.channel = self.connection.channel()
         self.channel.auto_decode = False  # py-amqp would hand utf-8 bodies back as str
-        self.queues = [topology.input_queue, topology.error_queue]
+        self.queues = [topology.input_queue, topology.error_queue, *(q.name for q in topology.delay_queues())]
 
     def subscribe(self, name: str, *routing_keys: str) -> str:
         queue = self.topology.subscriber_queue(name, routing_keys)
@@ -907,6 +908,7 @@ def _pipeline(
     from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
     from emailer.domain import RetryPolicy
     from emailer.endpoint.pipeline import MessagePipeline
+    from emailer.endpoint.recoverability import RecoverabilityPolicy
     from emailer.endpoint.registry import Registry, Route
     from handlers.record_delivery_reports import record_delivery_reports
     from handlers.send_email import send_email
@@ -928,6 +930,8 @@ def _pipeline(
         FakeRelay(),
         bus,
         signer=signer,
+        # Short: every retry of the suite's failing handlers is spent within a second or so.
+        recoverability=RecoverabilityPolicy(immediate_retries=2, delays=(0.3,)),
     )
 
 
@@ -1100,4 +1104,90 @@ def test_internal_commands_are_accepted_only_with_emailers_signature(
         assert [r[0] for r in conn.execute(select(provider_events.c.event_id))] == ["genuine"]
     assert dispatched == []
     assert len(timeline_of("e-1")) > len(accepted)  # the genuine report was applied, the forged one not
+    assert broker.depth(broker.topology.input_queue) == 0
+
+
+# -- recoverability: retries through the bus ------------------------------------------------
+
+
+def _consume_one(bus: KombuBus, act: Callable[[Delivery], None]) -> Delivery:
+    handled: list[Delivery] = []
+
+    def on_batch(batch: list[Delivery]) -> None:
+        for delivery in batch:
+            act(delivery)
+        handled.extend(batch)
+
+    bus.consume(
+        on_batch, prefetch=1, max_batch=1, should_stop=stop_when(lambda: bool(handled)), idle_timeout=0.05
+    )
+    [delivery] = handled
+    return delivery
+
+
+def test_a_retry_republishes_the_same_message_with_its_count_then_acks(bus: KombuBus, broker: Broker) -> None:
+    sent = outgoing_message(
+        1, broker.topology, headers={"NServiceBus.MessageId": "msg-1", "NServiceBus.CorrelationId": "c-1"}
+    )
+    bus.publish([sent])
+    first = _consume_one(bus, lambda d: bus.send_to_retry(d, {"Emailer.ImmediateRetries": "1"}, 0))
+    assert first.state == "acked"
+    again = _consume_one(bus, lambda d: d.ack())
+    assert again.body == sent.body and again.message_id == "msg-1"
+    assert again.headers["Emailer.ImmediateRetries"] == "1"
+    assert again.headers["NServiceBus.CorrelationId"] == "c-1"
+    assert broker.depth(broker.topology.input_queue) == 0
+
+
+def test_a_delayed_retry_waits_its_delay_and_a_long_delay_never_holds_up_a_short_one(
+    bus: KombuBus, broker: Broker
+) -> None:
+    bus.declare_delay_queues()
+    bus.publish([outgoing_message(n, broker.topology) for n in (1, 2)])
+    scheduled: dict[str, float] = {}
+
+    def delay(d: Delivery) -> None:
+        scheduled[d.message_id] = time.monotonic()
+        # msg-1 waits 3 s, msg-2 only 0.3 s: msg-2 must not queue behind msg-1.
+        bus.send_to_retry(d, {"NServiceBus.Retries": "1"}, 3.0 if d.message_id == "msg-1" else 0.3)
+
+    for _ in range(2):
+        _consume_one(bus, delay)
+    back = _consume_one(bus, lambda d: bus.send_to_retry(d, {"Emailer.ImmediateRetries": "1"}, 0))
+    waited = time.monotonic() - scheduled["msg-2"]
+    assert back.message_id == "msg-2" and back.headers["NServiceBus.Retries"] == "1"
+    assert 0.25 <= waited < 2.5
+    again = _consume_one(bus, lambda d: d.ack())
+    # What RabbitMQ added when it dead-lettered the message is not carried further.
+    assert again.message_id == "msg-2" and not any(h.startswith("x-") for h in again.headers)
+
+
+def test_consuming_pauses_and_hands_over_the_same_deliveries_while_a_dependency_is_down(
+    bus: KombuBus, broker: Broker
+) -> None:
+    from emailer.infrastructure import InfrastructureUnavailable
+
+    bus.publish([outgoing_message(n, broker.topology) for n in range(3)])
+    handed: list[list[Delivery]] = []
+
+    def on_batch(batch: list[Delivery]) -> None:
+        handed.append(list(batch))
+        if len(handed) < 3:
+            raise InfrastructureUnavailable("database", ConnectionRefusedError("refused"))
+        for delivery in batch:
+            delivery.ack()
+
+    with capture_logs() as logs:
+        bus.consume(
+            on_batch,
+            should_stop=stop_when(lambda: len(handed) >= 3 and all(d.settled for d in handed[-1])),
+            idle_timeout=0.05,
+        )
+    first, *later = handed
+    assert len(first) == 3 and all(batch == first for batch in later)  # the same, never requeued
+    assert all(d.state == "acked" and not d.redelivered for d in first)
+    assert [e["event"] for e in logs if e["event"].startswith("bus.consumer.")] == [
+        "bus.consumer.paused",
+        "bus.consumer.resumed",
+    ]
     assert broker.depth(broker.topology.input_queue) == 0

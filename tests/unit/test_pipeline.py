@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,8 +12,8 @@ import pytest
 from contracts import DeliveryReport, DispatchEmail, RecordDeliveryReports, ReportKind, SendEmail
 from emailer.domain import RetryPolicy
 from emailer.endpoint.pipeline import MessagePipeline
+from emailer.endpoint.recoverability import RecoverabilityPolicy
 from emailer.endpoint.registry import Registry, Route
-from emailer.retries import IMMEDIATE_RETRIES
 from emailer.signing import FORGED, SIGNATURE_HEADER, Signer
 from handlers.send_email import send_email as handle_send_email
 from tests.factories import send_email_payload
@@ -37,11 +38,30 @@ class FakeDelivery:
 
 
 class FakeErrorQueue:
+    """The error queue and the retry path of a bus: what was moved where, with which headers."""
+
     def __init__(self) -> None:
         self.messages: list[tuple[FakeDelivery, str]] = []
+        self.headers: list[dict[str, str]] = []
+        self.retries: list[tuple[FakeDelivery, float]] = []
+        """The copies sent back for a retry (the same message, counts raised), with their delay."""
 
-    def send_to_error(self, delivery: FakeDelivery, reason: str, exc: BaseException | None = None) -> None:
+    def send_to_error(
+        self,
+        delivery: FakeDelivery,
+        reason: str,
+        exc: BaseException | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.messages.append((delivery, reason))
+        self.headers.append({**delivery.headers, **(extra_headers or {})})
+        delivery.ack()
+
+    def send_to_retry(self, delivery: FakeDelivery, headers: Mapping[str, str], delay: float) -> None:
+        copy = FakeDelivery(
+            delivery.message_id, delivery.message_type, delivery.body, {**delivery.headers, **headers}
+        )
+        self.retries.append((copy, delay))
         delivery.ack()
 
 
@@ -100,18 +120,23 @@ def test_one_failing_message_does_not_cost_the_others(h: Harness) -> None:
     h.fail_on = {"bad"}
     good, bad = delivery("m1", email_id="good"), delivery("m2", email_id="bad")
     h.pipeline.handle_batch([good, bad])
-    assert good.acked and not bad.acked and bad.requeued == 1
+    [(retry, delay)] = h.errors.retries
+    assert good.acked and bad.acked and bad.requeued == 0  # republished with its count, not requeued
+    assert retry.headers["Emailer.ImmediateRetries"] == "1" and delay == 0
     assert set(h.store.emails) == {"good"}
 
 
 def test_a_message_that_keeps_failing_goes_to_the_error_queue(h: Harness) -> None:
     h.fail_on = {"bad"}
-    bad = delivery("m1", email_id="bad")
-    for _ in range(IMMEDIATE_RETRIES + 1):
-        h.pipeline.handle_batch([bad])
-    assert bad.requeued == IMMEDIATE_RETRIES
+    current = delivery("m1", email_id="bad")
+    policy = RecoverabilityPolicy()
+    for _ in range(policy.attempts):
+        h.pipeline.handle_batch([current])
+        if h.errors.retries and h.errors.retries[-1][0] is not current:
+            current = h.errors.retries[-1][0]
     [(moved, reason)] = h.errors.messages
-    assert moved is bad and "database hiccup" in reason
+    assert h.calls == policy.attempts == 9
+    assert moved is current and "database hiccup" in reason
 
 
 @pytest.mark.parametrize(
@@ -197,7 +222,13 @@ def signed(signer: Signer, message_id: str, message_type: str, payload: dict[str
 class RefusingErrorQueue(FakeErrorQueue):
     """An error queue the broker will not take anything into (deleted, full, refusing)."""
 
-    def send_to_error(self, delivery: FakeDelivery, reason: str, exc: BaseException | None = None) -> None:
+    def send_to_error(
+        self,
+        delivery: FakeDelivery,
+        reason: str,
+        exc: BaseException | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
         raise RuntimeError("error queue refused the copy")
 
 

@@ -13,11 +13,22 @@ together) and can only be interrupted by raising from a callback it calls once
 a second. Each attempt still opens the connection with kombu's
 ``ensure_connection`` (one try), and the backoff starts over once a session
 was consuming.
+
+When ``on_batch`` raises ``InfrastructureUnavailable`` (the database, or
+another dependency, is down), consuming pauses: the deliveries it left
+unsettled are kept (neither acked nor requeued, so no other worker counts them
+as abandoned and no retry is spent), the consumer waits under
+``emailer.retries.dependency_pause`` (exponential, jittered, at most a few
+seconds), still reading the connection and answering heartbeats, and hands the
+same deliveries over again until the dependency answers. Heartbeats are
+checked every time the loop waits for messages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +41,8 @@ from kombu.messaging import Consumer
 
 from emailer import redaction
 from emailer.adapters.bus.delivery import Delivery
-from emailer.retries import broker_reconnect_retrying
+from emailer.infrastructure import InfrastructureUnavailable
+from emailer.retries import broker_reconnect_retrying, dependency_pause
 
 _log = structlog.get_logger(__name__)
 
@@ -117,6 +129,7 @@ class BatchConsumer:
         consumer.consume()
         try:
             while not should_stop():
+                connection.heartbeat_check()
                 _collect(connection, received, max_batch, idle_timeout)
                 if not received:
                     continue
@@ -144,7 +157,7 @@ class BatchConsumer:
     ) -> None:
         deliveries = [_to_delivery(message) for message in batch]
         try:
-            on_batch(deliveries)
+            self._until_dependencies_answer(on_batch, deliveries, should_stop)
         except Exception as exc:
             # Whatever on_batch raised (an OSError from a handler is no sign of a lost
             # broker connection), give the unsettled back. If the connection is really
@@ -161,6 +174,52 @@ class BatchConsumer:
                 delivery.requeue()
             # A batch that fails at once again would otherwise spin hot.
             _pause(idle_timeout, should_stop)
+
+
+    def _until_dependencies_answer(
+        self, on_batch: OnBatch, deliveries: list[Delivery], should_stop: Callable[[], bool]
+    ) -> None:
+        """``on_batch``; on ``InfrastructureUnavailable``, pause and hand over what is unsettled, again."""
+        pending, pauses, started = deliveries, 0, time.monotonic()
+        while True:
+            try:
+                on_batch(pending)
+            except InfrastructureUnavailable as outage:
+                pending = [delivery for delivery in pending if not delivery.settled]
+                if not pending:
+                    return
+                pauses += 1
+                wait = dependency_pause(pauses)
+                if pauses == 1 or pauses % 10 == 0:
+                    _log.warning(
+                        "bus.consumer.paused",
+                        dependency=outage.dependency,
+                        held=len(pending),
+                        pauses=pauses,
+                        retry_in=round(wait, 2),
+                        error=str(outage),
+                    )
+                self._wait_alive(wait, should_stop)
+                if should_stop():
+                    return  # what is unsettled is given back as the session ends
+                continue
+            if pauses:
+                _log.info(
+                    "bus.consumer.resumed", pauses=pauses, paused_for=round(time.monotonic() - started, 2)
+                )
+            return
+
+    def _wait_alive(self, seconds: float, should_stop: Callable[[], bool]) -> None:
+        """Pause for ``seconds`` without going silent: read the connection, send heartbeats.
+
+        Messages that arrive meanwhile wait in the consumer (up to the prefetch
+        window); a lost connection raises, and the broker redelivers what was held.
+        """
+        deadline = time.monotonic() + seconds
+        while not should_stop() and (remaining := deadline - time.monotonic()) > 0:
+            self._connection.heartbeat_check()
+            with contextlib.suppress(TimeoutError):
+                self._connection.drain_events(timeout=min(0.2, remaining))
 
 
 def _collect(connection: Connection, received: list[Message], max_batch: int, idle_timeout: float) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from emailer.infrastructure import InfrastructureError
 
-class BusError(Exception):
+
+class BusError(InfrastructureError):
     """Something went wrong on the bus."""
 
 

@@ -7,6 +7,16 @@ callback. It knows nothing of handlers or the database. Publishing and consuming
 separate connections: one thread consumes, any thread may publish (under a lock).
 On RabbitMQ a batch is published back-to-back and its confirms awaited together
 (``confirms.py``).
+
+Recoverability's moves live here too: ``send_to_retry`` (the same message back
+on the input queue, at once or through a delay queue; in process on
+``memory://``, ``delayed.py``) and ``send_to_error``; each acks the delivery
+only once the broker confirmed the copy.
+
+AMQP heartbeats (``heartbeat`` seconds, EMAILER_BROKER_HEARTBEAT) are on for
+both connections on RabbitMQ: the consumer checks them as it waits for
+messages, and a keepalive thread checks the publisher's between publishes, so
+a silently dead connection is noticed within about two heartbeats.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from kombu.message import Message
 
 from emailer import redaction
 from emailer.adapters.bus.consuming import BatchConsumer
+from emailer.adapters.bus.delayed import DelayedRedelivery
 from emailer.adapters.bus.delivery import Delivery
 from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, HEADER_BUDGET, error_copy, minimal_copy
 from emailer.adapters.bus.errors import BusUnavailable, describe
@@ -58,12 +69,18 @@ class KombuBus:
         connect_timeout: float = 10.0,
         confirm_timeout: float = CONFIRM_TIMEOUT,
         nservicebus: NServiceBusRoutes | None = None,
+        heartbeat: float = 0.0,
     ) -> None:
         self.topology = topology
         self.nservicebus = nservicebus
         self._url = url
         self._connect_timeout = connect_timeout
         self._driver = Connection(url).transport.driver_type
+        self._heartbeat = heartbeat if self._driver == "amqp" else 0.0
+        self._keepalive_stop = threading.Event()
+        self._keepalive: threading.Thread | None = None
+        self._delayed = DelayedRedelivery(self.publish)
+        self._delay_queues: set[str] = set()
         self._publisher = self._new_connection()
         self._consumer = self._new_connection()
         self._publish_lock = threading.Lock()
@@ -102,9 +119,25 @@ class KombuBus:
             except connection_errors(self._publisher) as exc:
                 raise BusUnavailable(self.safe_url, describe(exc)) from exc
             self._connected = True
+        if self._heartbeat and self._keepalive is None:
+            self._keepalive = threading.Thread(target=self._keep_alive, name="bus-heartbeat", daemon=True)
+            self._keepalive.start()
+
+    def declare_delay_queues(self) -> None:
+        """Declare the delay queues of every configured delay (the worker does, at start)."""
+        if self._driver != "amqp":
+            return
+        with self._publish_lock:
+            for seconds in sorted(set(self.topology.delays)):
+                self._declare_delay_queue(seconds)
 
     def close(self) -> None:
         """Close both connections. Stop ``consume`` (``should_stop``) before calling this."""
+        self._keepalive_stop.set()
+        if self._keepalive is not None:
+            self._keepalive.join(2)
+            self._keepalive = None
+        self._delayed.close()
         with self._publish_lock:
             self._connected = False
             self._publishing.forget()
@@ -195,7 +228,7 @@ class KombuBus:
                 message_id=_text(original_props.get("message_id")) or delivery.message_id,
                 message_type=_text(original_props.get("type")),
                 body=delivery.body,
-                headers=delivery.headers,
+                headers=_without_broker_headers(delivery.headers),
                 failure=failure,
                 content_type=(message.content_type if message else None) or FALLBACK_CONTENT_TYPE,
                 error_queue=self.topology.error_queue,
@@ -213,6 +246,49 @@ class KombuBus:
                 )
                 self._publish_locked([minimal_copy(copy, delivery.message_id, failure)])
         delivery.ack()
+
+    def send_to_retry(self, delivery: Delivery, headers: Mapping[str, str], delay: float) -> None:
+        """Publish ``delivery`` again (``headers`` raised) for a retry, then ack it.
+
+        ``delay`` 0: straight back to the input queue. Otherwise through the
+        delay queue of that many seconds (RabbitMQ dead-letters it back to the
+        input queue when its TTL ends), or, on ``memory://``, held in process
+        until it is due. The body and headers are kept as they came, except the
+        broker's own dead-lettering headers (``x-death``...). A failed publish
+        raises and leaves the delivery unsettled; a crash after the confirm and
+        before the ack leaves a duplicate, which the inbox absorbs.
+        """
+        in_process = delay > 0 and self._driver != "amqp"
+        destination = self.topology.input_queue
+        with self._publish_lock:
+            if delay > 0 and not in_process:
+                destination = self._declare_delay_queue(delay)
+            copy = _resend_copy(delivery, headers, destination)
+            if not in_process:
+                self._publish_locked([copy])
+        if in_process:
+            self._delayed.schedule(copy, delay)
+        delivery.ack()
+
+    def _declare_delay_queue(self, seconds: float) -> str:
+        """The delay queue for ``seconds``, declared on first use; call under the publish lock."""
+        name = self.topology.delay_queue_name(seconds)
+        if name not in self._delay_queues:
+            try:
+                self.topology.delay_queue(seconds).declare(channel=self._publisher.default_channel)
+            except connection_errors(self._publisher) as exc:
+                self._publisher.collect()  # the default channel went with the connection
+                raise BusUnavailable(self.safe_url, describe(exc)) from exc
+            self._delay_queues.add(name)
+        return name
+
+    def _keep_alive(self) -> None:
+        """Heartbeats on the publishing connection while nothing is published (RabbitMQ only)."""
+        interval = max(0.2, self._heartbeat / 4)
+        while not self._keepalive_stop.wait(interval):
+            with self._publish_lock:
+                if self._connected:
+                    self._publishing.keep_alive()
 
     def _publish_locked(self, batch: Sequence[OutgoingMessage]) -> None:
         if not self._connected:
@@ -268,6 +344,7 @@ class KombuBus:
             self._url,
             connect_timeout=timeout or self._connect_timeout,
             transport_options=options,
+            heartbeat=self._heartbeat,
         )
 
     def _ensure_connected(self, connection: Connection, max_retries: int) -> None:
@@ -295,6 +372,28 @@ class KombuBus:
             return False
         finally:
             connection.release()
+
+
+_BROKER_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-")
+
+
+def _without_broker_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The message's headers without what RabbitMQ added when a delay queue dead-lettered it."""
+    return {name: value for name, value in headers.items() if not name.startswith(_BROKER_HEADER_PREFIXES)}
+
+
+def _resend_copy(delivery: Delivery, headers: Mapping[str, str], destination: str) -> OutgoingMessage:
+    message: Message | None = delivery._message
+    props: Mapping[str, Any] = message.properties if message is not None else {}
+    return OutgoingMessage(
+        message_id=_text(props.get("message_id")) or delivery.message_id,
+        message_type=_text(props.get("type")),
+        body=delivery.body,
+        headers={**_without_broker_headers(delivery.headers), **headers},
+        intent="Send",
+        destination=destination,
+        content_type=(message.content_type if message is not None else None) or FALLBACK_CONTENT_TYPE,
+    )
 
 
 def _text(value: object) -> str:

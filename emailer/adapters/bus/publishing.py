@@ -12,6 +12,7 @@ message that reaches the bus twice is deduped by its receivers.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -156,6 +157,21 @@ class BatchPublisher:
             raise BusUnavailable(self._safe_url, str(exc)) from exc
         except self._connection_errors as exc:
             raise BusUnavailable(self._safe_url, describe(exc)) from exc
+
+    def keep_alive(self) -> None:
+        """Between publishes: read what the broker sent (its heartbeats), send ours when due.
+
+        A connection found dead is dropped; the next publish opens a new one.
+        """
+        if self._channel is None:
+            return
+        try:
+            with contextlib.suppress(TimeoutError):  # socket.timeout: nothing to read
+                self._connection.drain_events(timeout=0)
+            self._connection.heartbeat_check()
+        except self._connection_errors as exc:
+            _log.warning("bus.publisher.connection_lost", url=self._safe_url, error=describe(exc))
+            self._drop_connection()
 
     def _attempt(self, batch: Sequence[OutgoingMessage], timestamp: int) -> None:
         """One try; leaves the channel state ready for the next (a lost connection is dropped)."""

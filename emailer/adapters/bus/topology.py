@@ -1,5 +1,11 @@
 # mypy: allow-untyped-calls
-"""The RabbitMQ topology the emailer endpoint owns: its input queue, events exchange, error queue.
+"""The RabbitMQ topology the emailer endpoint owns: input queue, events exchange, error queue, delay queues.
+
+Delayed retries wait in delay queues, one per delay (``<input>.delay.10s``):
+each holds its messages for its TTL (``x-message-ttl``), then dead-letters them
+through the default exchange back to the input queue. One queue per delay, so
+every message in a queue has the same TTL and a long delay never holds up a
+short one (RabbitMQ expires messages from the head of a queue only).
 
 The names are data so tests (and a second endpoint on the same broker) can use
 their own; ``declare`` is idempotent and is what ``KombuBus.connect`` runs.
@@ -21,6 +27,8 @@ class Topology:
     input_queue: str = "emailer"
     events_exchange: str = "emailer.events"
     error_queue: str = "error"
+    delays: tuple[float, ...] = (10.0, 20.0, 30.0)
+    """Seconds of each delayed retry; one delay queue per distinct value."""
 
     def events(self) -> Exchange:
         """The durable topic exchange events are published to (routing key = type name)."""
@@ -34,8 +42,31 @@ class Topology:
         """The durable error queue: messages that failed for good, with failure headers."""
         return _direct_queue(self.error_queue)
 
+    def delay_queue_name(self, seconds: float) -> str:
+        return f"{self.input_queue}.delay.{delay_label(seconds)}"
+
+    def delay_queue(self, seconds: float) -> Queue:
+        """A durable queue holding messages ``seconds``, then dead-lettering them to the input queue."""
+        return Queue(
+            self.delay_queue_name(seconds),
+            durable=True,
+            auto_delete=False,
+            queue_arguments={
+                "x-message-ttl": delay_ms(seconds),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.input_queue,
+            },
+        )
+
+    def delay_queues(self) -> list[Queue]:
+        return [self.delay_queue(seconds) for seconds in sorted(set(self.delays))]
+
     def declare(self, channel: Any) -> None:
-        """Declare the input queue, the events exchange and the error queue on ``channel``."""
+        """Declare the input queue, the events exchange and the error queue on ``channel``.
+
+        The delay queues are the worker's (``KombuBus.declare_delay_queues``): a
+        gateway or ingress never retries a message, so it declares none.
+        """
         self.events().declare(channel=channel)
         self.input().declare(channel=channel)
         self.error().declare(channel=channel)
@@ -62,3 +93,13 @@ def _direct_queue(name: str) -> Queue:
     # No exchange: a queue is always bound to the default exchange by its own name,
     # which is where a Send (routing_key = queue name) lands.
     return Queue(name, durable=True, auto_delete=False)
+
+
+def delay_ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def delay_label(seconds: float) -> str:
+    """``10s`` for whole seconds, else ``200ms``: part of a delay queue's name."""
+    ms = delay_ms(seconds)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"

@@ -50,6 +50,7 @@ from emailer.entrypoints.gateway.dependencies import BROKER, DATABASE, Dependenc
 from emailer.entrypoints.gateway.events import events_router
 from emailer.entrypoints.gateway.openapi import CANCEL_RESPONSES, ERROR_RESPONSES, install_request_schema
 from emailer.entrypoints.gateway.suppressions import suppressions_router
+from emailer.infrastructure import unavailable_dependency
 from emailer.redaction import describe
 from emailer.retries import conflict_retrying
 from handlers.attachments import EmailTooLarge, claim_checked
@@ -272,7 +273,7 @@ def _accept(app: App, command: SendEmail, context: MessageContext) -> None:
     except BlobStoreUnavailable as exc:
         raise errors.DependencyUnavailable("object store", exc) from exc
     except Exception as exc:
-        dependency = errors.unavailable_dependency(exc)
+        dependency = unavailable_dependency(exc)
         if dependency is None:
             raise
         raise errors.DependencyUnavailable(dependency, exc) from exc
@@ -288,7 +289,7 @@ def _stored_alike(app: App, command: SendEmail) -> bool:
         with app.new_uow() as uow:
             email = uow.emails.get(command.email_id)
     except Exception as exc:
-        if errors.unavailable_dependency(exc) != "database":
+        if unavailable_dependency(exc) != "database":
             raise
         log.warning("gateway.duplicate_check_skipped", email_id=command.email_id, error=describe(exc))
         return False

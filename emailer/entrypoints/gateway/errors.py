@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emailer.adapters.bus import BusError
+from emailer.infrastructure import unavailable_dependency
 from emailer.redaction import describe
 
 log = structlog.get_logger(__name__)
@@ -30,20 +31,6 @@ class DependencyUnavailable(Exception):
         super().__init__(f"the {dependency} is unavailable: {describe(cause)}")
         self.dependency = dependency
         self.outcome = outcome
-
-
-def unavailable_dependency(exc: BaseException) -> str | None:
-    """``database`` or ``broker`` if ``exc`` means that one is not answering, else None."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    if isinstance(exc, BusError | ConnectionError) or type(exc).__module__.startswith(("amqp", "kombu")):
-        return "broker"
-    if isinstance(exc, OperationalError | PoolTimeout):
-        return "database"
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return "database"
-    return None
 
 
 def unavailable_response(dependency: str, outcome: str = NOTHING_CHANGED) -> JSONResponse:

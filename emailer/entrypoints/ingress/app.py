@@ -33,9 +33,10 @@ from emailer.adapters.webhooks.sendgrid_signature import (
 )
 from emailer.config import ConfigError, Settings
 from emailer.entrypoints.gateway.body import BodyTooLarge, read_capped
-from emailer.entrypoints.gateway.errors import RETRY_AFTER_SECONDS, unavailable_dependency
+from emailer.entrypoints.gateway.errors import RETRY_AFTER_SECONDS
 from emailer.entrypoints.ingress.auth import BasicAuth
 from emailer.entrypoints.ingress.forwarding import Forwarder
+from emailer.infrastructure import unavailable_dependency
 from emailer.redaction import describe
 from handlers.ports import Clock
 
