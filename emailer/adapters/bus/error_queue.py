@@ -33,10 +33,11 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from emailer.adapters.bus.errors import BusError, BusUnavailable, describe
+from emailer.adapters.bus.errors import BusError, BusUnavailable
 from emailer.adapters.bus.failed import FailedMessage, from_transport
 from emailer.adapters.bus.publishing import CONFIRM_TIMEOUT, BatchPublisher, connection_errors
 from emailer.endpoint.faults import crash_point
+from emailer.redaction import describe
 from handlers.ports import OutgoingMessage
 
 AFTER_CONFIRM_BEFORE_ACK = "errors_after_confirm_before_ack"

@@ -31,8 +31,3 @@ class PublishNotConfirmed(PublishFailed):
 
 class DeliveryAlreadySettled(RuntimeError):
     """A delivery was acked or requeued twice."""
-
-
-def describe(exc: BaseException) -> str:
-    """A cause as the bus errors and logs name it: ``Type: message``."""
-    return f"{type(exc).__name__}: {exc}"

@@ -36,11 +36,12 @@ from emailer.adapters.bus.consuming import BatchConsumer
 from emailer.adapters.bus.delayed import DelayedRedelivery
 from emailer.adapters.bus.delivery import Delivery
 from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, HEADER_BUDGET, error_copy, minimal_copy
-from emailer.adapters.bus.errors import BusUnavailable, describe
+from emailer.adapters.bus.errors import BusUnavailable
 from emailer.adapters.bus.failure import failure_headers, merge_headers
 from emailer.adapters.bus.publishing import CONFIRM_TIMEOUT, BatchPublisher, Route, connection_errors
 from emailer.adapters.bus.topologies import NServiceBusRoutes
 from emailer.adapters.bus.topology import Topology
+from emailer.redaction import describe
 from emailer.retries import BROKER_CONNECT
 from handlers.ports import OutgoingMessage
 

@@ -25,7 +25,8 @@ from kombu.exceptions import OperationalError
 from contracts.wire import H
 from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker
 from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, short, short_or
-from emailer.adapters.bus.errors import BusUnavailable, PublishFailed, describe
+from emailer.adapters.bus.errors import BusUnavailable, PublishFailed
+from emailer.redaction import describe
 from emailer.retries import publish_retrying
 from handlers.ports import OutgoingMessage
 
