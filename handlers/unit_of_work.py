@@ -165,7 +165,9 @@ def context_of(email: Email, current: MessageContext) -> MessageContext:
 
     A new email takes the current message's ids (it is the creating command);
     work started later (the scheduler, the reconciler, a provider callback)
-    keeps the conversation it belongs to.
+    keeps the conversation it belongs to. A stored email always has a
+    correlation id (a row from before they were recorded loads with its own
+    email id: ``persistence/mapping.py``), so only a new one is stamped here.
     """
     if email.correlation_id is None:
         email.correlation_id = current.correlation_id

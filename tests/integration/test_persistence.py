@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, Table, func, select
 
+from contracts.wire import H
 from emailer.adapters.persistence import schema
 from emailer.adapters.persistence.queries import email_view
 from emailer.adapters.persistence.tables import emails, inbox, metadata, outbox
@@ -88,6 +89,26 @@ def test_state_inbox_and_outbox_commit_together_or_not_at_all(engine: Engine) ->
     assert (count(engine, emails), count(engine, inbox), count(engine, outbox)) == (1, 1, 1)
     with SqlUnitOfWork(engine, clock) as uow2:
         assert uow2.inbox.seen("m-1") and not uow2.inbox.seen("m-2")
+
+
+def test_an_email_stored_before_correlation_ids_were_recorded_correlates_by_its_own_id(
+    engine: Engine,
+) -> None:
+    clock = FakeClock()
+    email = add_email(engine, clock)
+    with engine.begin() as conn:  # as a row written before migration 0004_k looks
+        conn.execute(emails.update().values(correlation_id=None, conversation_id=None))
+    uow = SqlUnitOfWork(engine, clock)
+    with uow:  # later work started by someone else: its ids must not become the email's
+        uow.context = MessageContext("m-scheduler", "Scheduler")
+        loaded = uow.emails.get(email.id)
+        assert loaded is not None and loaded.correlation_id == email.id
+        loaded.cancel("changed my mind", clock.now())
+        written = uow.commit()
+    assert [m.message_type for m in written] == ["EmailCancelled"]
+    headers = written[0].headers
+    assert (headers[H.CORRELATION_ID], headers[H.CONVERSATION_ID]) == (email.id, email.id)
+    assert headers[H.RELATED_TO] == "m-scheduler"
 
 
 def test_preloading_a_batch_answers_like_one_by_one(engine: Engine) -> None:

@@ -54,7 +54,9 @@ def email_from_rows(row: Row, recipient_rows: Iterable[Row], attachment_rows: It
         event_seq=row["event_seq"],
         completed_at=row["completed_at"],
         attempt_started_at=row["attempt_started_at"],
-        correlation_id=row["correlation_id"],
+        # A row stored before 0004_k recorded the creating command's ids correlates by its own
+        # id, whoever handles it later (one answer for every load, never a later message's ids).
+        correlation_id=row["correlation_id"] or row["id"],
         conversation_id=row["conversation_id"],
     )
 
