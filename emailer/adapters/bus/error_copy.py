@@ -16,15 +16,21 @@ the message would be requeued and redelivered for ever. So the copy
   ``Emailer.TruncatedHeaders`` header names what was cut or dropped.
 
 ``minimal_copy`` is the fallback when the broker refuses even that: the body,
-the failure headers and the sender's message id, nothing else.
+the failure headers and the sender's message id, nothing else. ``resend_copy``
+is the same message sent back for a retry (unbounded: it came in that way).
+Both copies drop what RabbitMQ added when a delay queue dead-lettered it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import Any
+
+from kombu.message import Message
 
 from contracts.wire import H
+from emailer.adapters.bus.delivery import Delivery
 from handlers.ports import OutgoingMessage
 
 SHORTSTR_BYTES = 255
@@ -161,3 +167,51 @@ def _sha256(value: str) -> str:
 
 def _cut_bytes(value: str, limit: int) -> str:
     return value.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
+
+
+_BROKER_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-")
+
+
+def error_copy_of(
+    delivery: Delivery, failure: Mapping[str, str], error_queue: str, budget: int
+) -> OutgoingMessage:
+    """``error_copy`` of a delivery as it came: its AMQP properties, body and headers."""
+    message: Message | None = delivery._message
+    props: Mapping[str, Any] = message.properties if message is not None else {}
+    return error_copy(
+        message_id=_text(props.get("message_id")) or delivery.message_id,
+        message_type=_text(props.get("type")),
+        body=delivery.body,
+        headers=_without_broker_headers(delivery.headers),
+        failure=failure,
+        content_type=(message.content_type if message else None) or FALLBACK_CONTENT_TYPE,
+        error_queue=error_queue,
+        budget=budget,
+    )
+
+
+def resend_copy(delivery: Delivery, headers: Mapping[str, str], destination: str) -> OutgoingMessage:
+    """The delivery again, to ``destination``, with ``headers`` replacing its own."""
+    message: Message | None = delivery._message
+    props: Mapping[str, Any] = message.properties if message is not None else {}
+    return OutgoingMessage(
+        message_id=_text(props.get("message_id")) or delivery.message_id,
+        message_type=_text(props.get("type")),
+        body=delivery.body,
+        headers={**_without_broker_headers(delivery.headers), **headers},
+        intent="Send",
+        destination=destination,
+        content_type=(message.content_type if message is not None else None) or FALLBACK_CONTENT_TYPE,
+    )
+
+
+def _without_broker_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The message's headers without what RabbitMQ added when a delay queue dead-lettered it."""
+    return {name: value for name, value in headers.items() if not name.startswith(_BROKER_HEADER_PREFIXES)}
+
+
+def _text(value: object) -> str:
+    """An AMQP property as text ('' if unset)."""
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

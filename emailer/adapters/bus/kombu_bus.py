@@ -29,13 +29,12 @@ from typing import Any
 
 import structlog
 from kombu.connection import Connection
-from kombu.message import Message
 
 from emailer import redaction
 from emailer.adapters.bus.consuming import BatchConsumer
 from emailer.adapters.bus.delayed import DelayedRedelivery
 from emailer.adapters.bus.delivery import Delivery
-from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, HEADER_BUDGET, error_copy, minimal_copy
+from emailer.adapters.bus.error_copy import HEADER_BUDGET, error_copy_of, minimal_copy, resend_copy
 from emailer.adapters.bus.errors import BusUnavailable
 from emailer.adapters.bus.failure import failure_headers, merge_headers
 from emailer.adapters.bus.publishing import CONFIRM_TIMEOUT, BatchPublisher, Route, connection_errors
@@ -213,8 +212,6 @@ class KombuBus:
         message id) is tried; if that is refused too, or the broker is
         unreachable, this raises and the delivery is left unsettled.
         """
-        message: Message | None = delivery._message
-        original_props: Mapping[str, Any] = message.properties if message is not None else {}
         failure = merge_headers(
             failure_headers(
                 failed_queue=self.topology.input_queue,
@@ -225,15 +222,8 @@ class KombuBus:
             extra_headers,
         )
         with self._publish_lock:
-            copy = error_copy(
-                message_id=_text(original_props.get("message_id")) or delivery.message_id,
-                message_type=_text(original_props.get("type")),
-                body=delivery.body,
-                headers=_without_broker_headers(delivery.headers),
-                failure=failure,
-                content_type=(message.content_type if message else None) or FALLBACK_CONTENT_TYPE,
-                error_queue=self.topology.error_queue,
-                budget=self._publishing.header_budget(HEADER_BUDGET),
+            copy = error_copy_of(
+                delivery, failure, self.topology.error_queue, self._publishing.header_budget(HEADER_BUDGET)
             )
             try:
                 self._publish_locked([copy])
@@ -264,7 +254,7 @@ class KombuBus:
         with self._publish_lock:
             if delay > 0 and not in_process:
                 destination = self._declare_delay_queue(delay)
-            copy = _resend_copy(delivery, headers, destination)
+            copy = resend_copy(delivery, headers, destination)
             if not in_process:
                 self._publish_locked([copy])
         if in_process:
@@ -373,32 +363,3 @@ class KombuBus:
             return False
         finally:
             connection.release()
-
-
-_BROKER_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-")
-
-
-def _without_broker_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The message's headers without what RabbitMQ added when a delay queue dead-lettered it."""
-    return {name: value for name, value in headers.items() if not name.startswith(_BROKER_HEADER_PREFIXES)}
-
-
-def _resend_copy(delivery: Delivery, headers: Mapping[str, str], destination: str) -> OutgoingMessage:
-    message: Message | None = delivery._message
-    props: Mapping[str, Any] = message.properties if message is not None else {}
-    return OutgoingMessage(
-        message_id=_text(props.get("message_id")) or delivery.message_id,
-        message_type=_text(props.get("type")),
-        body=delivery.body,
-        headers={**_without_broker_headers(delivery.headers), **headers},
-        intent="Send",
-        destination=destination,
-        content_type=(message.content_type if message is not None else None) or FALLBACK_CONTENT_TYPE,
-    )
-
-
-def _text(value: object) -> str:
-    """An AMQP property as text ('' if unset)."""
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
