@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     sendgrid_connect_timeout: float = Field(
         5.0, gt=0, description="seconds to open a connection to SendGrid (TLS included)"
     )
+    sendgrid_keepalive_expiry: float = Field(
+        4.0,
+        gt=0,
+        le=3600,
+        description="seconds an idle connection to SendGrid is kept for the next email (a worker keeps "
+        "EMAILER_DISPATCH_CONCURRENCY at most); keep it below the server's idle timeout (the sandbox's: 5)",
+    )
     provider_max_rate: float = Field(
         200.0,
         ge=0,
