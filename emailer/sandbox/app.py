@@ -27,7 +27,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from emailer.sandbox.activity import QueryError, feed_entries, parse_query, public
 from emailer.sandbox.errors import UNAUTHORIZED, ApiError, api_error
-from emailer.sandbox.mail_send import PATH, MailSend, Receive, Scope, Send, authorized, bearer_token, errors
+from emailer.sandbox.mail_send import (
+    OPENAPI,
+    PATH,
+    MailSend,
+    Receive,
+    Scope,
+    Send,
+    authorized,
+    bearer_token,
+    errors,
+)
 from emailer.sandbox.state import FailureMode, Mode, SandboxState
 from emailer.sandbox.webhooks import WebhookMode, WebhookSender
 
@@ -73,15 +83,28 @@ def create_app(state: SandboxState, api_key: str | None, webhooks: WebhookSender
 
     With ``webhooks``, accepted requests' events are posted to its URL.
     """
-    return SandboxApp(MailSend(state, api_key, webhooks), control_api(state, api_key, webhooks))
+    api = control_api(state, api_key, webhooks)
+    _document_mail_send(api)
+    return SandboxApp(MailSend(state, api_key, webhooks), api)
+
+
+def _document_mail_send(api: FastAPI) -> None:
+    """``/docs`` lists Mail Send with the rest, though it is served beside the application."""
+    build = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        schema["paths"].setdefault(PATH, OPENAPI)
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def control_api(state: SandboxState, api_key: str | None, webhooks: WebhookSender | None) -> FastAPI:
     """Everything but Mail Send: the Email Activity Feed, the control API, ``/healthz``."""
     app = FastAPI(
         title="Emailer SendGrid sandbox",
-        summary="SendGrid's Email Activity Feed and a control API for tests (POST /v3/mail/send, SendGrid's "
-        "v3 Mail Send as SendGrid checks and answers it, is served beside this application)",
+        summary="SendGrid's v3 mail send as SendGrid checks and answers it, and a control API for tests",
         redoc_url=None,
     )
 

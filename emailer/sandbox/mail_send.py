@@ -61,6 +61,28 @@ the 401/413/429 SendGrid would have sent.
 INLINE_CHECK_BYTES = 64 * 1024
 """Bodies up to this size are parsed and checked on the event loop (tens of microseconds)."""
 _JSON = (b"content-type", b"application/json")
+_ERRORS = {
+    "content": {
+        "application/json": {"example": {"errors": [{"message": "...", "field": "...", "help": None}]}}
+    }
+}
+OPENAPI: dict[str, Any] = {
+    "post": {
+        "summary": "SendGrid's v3 Mail Send",
+        "description": "Checked and answered as SendGrid does, with `Authorization: Bearer <key>` (served "
+        "beside the FastAPI application: its body is SendGrid's, see SendGrid's Mail Send reference).",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+        "responses": {
+            "202": {"description": "accepted; the `X-Message-Id` header names the message"},
+            "400": {"description": "the body breaks SendGrid's rules (each field named)", **_ERRORS},
+            "401": {"description": "a missing or wrong API key", **_ERRORS},
+            "413": {"description": "over 30 MB", **_ERRORS},
+            "429": {"description": "mode rate_limit (`Retry-After`, `X-RateLimit-Reset`)", **_ERRORS},
+            "503": {"description": "mode outage (mode error: another 5xx)", **_ERRORS},
+        },
+    }
+}
+"""How ``/docs`` shows this endpoint."""
 
 
 class ClientGone(Exception):
