@@ -129,7 +129,10 @@ class Settings(BaseSettings):
         "https://api.sendgrid.com", description="SendGrid's API (the sandbox's URL in tests)"
     )
     sendgrid_timeout: float = Field(
-        30.0, gt=0, description="read timeout: seconds any one read of SendGrid's answer may wait"
+        30.0,
+        gt=0,
+        description="read timeout: seconds any one read of SendGrid's answer may wait (and a send for a "
+        "free connection when all are in use)",
     )
     sendgrid_connect_timeout: float = Field(
         5.0, gt=0, description="seconds to open a connection to SendGrid (TLS included)"
