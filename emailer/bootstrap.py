@@ -128,6 +128,8 @@ def build_real_provider(settings: Settings) -> Provider:
             timeout=settings.sendgrid_timeout,
             activity_lookup=settings.reconcile_lookup,
             connect_timeout=settings.sendgrid_connect_timeout,
+            pool_size=settings.dispatch_concurrency,
+            keepalive_expiry=settings.sendgrid_keepalive_expiry,
         )
     from emailer.adapters.providers.file import FileProvider
 

@@ -129,10 +129,20 @@ class Settings(BaseSettings):
         "https://api.sendgrid.com", description="SendGrid's API (the sandbox's URL in tests)"
     )
     sendgrid_timeout: float = Field(
-        30.0, gt=0, description="read timeout: seconds any one read of SendGrid's answer may wait"
+        30.0,
+        gt=0,
+        description="read timeout: seconds any one read of SendGrid's answer may wait (and a send for a "
+        "free connection when all are in use)",
     )
     sendgrid_connect_timeout: float = Field(
         5.0, gt=0, description="seconds to open a connection to SendGrid (TLS included)"
+    )
+    sendgrid_keepalive_expiry: float = Field(
+        4.0,
+        gt=0,
+        le=3600,
+        description="seconds an idle connection to SendGrid is kept for the next email (a worker keeps "
+        "EMAILER_DISPATCH_CONCURRENCY at most); keep it below the server's idle timeout (the sandbox's: 5)",
     )
     provider_max_rate: float = Field(
         200.0,

@@ -4,7 +4,15 @@
 bound, connections are accepted and dropped at once, as a dead path looks);
 ``restore()`` lets them through again. ``freeze()`` is the silent kind of
 dead path: connections stay open but no byte gets through either way (no RST,
-no FIN), until ``thaw()``. Traffic goes to loopback only.
+no FIN), until ``thaw()``. ``connections`` counts the connections it passed on
+(to see whether a client keeps its connections). Traffic goes to loopback only.
+
+A socket is closed by one thread only, the last of its connection's two pipe
+threads, once neither can touch it again (``cut`` shuts sockets down, which
+wakes those threads, and never closes them itself): closing a socket that
+another thread is about to read lets the kernel give its number to a new socket
+(a client's, the next test's), which the stale read, or a second close, would
+then hit.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ class TcpProxy:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._running: dict[socket.socket, int] = {}  # pipe threads still using a connection's client
+        self.connections = 0
         self._acceptor = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
         self._acceptor.start()
 
@@ -39,9 +49,9 @@ class TcpProxy:
         """Drop every connection now and every new one until ``restore``."""
         self._open.clear()
         with self._lock:
-            sockets, self._sockets = self._sockets, set()
+            sockets = set(self._sockets)
         for sock in sockets:
-            _close(sock)
+            _shut_down(sock)  # its pipe threads wake, stop and close it
 
     def restore(self) -> None:
         self._open.set()
@@ -63,9 +73,9 @@ class TcpProxy:
 
     def close(self) -> None:
         self._stop.set()
+        self._acceptor.join(2)  # before its socket is closed: it may be about to accept on it
         self.cut()
         _close(self._server)
-        self._acceptor.join(2)
 
     def __enter__(self) -> TcpProxy:
         return self
@@ -92,12 +102,16 @@ class TcpProxy:
                 _close(client)
                 continue
             upstream.settimeout(None)
+            for sock in (client, upstream):  # pass each piece on at once (no Nagle wait on a delayed ACK)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._sockets |= {client, upstream}
+                self._running[client] = 2
+                self.connections += 1
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(source, sink, client), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, client: socket.socket) -> None:
         try:
             while True:
                 data = source.recv(65536)
@@ -111,13 +125,24 @@ class TcpProxy:
             pass
         finally:
             for sock in (source, sink):
-                _close(sock)
+                _shut_down(sock)  # wakes the other pipe thread
             with self._lock:
-                self._sockets -= {source, sink}
+                self._running[client] -= 1
+                last = self._running[client] == 0
+                if last:
+                    del self._running[client]
+                    self._sockets -= {source, sink}
+            if last:
+                for sock in (source, sink):
+                    _close(sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+    _shut_down(sock)
     with contextlib.suppress(OSError):
         sock.close()

@@ -52,7 +52,7 @@ def serve(host: str, port: int, api_key: str | None, webhook: WebhookOptions | N
     url = _url(host, sock.getsockname()[1])
     sender = _start_webhooks(webhook)
     state = SandboxState(webhook_url=webhook.url if webhook else None)
-    config = uvicorn.Config(create_app(state, api_key, sender), log_level="warning")
+    config = uvicorn.Config(create_app(state, api_key, sender), log_level="warning", access_log=False)
     try:
         _AnnouncingServer(config, url).run(sockets=[sock])
     finally:
@@ -84,6 +84,7 @@ def running_sandbox(
     config = uvicorn.Config(
         create_app(state, api_key, sender),
         log_level="warning",
+        access_log=False,
         log_config=None,  # leave the host process's logging configuration alone
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )

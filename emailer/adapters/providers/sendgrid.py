@@ -1,7 +1,9 @@
 """SendGrid's v3 Mail Send behind the ``Provider`` port: the body built here, sent streamed.
 
 The official ``sendgrid`` client gives the request's URL and headers; the body
-goes out streamed, attachments base64-encoded while read (``sendgrid_stream``).
+goes out streamed, attachments base64-encoded while read (``sendgrid_stream``),
+on one pooled client that keeps its connections alive (``http_client``), which
+the lookups use too.
 
 The email id travels in ``custom_args`` (top level and in the personalization),
 so SendGrid echoes it in every Event Webhook callback and the callbacks can be
@@ -21,13 +23,7 @@ log line or repr carries it.
 from __future__ import annotations
 
 import base64
-import functools
-import http.client
 import json
-import logging
-import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -35,11 +31,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-import python_http_client
 import sendgrid
-from python_http_client.exceptions import HTTPError
 
 from contracts import Address
+from emailer.adapters.providers.http_client import KeptConnections
 from emailer.adapters.providers.sendgrid_stream import StreamedMailSend, mail_send_body
 from handlers.ports import (
     LookupAnswer,
@@ -54,23 +49,8 @@ DEFAULT_BASE_URL = "https://api.sendgrid.com"
 EMAIL_ID_ARG = "email_id"
 """The custom arg carrying our email id (SendGrid echoes it in callbacks and indexes it for queries)."""
 MAX_REASON_CHARS = 2000
-_BEARER = re.compile(r"Bearer\s+[^\s'\",}]+")
-
-
-class _RedactBearer(logging.Filter):
-    """python_http_client logs request headers, Authorization included, at DEBUG: mask the key."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "Bearer" in message:
-            record.msg, record.args = _BEARER.sub("Bearer ***", message), None
-        return True
-
-
-def _guard_client_logger() -> None:
-    client_logger = logging.getLogger("python_http_client.client")
-    if not any(isinstance(f, _RedactBearer) for f in client_logger.filters):
-        client_logger.addFilter(_RedactBearer())
+DEFAULT_POOL_SIZE = 8
+DEFAULT_KEEPALIVE_EXPIRY = 4.0
 
 
 class SendGridProvider:
@@ -85,32 +65,29 @@ class SendGridProvider:
         timeout: float = 30.0,
         activity_lookup: bool = False,
         connect_timeout: float = 5.0,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
     ) -> None:
-        """``connect_timeout``: seconds to open the connection (TLS included); ``timeout``: seconds any
-        one read or write may wait afterwards (SendGrid's answer)."""
+        """``connect_timeout``: seconds to open a connection (TLS included); ``timeout``: seconds any
+        one read or write may wait afterwards (SendGrid's answer); ``pool_size``: connections kept
+        (the sends in flight at once); ``keepalive_expiry``: seconds an idle one is kept."""
         if not api_key:
             raise ValueError("a SendGrid API key is required")
         self._api_key = api_key
         client = sendgrid.SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/")).client
-        self._messages = TimedClient(  # the Email Activity Feed, for lookups
-            connect_timeout,
-            host=client.host,
-            version=3,
-            request_headers=client.request_headers,
-            url_path=["messages"],
-            timeout=timeout,
+        self._connections = KeptConnections(
+            read_timeout=timeout,
+            connect_timeout=connect_timeout,
+            size=pool_size,
+            keepalive_expiry=keepalive_expiry,
         )
+        self._headers: dict[str, str] = dict(client.request_headers)
+        self._messages_url = f"{client.host}/v3/messages"  # the Email Activity Feed, for lookups
         self.base_url = base_url
         self.lookup: MessageLookup | None = self.find_message if activity_lookup else None
-        _guard_client_logger()
-        # The request the client would send (its URL and headers), with the body streamed; connect
-        # apart from read and write, as TimedClient does for lookups.
+        # The request the client would send (its URL and headers), with the body streamed.
         self._mail_send = StreamedMailSend(
-            client.host,
-            client.request_headers,
-            httpx.Timeout(timeout, connect=connect_timeout),
-            _encoded,
-            outcome_for_status,
+            self._connections, client.host, self._headers, _encoded, outcome_for_status
         )
 
     def __repr__(self) -> str:
@@ -129,16 +106,21 @@ class SendGridProvider:
 
     def find_message(self, email_id: str) -> LookupAnswer:
         """Does SendGrid hold a message for ``email_id``? (Email Activity Feed, one request.)"""
-        params = {"query": activity_query(email_id), "limit": 1}
+        params: dict[str, str | int] = {"query": activity_query(email_id), "limit": 1}
         try:
-            response = self._messages.get(query_params=params)
-        except HTTPError as err:
-            return LookupAnswer.unavailable(f"Email Activity answered HTTP {err.status_code}")
-        except (OSError, http.client.HTTPException) as err:
+            with self._connections.client() as http:
+                response = http.get(self._messages_url, params=params, headers=self._headers)
+        except httpx.TransportError as err:
             return LookupAnswer.unavailable(
                 self._redact(f"Email Activity did not answer: {type(err).__name__}")
             )
-        return activity_answer(response.body)
+        if not response.is_success:
+            return LookupAnswer.unavailable(f"Email Activity answered HTTP {response.status_code}")
+        return activity_answer(response.content)
+
+    def close(self) -> None:
+        """Close the kept connections (the provider is not used afterwards)."""
+        self._connections.close()
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***")
@@ -151,72 +133,6 @@ def encode_body(body: dict[str, Any]) -> bytes:
 
 def _encoded(email: OutgoingEmail) -> bytes:
     return encode_body(build_request_body(email))
-
-
-class TimedClient(python_http_client.Client):  # type: ignore[misc]  # the library is untyped
-    """python_http_client's client with a connect timeout apart from the read timeout.
-
-    urllib has one timeout for both (the socket's); this client opens connections
-    with ``connect_timeout`` and then waits at most ``timeout`` for each read or write.
-    A connect that times out raises inside urllib's request (URLError: not sent);
-    a read that times out comes after the request was sent (the unknown outcome).
-    """
-
-    def __init__(self, connect_timeout: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.connect_timeout = connect_timeout
-
-    def _make_request(self, opener: Any, request: Any, timeout: float | None = None) -> Any:
-        handlers = (_TimedHttp(self.connect_timeout), _TimedHttps(self.connect_timeout))
-        return super()._make_request(urllib.request.build_opener(*handlers), request, timeout)
-
-
-class _ConnectTimeout:
-    """Mixed into an HTTP(S) connection: connect (and TLS handshake) with its own timeout."""
-
-    timeout: float | None
-    sock: Any
-    connect_timeout: float
-
-    def connect(self) -> None:
-        read_timeout = self.timeout
-        self.timeout = self.connect_timeout
-        try:
-            super().connect()  # type: ignore[misc]
-        finally:
-            self.timeout = read_timeout
-        self.sock.settimeout(read_timeout)
-
-
-class _HttpConnection(_ConnectTimeout, http.client.HTTPConnection):
-    def __init__(self, *args: Any, connect_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.connect_timeout = connect_timeout
-
-
-class _HttpsConnection(_ConnectTimeout, http.client.HTTPSConnection):
-    def __init__(self, *args: Any, connect_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.connect_timeout = connect_timeout
-
-
-class _TimedHttp(urllib.request.HTTPHandler):
-    def __init__(self, connect_timeout: float) -> None:
-        super().__init__()
-        self.connect_timeout = connect_timeout
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(functools.partial(_HttpConnection, connect_timeout=self.connect_timeout), req)
-
-
-class _TimedHttps(urllib.request.HTTPSHandler):
-    def __init__(self, connect_timeout: float) -> None:
-        super().__init__()
-        self.connect_timeout = connect_timeout
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        connection = functools.partial(_HttpsConnection, connect_timeout=self.connect_timeout)
-        return self.do_open(connection, req, context=self._context)  # type: ignore[attr-defined]
 
 
 def build_request_body(email: OutgoingEmail) -> dict[str, Any]:

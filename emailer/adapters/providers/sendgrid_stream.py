@@ -10,20 +10,21 @@ attachment costs a few chunks of memory, not the copies (bytes, base64, JSON
 string, encoded body) of building the body whole.
 
 Every email goes this way (one path, whatever its size); the request is the one
-the ``sendgrid`` client sends: its URL, its headers (the key, its User-Agent),
-JSON, one new connection per request, proxies from the environment as urllib
-takes them, the same timeout per connect, read and write. The client itself
-cannot stream a body (``python_http_client`` hands urllib one bytes object), so
-httpx sends it.
+the ``sendgrid`` client would send: its URL, its headers (the key, its
+User-Agent), JSON, proxies from the environment. The client itself cannot
+stream a body (``python_http_client`` hands urllib one bytes object, on a new
+connection each time), so httpx sends it, on the provider's pooled client
+(``http_client``: connections kept alive, lent one request at a time).
 
-What a failure means, with a streamed body:
+What a failure means, with a streamed body (``http_client.failure_outcome``):
 
 - the connection cannot be made, or breaks while the body is still being
   written (or the blob store fails, or the attachment turns out altered, and
   the request is cut short): SendGrid never got a whole request -> not sent:
   TRANSIENT (REJECTED for an altered or missing blob: it will not get better);
 - the whole body was written and then no status line came (timeout, reset,
-  closed): SendGrid may have taken it -> UNKNOWN, never a blind resend;
+  closed), on a new connection or a reused one: SendGrid may have taken it ->
+  UNKNOWN, never a blind resend;
 - an answer came (even early, before the body was complete): ``outcome_for_status``.
 """
 
@@ -36,6 +37,7 @@ from email.message import Message
 import httpx
 
 from emailer.adapters.providers.blob_failures import BLOB_FAILURES, outcome_for_blob_failure
+from emailer.adapters.providers.http_client import KeptConnections, describe, failure_outcome
 from emailer.adapters.providers.streamed_body import StreamedBody, stand_ins
 from handlers.ports import Outcome, OutgoingEmail, SendOutcome
 
@@ -57,30 +59,21 @@ def mail_send_body(email: OutgoingEmail, encode: BodyEncoder) -> StreamedBody:
 
 
 class StreamedMailSend:
-    """Sends Mail Send requests with a streamed body (one per ``send``, any thread)."""
+    """Sends Mail Send requests with a streamed body (one per ``send``, any thread) on ``connections``."""
 
     def __init__(
         self,
+        connections: KeptConnections,
         base_url: str,
         headers: Mapping[str, str],
-        timeout: float | httpx.Timeout,
         encode: BodyEncoder,
         outcome_for_status: StatusMapper,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}{MAIL_SEND_PATH}"
+        self._connections = connections
         self._encode = encode
         self._outcome_for_status = outcome_for_status
         self._headers = {**headers, "Content-Type": "application/json"}
-        # No keep-alive, as urllib: a pooled connection the server closed while idle could take a
-        # whole small body into the socket and then fail, which would read as "sent, no answer".
-        self._http = httpx.Client(
-            timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
-            follow_redirects=False,
-        )
-
-    def close(self) -> None:
-        self._http.close()
 
     def send(self, email: OutgoingEmail, redact: Callable[[str], str] = str) -> SendOutcome:
         try:
@@ -91,14 +84,15 @@ class StreamedMailSend:
         writing = _Written(body)
         headers = {**self._headers, "Content-Length": str(body.length)}
         try:
-            response = self._http.post(self.url, content=writing.chunks(), headers=headers)
+            with self._connections.client() as http:
+                response = http.post(self.url, content=writing.chunks(), headers=headers)
         except BLOB_FAILURES as exc:  # raised by the body while it was written: the request was cut short
             return outcome_for_blob_failure(exc)
         except httpx.TransportError as err:
-            if not writing.complete:
-                return SendOutcome(Outcome.TRANSIENT, reason=redact(f"not sent: {_describe(err)}"))
-            reason = f"sent, but no answer came: {_describe(err)}"
-            return SendOutcome(Outcome.UNKNOWN, reason=redact(reason))
+            outcome = failure_outcome(err, body_written=writing.complete)
+            if outcome is Outcome.TRANSIENT:
+                return SendOutcome(outcome, reason=redact(f"not sent: {describe(err)}"))
+            return SendOutcome(outcome, reason=redact(f"sent, but no answer came: {describe(err)}"))
         finally:
             writing.close()
         answer = (response.status_code, response.content, _as_message(response.headers))
@@ -124,20 +118,17 @@ class _Written:
         try:
             for chunk in chunks:
                 yield chunk
+                # Resumed only once httpx wrote the chunk. Once the declared length is out,
+                # SendGrid may hold a whole request (even if, by a bug, more were to follow).
                 written += len(chunk)
+                self.complete = written >= self._expected
         finally:
             chunks.close()  # the attachment being read, if the request stopped half-way
-        # Resumed only once httpx wrote the last chunk: from here on SendGrid may hold the request.
-        self.complete = written == self._expected
 
     def close(self) -> None:
         """Close the attachment streams a request left half-read (a failure mid-body)."""
         if self._chunks is not None:
             self._chunks.close()
-
-
-def _describe(err: httpx.TransportError) -> str:
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
 def _as_message(headers: httpx.Headers) -> Message:
