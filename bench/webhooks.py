@@ -295,12 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed_emails(database_url, emails, run_id), args.batches, args.events, args.batch_kb
         )
         signer = Signer()
+        internal_key = secrets.token_urlsafe(32)  # the ingress signs what the worker verifies
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMAILER_")}
         env.update({
             "EMAILER_BUS_URL": AMQP_URL, "EMAILER_INPUT_QUEUE": topology.input_queue,
             "EMAILER_EVENTS_EXCHANGE": topology.events_exchange, "EMAILER_ERROR_QUEUE": topology.error_queue,
             "EMAILER_SENDGRID_WEBHOOK_PUBLIC_KEYS": signer.public_key, "EMAILER_LOG_LEVEL": "WARNING",
-            "EMAILER_VAR_DIR": str(workdir / "var"),
+            "EMAILER_VAR_DIR": str(workdir / "var"), "EMAILER_INTERNAL_KEY": internal_key,
         })  # fmt: skip
         proc, url, log = start_ingress(workdir, env)
         cleanup.callback(stop_process, proc)
@@ -318,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _env_file=None, var_dir=workdir / "var", bus_url=AMQP_URL, database_url=database_url,
             input_queue=topology.input_queue, events_exchange=topology.events_exchange,
             error_queue=topology.error_queue, prefetch=args.prefetch, batch_size=args.batch_size,
-            log_level="WARNING", log_format="json",
+            log_level="WARNING", log_format="json", internal_key=internal_key,
         )  # fmt: skip
         applied = apply_all(settings, total, args.timeout)
 
