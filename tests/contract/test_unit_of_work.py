@@ -217,6 +217,31 @@ def test_a_change_made_meanwhile_is_a_conflict_and_saves_nothing(new_uow: NewUow
         assert stored is not None and stored.status is EmailStatus.CANCELLED
 
 
+@pytest.mark.parametrize("new_uow", OVERLAPPING_WRITERS, indirect=True)
+def test_one_email_changed_meanwhile_fails_the_whole_batch_of_changed_emails(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    """Changed emails are saved together (one statement): one conflict saves none of them."""
+    kept, taken = queue(clock), queue(clock)
+    store(new_uow, kept, "m-1")
+    store(new_uow, taken, "m-2")
+    first, second = new_uow(), new_uow()
+    with first, second:
+        a = first.emails.get(taken.id)
+        b_kept, b_taken = second.emails.get(kept.id), second.emails.get(taken.id)
+        assert a is not None and b_kept is not None and b_taken is not None
+        a.cancel("first", clock.now())
+        first.commit()
+        b_kept.cancel("second", clock.now())
+        b_taken.cancel("second", clock.now())
+        with pytest.raises(ConcurrencyConflict):
+            second.commit()
+    with new_uow() as uow:
+        stored_kept, stored_taken = uow.emails.get(kept.id), uow.emails.get(taken.id)
+        assert stored_kept is not None and stored_kept.status is EmailStatus.QUEUED
+        assert stored_taken is not None and stored_taken.version == 2
+
+
 def test_due_finds_only_what_is_due(new_uow: NewUow, clock: FakeClock) -> None:
     now_email = queue(clock)
     later = queue(clock, send_at=(clock.now() + timedelta(hours=1)).isoformat())

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from emailer.adapters.persistence.mapping import (
     Row,
     attachment_row,
+    email_changes_row,
     email_from_rows,
     email_row,
     recipient_row,
@@ -130,8 +131,8 @@ class SqlEmailRepository:
         if self._new:
             self._insert_new(self._new)
         changed = [e for e in self._identity.values() if e.id not in new_ids and e.dirty]
-        for email in changed:
-            self._update(email)
+        if changed:
+            self._update(changed)
         self._update_recipients([e for e in self._identity.values() if e.id not in new_ids])
         timeline_rows = [timeline_row(e.id, t) for e in self._identity.values() for t in e.new_timeline]
         if timeline_rows:
@@ -159,17 +160,25 @@ class SqlEmailRepository:
         if attachment_rows:
             self.conn.execute(insert(attachments), attachment_rows)
 
-    def _update(self, email: Email) -> None:
-        expected = self._loaded_version[email.id]
-        email.version = expected + 1
-        row = email_row(email)
-        row.pop("id")
-        result = self.conn.execute(
-            update(emails).where(emails.c.id == email.id, emails.c.version == expected).values(**row)
+    def _update(self, changed: list[Email]) -> None:
+        """Every changed email of the transaction in one executemany, each checked against the version
+        it was loaded at: one that changed meanwhile matches no row, and the transaction fails."""
+        rows = []
+        for email in changed:
+            expected = self._loaded_version[email.id]
+            email.version = expected + 1
+            rows.append({"b_id": email.id, "b_version": expected, **email_changes_row(email)})
+        statement = update(emails).where(
+            emails.c.id == bindparam("b_id"), emails.c.version == bindparam("b_version")
         )
-        if result.rowcount != 1:
-            raise ConcurrencyConflict(f"email {email.id} changed concurrently (version {expected})")
-        self._loaded_version[email.id] = email.version
+        result = self.conn.execute(statement, rows)
+        if result.rowcount != len(rows):
+            among = ", ".join(e.id for e in changed[:5]) + (", ..." if len(changed) > 5 else "")
+            raise ConcurrencyConflict(
+                f"{len(rows) - result.rowcount} of {len(rows)} emails changed concurrently (among {among})"
+            )
+        for email in changed:
+            self._loaded_version[email.id] = email.version
 
     def _update_recipients(self, loaded: list[Email]) -> None:
         """Every changed recipient of the transaction in one executemany (its email's version was checked)."""
