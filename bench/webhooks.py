@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _ours import LoadSampler
 from _support import (
     BenchError,
     create_database,
@@ -307,7 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cleanup.callback(stop_process, proc)
         cpu0 = process_cpu_seconds(proc.pid) or 0.0
         print(f"posting {args.batches} batches of {args.events} events ...", file=sys.stderr)
+        load = LoadSampler()
+        load.start()
         wall, latencies, refused = post_all(url, batches, signer, args.clients)
+        post_load = load.finish()
         ingress_cpu = (process_cpu_seconds(proc.pid) or 0.0) - cpu0
         if refused:
             raise BenchError(
@@ -321,7 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             error_queue=topology.error_queue, prefetch=args.prefetch, batch_size=args.batch_size,
             log_level="WARNING", log_format="json", internal_key=internal_key,
         )  # fmt: skip
+        load = LoadSampler()
+        load.start()
         applied = apply_all(settings, total, args.timeout)
+        apply_load = load.finish()
 
     lat = sorted(latencies)
     per = sorted(applied["per_message"])
@@ -335,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "answered_batch_p99_ms": round(percentile(lat, 99) * 1000, 1),
         "ingress_cpu_s": round(ingress_cpu, 2),
         "ingress_wall_s": round(wall, 2),
+        "answering_load_mean_max": [post_load["mean"], post_load["max"]],
         "worker_prefetch": args.prefetch,
         "worker_batch_size": args.batch_size,
         "applied_events_per_s": round(total / applied["wall"]),
@@ -342,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "applied_batch_p99_ms": round(percentile(per, 99) * 1000, 1),
         "worker_cpu_s": round(applied["cpu"], 2),
         "worker_wall_s": round(applied["wall"], 2),
+        "applying_load_mean_max": [apply_load["mean"], apply_load["max"]],
+        "emailer": str(Path(sys.modules["emailer"].__file__ or "").parent.parent),
     }
     print(json.dumps(result, indent=2))
     if args.json:
