@@ -18,6 +18,7 @@ Subscribers see a message at least once, always with the same message id.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -95,6 +96,24 @@ class Outbox:
         self.publisher = publisher
         self.clock = clock
         self.lease = lease
+        self._held: set[str] = set()
+        self._held_lock = threading.Lock()
+
+    # ------------------------------------- rows a relay of this process holds
+
+    def hold(self, message_ids: Sequence[str]) -> None:
+        """These committed rows are in a relay's hands (``background_relay.py``): this process's sweep
+        leaves them alone, so that a relay running behind does not make it publish them a second time."""
+        with self._held_lock:
+            self._held.update(message_ids)
+
+    def release(self, message_ids: Sequence[str]) -> None:
+        with self._held_lock:
+            self._held.difference_update(message_ids)
+
+    def _not_held(self, rows: Sequence[RowMapping]) -> list[RowMapping]:
+        with self._held_lock:
+            return [r for r in rows if r["message_id"] not in self._held] if self._held else list(rows)
 
     # ------------------------------------------------------------- the relay
 
@@ -153,6 +172,7 @@ class Outbox:
                     .mappings()
                     .all()
                 )
+                rows = self._not_held(rows)
                 if rows:
                     conn.execute(
                         update(outbox)
