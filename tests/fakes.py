@@ -330,8 +330,8 @@ class _FakeProviderEvents:
     def record(self, provider: str, event_id: str, email_id: str) -> None:
         self.staged.add((provider, event_id))
 
-    def preload(self, keys: Iterable[tuple[str, str]]) -> None:
-        pass  # nothing to gain in memory
+    def claim(self, events: Iterable[tuple[str, str, str]]) -> None:
+        pass  # nothing to gain in memory: ``seen`` and ``record`` do it
 
 
 class _FakeSuppressions:

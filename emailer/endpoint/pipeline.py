@@ -223,10 +223,12 @@ class MessagePipeline(Generic[D]):
 
     @staticmethod
     def _prefetch(uow: AbstractUnitOfWork, items: list[Decoded]) -> None:
-        """One round trip per kind of lookup for the whole batch, instead of one per message."""
-        if len(items) < 2:
-            return
-        uow.inbox.preload(item.context.message_id for item in items)
+        """One round trip per kind of lookup for the whole batch, instead of one per message.
+
+        A route's prefetch runs for a single message too: one RecordDeliveryReports carries up to
+        1,000 reports, whose lookups are a batch of their own."""
+        if len(items) > 1:
+            uow.inbox.preload(item.context.message_id for item in items)
         by_route: dict[str, list[Decoded]] = {}
         for item in items:
             by_route.setdefault(item.context.message_type, []).append(item)

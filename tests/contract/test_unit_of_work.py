@@ -184,6 +184,38 @@ def test_handled_ids_and_provider_events_are_remembered(new_uow: NewUow, clock: 
         assert not again.provider_events.seen("sendgrid", "ev-2")
 
 
+def test_a_claimed_batch_of_provider_events_answers_and_records_as_one_by_one(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    """Claim, then seen/record as the handler does: each id once, whatever was recorded before."""
+    email = queue(clock)
+    store(new_uow, email)
+    with new_uow() as uow:
+        uow.provider_events.record("sendgrid", "ev-old", email.id)
+        uow.commit()
+    batch = [("sendgrid", e, email.id) for e in ("ev-old", "ev-1", "ev-2", "ev-1")]  # ev-1 twice
+    with new_uow() as uow:
+        uow.provider_events.claim(batch)
+        uow.provider_events.claim(batch)  # a second hint changes nothing
+        applied = []
+        for provider, event_id, email_id in batch:
+            if not uow.provider_events.seen(provider, event_id):
+                uow.provider_events.record(provider, event_id, email_id)
+                applied.append(event_id)
+        assert applied == ["ev-1", "ev-2"]
+        uow.commit()
+    with new_uow() as again:
+        assert all(again.provider_events.seen("sendgrid", e) for e in ("ev-old", "ev-1", "ev-2"))
+
+
+def test_a_claim_rolled_back_records_nothing(new_uow: NewUow, clock: FakeClock) -> None:
+    with new_uow() as uow:
+        uow.provider_events.claim([("sendgrid", "ev-1", "e-1")])
+        assert not uow.provider_events.seen("sendgrid", "ev-1")
+    with new_uow() as again:
+        assert not again.provider_events.seen("sendgrid", "ev-1")
+
+
 def test_preloading_answers_like_getting_one_by_one(new_uow: NewUow, clock: FakeClock) -> None:
     email = queue(clock)
     store(new_uow, email)
