@@ -133,7 +133,7 @@ class SqlProviderEvents:
     def claim(self, events: Iterable[tuple[str, str, str]]) -> None:
         """On PostgreSQL one statement records the batch's new event ids and says which were new
         (sorted, so that concurrent claims lock in one order); elsewhere a lookup of them all."""
-        email_of = {(provider, event_id): email_id for provider, event_id, email_id in events}
+        email_of: dict[Key, str] = {(provider, event_id): email_id for provider, event_id, email_id in events}
         if self.ids.conn.dialect.name != "postgresql":
             self.ids.preload(email_of)
             return
