@@ -25,10 +25,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, RowMapping, delete, func, or_, select, update
 
 from contracts.wire import H
 from emailer import redaction
+from emailer.adapters.persistence.bulk import insert_rows
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.adapters.persistence.tables import outbox
 from emailer.retries import OUTBOX_CLAIM_LEASE
@@ -41,8 +42,7 @@ SWEEP_LIMIT = 500
 
 def write(conn: Connection, messages: Sequence[OutgoingMessage], now: datetime) -> None:
     """Insert ``messages`` as pending rows, inside the caller's transaction."""
-    if messages:
-        conn.execute(insert(outbox), [_row(m, now) for m in messages])
+    insert_rows(conn, outbox, [_row(m, now) for m in messages])
 
 
 def _row(message: OutgoingMessage, now: datetime) -> dict[str, Any]:

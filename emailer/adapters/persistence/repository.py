@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from emailer.adapters.persistence.bulk import insert_rows
 from emailer.adapters.persistence.mapping import (
     Row,
     attachment_row,
@@ -134,9 +135,8 @@ class SqlEmailRepository:
         if changed:
             self._update(changed)
         self._update_recipients([e for e in self._identity.values() if e.id not in new_ids])
-        timeline_rows = [timeline_row(e.id, t) for e in self._identity.values() for t in e.new_timeline]
-        if timeline_rows:
-            self.conn.execute(insert(timeline), timeline_rows)
+        steps = [timeline_row(e.id, t) for e in self._identity.values() for t in e.new_timeline]
+        insert_rows(self.conn, timeline, steps)
         for email in self._identity.values():
             email.new_timeline.clear()
             email.dirty = False
