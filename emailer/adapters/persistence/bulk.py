@@ -1,4 +1,7 @@
-"""Many rows into one table inside the caller's transaction: COPY on PostgreSQL, an executemany elsewhere.
+"""Many rows in one statement: inserted with COPY on PostgreSQL, picked by a list of keys as one array.
+
+``insert_rows``: many rows into one table inside the caller's transaction,
+COPY on PostgreSQL, an executemany elsewhere.
 
 A delivery-report batch writes thousands of timeline and outbox rows. As an
 executemany, psycopg sends one INSERT per row (pipelined) and SQLAlchemy
@@ -8,15 +11,22 @@ processes every parameter of every row: about 28 us of CPU per outbox row.
 (``TypeDecorator.process_bind_param``, JSON as ``jsonb``), so a row reads back
 the same either way. Being part of the transaction, a COPY is rolled back with
 it.
+
+``among``: ``column IN (...)`` for a list of thousands of keys. SQLAlchemy
+expands the list into one parameter per key, and psycopg then parses a new
+statement of thousands of placeholders on every call (a tenth of a worker's
+time when it marked 3,600 outbox rows sent at once). On PostgreSQL the list
+goes as one array parameter (``= ANY(...)``, served by the same index).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, Connection, Table, insert
+from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeDecorator
 
 COPY_FROM_ROWS = 20
@@ -39,6 +49,13 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([bind(row[name]) for name, bind in zip(names, binders, strict=True)])
+
+
+def among(conn: Connection, column: ColumnElement[Any], values: Collection[Any]) -> ColumnElement[bool]:
+    """``column`` is one of ``values``: one array parameter on PostgreSQL, an ``IN`` list elsewhere."""
+    if conn.dialect.name != "postgresql":
+        return column.in_(values)
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
 def _binder(conn: Connection, table: Table, name: str) -> Callable[[Any], Any]:

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, RowMapping, delete, func, or_, select
 
 from contracts.wire import H
 from emailer import redaction
-from emailer.adapters.persistence.bulk import insert_rows
+from emailer.adapters.persistence.bulk import among, insert_rows
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.adapters.persistence.tables import outbox
 from emailer.retries import OUTBOX_CLAIM_LEASE
@@ -176,7 +176,7 @@ class Outbox:
                 if rows:
                     conn.execute(
                         update(outbox)
-                        .where(outbox.c.message_id.in_([r["message_id"] for r in rows]))
+                        .where(among(conn, outbox.c.message_id, [r["message_id"] for r in rows]))
                         .values(claimed_until=until)
                     )
             return [_message(r) for r in rows]
@@ -191,7 +191,7 @@ class Outbox:
                 conn.execute(
                     update(outbox)
                     .where(
-                        outbox.c.message_id.in_(claim.message_ids),
+                        among(conn, outbox.c.message_id, claim.message_ids),
                         outbox.c.dispatched_at.is_(None),
                         outbox.c.claimed_until == claim.until,
                     )
@@ -208,7 +208,7 @@ class Outbox:
             with self.engine.begin() as conn:
                 conn.execute(
                     update(outbox)
-                    .where(outbox.c.message_id.in_(message_ids), outbox.c.dispatched_at.is_(None))
+                    .where(among(conn, outbox.c.message_id, message_ids), outbox.c.dispatched_at.is_(None))
                     .values(dispatched_at=now, claimed_until=None)
                 )
 

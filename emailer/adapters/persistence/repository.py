@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from emailer.adapters.persistence.bulk import insert_rows
+from emailer.adapters.persistence.bulk import among, insert_rows
 from emailer.adapters.persistence.mapping import (
     Row,
     attachment_row,
@@ -60,18 +60,19 @@ class SqlEmailRepository:
         wanted = set(email_ids) - self._identity.keys()
         if not wanted:
             return
-        rows = self.conn.execute(select(emails).where(emails.c.id.in_(wanted))).mappings().all()
+        rows = self.conn.execute(select(emails).where(among(self.conn, emails.c.id, wanted))).mappings().all()
         found = [row["id"] for row in rows]
         by_email: dict[str, list[Row]] = defaultdict(list)
         attached: dict[str, list[Row]] = defaultdict(list)
         if found:
             ordered = (recipients.c.email_id, recipients.c.position)
             for r in self.conn.execute(
-                select(recipients).where(recipients.c.email_id.in_(found)).order_by(*ordered)
+                select(recipients).where(among(self.conn, recipients.c.email_id, found)).order_by(*ordered)
             ):
                 by_email[r.email_id].append(r._mapping)
             ordered = (attachments.c.email_id, attachments.c.position)
-            query = select(attachments).where(attachments.c.email_id.in_(found)).order_by(*ordered)
+            theirs = among(self.conn, attachments.c.email_id, found)
+            query = select(attachments).where(theirs).order_by(*ordered)
             for a in self.conn.execute(query):
                 attached[a.email_id].append(a._mapping)
         for row in rows:
