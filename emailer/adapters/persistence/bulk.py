@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
+from pydantic_core import to_json
 from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam, insert
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeDecorator
@@ -61,11 +62,16 @@ def among(conn: Connection, column: ColumnElement[Any], values: Collection[Any])
 def _binder(conn: Connection, table: Table, name: str) -> Callable[[Any], Any]:
     column_type = table.c[name].type
     if isinstance(column_type, JSON):
-        return lambda value: None if value is None else Jsonb(value)
+        return lambda value: None if value is None else Jsonb(value, dumps=_json_text)
     if isinstance(column_type, TypeDecorator):
         dialect = conn.dialect
         return lambda value: column_type.process_bind_param(value, dialect)
     return _same
+
+
+def _json_text(value: Any) -> str:
+    """JSON for a ``jsonb`` column, encoded by pydantic-core (the column keeps values, not text)."""
+    return to_json(value).decode()
 
 
 def _same(value: Any) -> Any:
