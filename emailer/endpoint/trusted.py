@@ -42,7 +42,9 @@ def record_delivery_reports(body: bytes) -> RecordDeliveryReports:
 
 
 def _report(item: dict[str, Any]) -> DeliveryReport:
-    fields = {k: v for k, v in item.items() if k in _REPORT_FIELDS}
+    fields = item  # parsed for this call alone: changed in place
+    if not item.keys() <= _REPORT_FIELDS:  # a field of a later version of the contract: ignored
+        fields = {k: item[k] for k in item.keys() & _REPORT_FIELDS}
     occurred_at = datetime.fromisoformat(fields["occurred_at"])
     if occurred_at.tzinfo is None:
         raise ValueError("occurred_at without a time zone")
