@@ -9,6 +9,7 @@ what keeps it honest.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
@@ -17,12 +18,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from contracts import DeliveryReport, ReportKind
 from contracts.wire import H
 from emailer.adapters.persistence import schema
 from emailer.adapters.persistence.engine import make_engine
 from emailer.adapters.persistence.tables import metadata
 from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
-from emailer.domain import Email, EmailStatus, RetryPolicy
+from emailer.domain import Email, EmailStatus, RecipientStatus, RetryPolicy
 from emailer.domain.suppression import Suppression, SuppressionReason
 from handlers.attachments import reference
 from handlers.errors import ConcurrencyConflict
@@ -214,6 +216,47 @@ def test_a_claim_rolled_back_records_nothing(new_uow: NewUow, clock: FakeClock) 
         assert not uow.provider_events.seen("sendgrid", "ev-1")
     with new_uow() as again:
         assert not again.provider_events.seen("sendgrid", "ev-1")
+
+
+def state(recipient: Any) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(recipient).items() if k != "changed"}
+
+
+def test_what_reports_change_in_recipients_comes_back_whole(new_uow: NewUow, clock: FakeClock) -> None:
+    to = [{"email": a} for a in ("ann@example.com", "bob@example.com", "cy@example.com")]
+    email = Email.queue(send_email(to=to, cc=[], bcc=[]), [], clock.now())
+    email.start_attempt(clock.now(), POLICY)
+    email.delivery_started("sendgrid", "sg-1", clock.now())
+    store(new_uow, email)
+
+    def report(kind: ReportKind, to: str, reason: str | None = None) -> DeliveryReport:
+        clock.advance(1)
+        return DeliveryReport(
+            provider="sendgrid", provider_event_id=f"{to}/{kind}", email_id=email.id, recipient=to,
+            kind=kind, occurred_at=clock.now(), reason=reason,
+        )  # fmt: skip
+
+    with new_uow() as uow:
+        loaded = uow.emails.get(email.id)
+        assert loaded is not None
+        for r in (
+            report(ReportKind.DELIVERED, "ann@example.com", "250 OK"),
+            report(ReportKind.OPENED, "ann@example.com"),
+            report(ReportKind.CLICKED, "ann@example.com"),
+            report(ReportKind.COMPLAINED, "ann@example.com"),
+            report(ReportKind.UNSUBSCRIBED, "ann@example.com"),
+            report(ReportKind.BOUNCED, "bob@example.com", "550 no such user"),
+            report(ReportKind.OPENED, "cy@example.com"),  # delivery implied, no reason of its own
+        ):
+            loaded.apply_report(r, clock.now())
+        expected = [state(r) for r in loaded.recipients]
+        uow.commit()
+    with new_uow() as again:
+        stored = again.emails.get(email.id)
+        assert stored is not None
+        assert [state(r) for r in stored.recipients] == expected
+        assert [r.status for r in stored.recipients] == [RecipientStatus.DELIVERED, RecipientStatus.FAILED,
+                                                         RecipientStatus.DELIVERED]  # fmt: skip
 
 
 def test_preloading_answers_like_getting_one_by_one(new_uow: NewUow, clock: FakeClock) -> None:

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, text, update
 
 from emailer.adapters.persistence.bulk import among, insert_rows
 from emailer.adapters.persistence.mapping import (
@@ -182,16 +182,40 @@ class SqlEmailRepository:
             self._loaded_version[email.id] = email.version
 
     def _update_recipients(self, loaded: list[Email]) -> None:
-        """Every changed recipient of the transaction in one executemany (its email's version was checked)."""
+        """Every changed recipient of the transaction in one statement (its email's version was checked):
+        on PostgreSQL one UPDATE from arrays of the columns a recipient's state changes, elsewhere an
+        executemany (psycopg's is one UPDATE per recipient, a tenth of the worker's time in
+        bench/webhooks.py)."""
         rows = []
         for email in loaded:
             for position, r in enumerate(email.recipients):
                 if r.changed:
                     rows.append({"b_email_id": email.id, "b_position": position, **recipient_row(r)})
                     r.changed = False
-        if rows:
-            statement = update(recipients).where(
-                recipients.c.email_id == bindparam("b_email_id"),
-                recipients.c.position == bindparam("b_position"),
-            )
-            self.conn.execute(statement, rows)
+        if not rows:
+            return
+        if self.conn.dialect.name == "postgresql":
+            columns = ("b_email_id", "b_position", *RECIPIENT_STATE)
+            self.conn.execute(UPDATE_RECIPIENTS, {c: [row[c] for row in rows] for c in columns})
+            return
+        statement = update(recipients).where(
+            recipients.c.email_id == bindparam("b_email_id"),
+            recipients.c.position == bindparam("b_position"),
+        )
+        self.conn.execute(statement, rows)
+
+
+RECIPIENT_STATE = {
+    "status": "text", "status_reason": "text", "status_at": "timestamptz", "opens": "int", "clicks": "int",
+    "complained": "bool", "unsubscribed": "bool", "delivery_implied": "bool",
+}  # fmt: skip
+"""The columns of a recipient that its state changes (address, kind and name never do), with their types."""
+
+UPDATE_RECIPIENTS = text(
+    "UPDATE recipients AS r SET "
+    + ", ".join(f"{c} = v.{c}" for c in RECIPIENT_STATE)
+    + " FROM unnest(CAST(:b_email_id AS text[]), CAST(:b_position AS int[]), "
+    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in RECIPIENT_STATE.items())
+    + f") AS v(email_id, position, {', '.join(RECIPIENT_STATE)})"
+    " WHERE r.email_id = v.email_id AND r.position = v.position"
+)
