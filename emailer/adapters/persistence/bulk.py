@@ -12,6 +12,8 @@ processes every parameter of every row: about 28 us of CPU per outbox row.
 the same either way. Being part of the transaction, a COPY is rolled back with
 it.
 
+``update_from_arrays``: many rows updated by key in one statement (PostgreSQL).
+
 ``among``: ``column IN (...)`` for a list of thousands of keys. SQLAlchemy
 expands the list into one parameter per key, and psycopg then parses a new
 statement of thousands of placeholders on every call (a tenth of a worker's
@@ -26,7 +28,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 from pydantic_core import to_json
-from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam, insert
+from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam, insert, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeDecorator
 
@@ -57,6 +59,33 @@ def among(conn: Connection, column: ColumnElement[Any], values: Collection[Any])
     if conn.dialect.name != "postgresql":
         return column.in_(values)
     return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+
+
+def update_from_arrays(
+    conn: Connection, table: Table, where: dict[str, str], rows: Sequence[dict[str, Any]]
+) -> int:
+    """PostgreSQL: update many rows of ``table`` in one statement; how many rows it updated.
+
+    ``where`` maps a column to the key of ``rows`` holding the value it must have
+    (the primary key, a version); every other key of a row is a column to set.
+    Each goes as one array parameter: ``UPDATE ... FROM unnest(...)``, where an
+    executemany would be one UPDATE per row.
+    """
+    names = [name for name in rows[0] if name not in where.values()]
+    keys = list(where.items())
+    quote = conn.dialect.identifier_preparer.quote
+    arrays = [f"CAST(:{key} AS {table.c[column].type.compile(conn.dialect)}[])" for column, key in keys] + [
+        f"CAST(:{name} AS {table.c[name].type.compile(conn.dialect)}[])" for name in names
+    ]
+    aliases = [f"w_{i}" for i in range(len(keys))] + [f"s_{i}" for i in range(len(names))]
+    statement = (
+        f"UPDATE {quote(table.name)} AS t SET "
+        + ", ".join(f"{quote(name)} = v.s_{i}" for i, name in enumerate(names))
+        + f" FROM unnest({', '.join(arrays)}) AS v({', '.join(aliases)}) WHERE "
+        + " AND ".join(f"t.{quote(column)} = v.w_{i}" for i, (column, _) in enumerate(keys))
+    )
+    parameters = {key: [row[key] for row in rows] for key in (*where.values(), *names)}
+    return int(conn.execute(text(statement), parameters).rowcount)
 
 
 def _binder(conn: Connection, table: Table, name: str) -> Callable[[Any], Any]:

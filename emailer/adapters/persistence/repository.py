@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
-from emailer.adapters.persistence.bulk import among, insert_rows
+from emailer.adapters.persistence.bulk import among, insert_rows, update_from_arrays
 from emailer.adapters.persistence.mapping import (
     Row,
     attachment_row,
@@ -162,21 +162,25 @@ class SqlEmailRepository:
             self.conn.execute(insert(attachments), attachment_rows)
 
     def _update(self, changed: list[Email]) -> None:
-        """Every changed email of the transaction in one executemany, each checked against the version
-        it was loaded at: one that changed meanwhile matches no row, and the transaction fails."""
+        """Every changed email of the transaction in one statement (an executemany on SQLite), each
+        checked against the version it was loaded at: one that changed meanwhile matches no row, and
+        the transaction fails."""
         rows = []
         for email in changed:
             expected = self._loaded_version[email.id]
             email.version = expected + 1
             rows.append({"b_id": email.id, "b_version": expected, **email_changes_row(email)})
-        statement = update(emails).where(
-            emails.c.id == bindparam("b_id"), emails.c.version == bindparam("b_version")
-        )
-        result = self.conn.execute(statement, rows)
-        if result.rowcount != len(rows):
-            among = ", ".join(e.id for e in changed[:5]) + (", ..." if len(changed) > 5 else "")
+        if self.conn.dialect.name == "postgresql":
+            updated = update_from_arrays(self.conn, emails, {"id": "b_id", "version": "b_version"}, rows)
+        else:
+            statement = update(emails).where(
+                emails.c.id == bindparam("b_id"), emails.c.version == bindparam("b_version")
+            )
+            updated = self.conn.execute(statement, rows).rowcount
+        if updated != len(rows):
+            ids = ", ".join(e.id for e in changed[:5]) + (", ..." if len(changed) > 5 else "")
             raise ConcurrencyConflict(
-                f"{len(rows) - result.rowcount} of {len(rows)} emails changed concurrently (among {among})"
+                f"{len(rows) - updated} of {len(rows)} emails changed concurrently (among {ids})"
             )
         for email in changed:
             self._loaded_version[email.id] = email.version
@@ -195,8 +199,9 @@ class SqlEmailRepository:
         if not rows:
             return
         if self.conn.dialect.name == "postgresql":
-            columns = ("b_email_id", "b_position", *RECIPIENT_STATE)
-            self.conn.execute(UPDATE_RECIPIENTS, {c: [row[c] for row in rows] for c in columns})
+            keys = {"email_id": "b_email_id", "position": "b_position"}
+            state = [{k: row[k] for k in (*keys.values(), *RECIPIENT_STATE)} for row in rows]
+            update_from_arrays(self.conn, recipients, keys, state)
             return
         statement = update(recipients).where(
             recipients.c.email_id == bindparam("b_email_id"),
@@ -205,17 +210,8 @@ class SqlEmailRepository:
         self.conn.execute(statement, rows)
 
 
-RECIPIENT_STATE = {
-    "status": "text", "status_reason": "text", "status_at": "timestamptz", "opens": "int", "clicks": "int",
-    "complained": "bool", "unsubscribed": "bool", "delivery_implied": "bool",
-}  # fmt: skip
-"""The columns of a recipient that its state changes (address, kind and name never do), with their types."""
-
-UPDATE_RECIPIENTS = text(
-    "UPDATE recipients AS r SET "
-    + ", ".join(f"{c} = v.{c}" for c in RECIPIENT_STATE)
-    + " FROM unnest(CAST(:b_email_id AS text[]), CAST(:b_position AS int[]), "
-    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in RECIPIENT_STATE.items())
-    + f") AS v(email_id, position, {', '.join(RECIPIENT_STATE)})"
-    " WHERE r.email_id = v.email_id AND r.position = v.position"
-)
+RECIPIENT_STATE = (
+    "status", "status_reason", "status_at", "opens", "clicks", "complained", "unsubscribed",
+    "delivery_implied",
+)  # fmt: skip
+"""The columns of a recipient that its state changes (address, kind and name never do)."""
