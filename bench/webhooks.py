@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _ours import LoadSampler
 from _support import (
     BenchError,
     create_database,
@@ -295,18 +296,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed_emails(database_url, emails, run_id), args.batches, args.events, args.batch_kb
         )
         signer = Signer()
+        internal_key = secrets.token_urlsafe(32)  # the ingress signs what the worker verifies
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMAILER_")}
         env.update({
             "EMAILER_BUS_URL": AMQP_URL, "EMAILER_INPUT_QUEUE": topology.input_queue,
             "EMAILER_EVENTS_EXCHANGE": topology.events_exchange, "EMAILER_ERROR_QUEUE": topology.error_queue,
             "EMAILER_SENDGRID_WEBHOOK_PUBLIC_KEYS": signer.public_key, "EMAILER_LOG_LEVEL": "WARNING",
-            "EMAILER_VAR_DIR": str(workdir / "var"),
+            "EMAILER_VAR_DIR": str(workdir / "var"), "EMAILER_INTERNAL_KEY": internal_key,
         })  # fmt: skip
         proc, url, log = start_ingress(workdir, env)
         cleanup.callback(stop_process, proc)
         cpu0 = process_cpu_seconds(proc.pid) or 0.0
         print(f"posting {args.batches} batches of {args.events} events ...", file=sys.stderr)
+        load = LoadSampler()
+        load.start()
         wall, latencies, refused = post_all(url, batches, signer, args.clients)
+        post_load = load.finish()
         ingress_cpu = (process_cpu_seconds(proc.pid) or 0.0) - cpu0
         if refused:
             raise BenchError(
@@ -318,9 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _env_file=None, var_dir=workdir / "var", bus_url=AMQP_URL, database_url=database_url,
             input_queue=topology.input_queue, events_exchange=topology.events_exchange,
             error_queue=topology.error_queue, prefetch=args.prefetch, batch_size=args.batch_size,
-            log_level="WARNING", log_format="json",
+            log_level="WARNING", log_format="json", internal_key=internal_key,
         )  # fmt: skip
+        load = LoadSampler()
+        load.start()
         applied = apply_all(settings, total, args.timeout)
+        apply_load = load.finish()
 
     lat = sorted(latencies)
     per = sorted(applied["per_message"])
@@ -334,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "answered_batch_p99_ms": round(percentile(lat, 99) * 1000, 1),
         "ingress_cpu_s": round(ingress_cpu, 2),
         "ingress_wall_s": round(wall, 2),
+        "answering_load_mean_max": [post_load["mean"], post_load["max"]],
         "worker_prefetch": args.prefetch,
         "worker_batch_size": args.batch_size,
         "applied_events_per_s": round(total / applied["wall"]),
@@ -341,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "applied_batch_p99_ms": round(percentile(per, 99) * 1000, 1),
         "worker_cpu_s": round(applied["cpu"], 2),
         "worker_wall_s": round(applied["wall"], 2),
+        "applying_load_mean_max": [apply_load["mean"], apply_load["max"]],
+        "emailer": str(Path(sys.modules["emailer"].__file__ or "").parent.parent),
     }
     print(json.dumps(result, indent=2))
     if args.json:

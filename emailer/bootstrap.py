@@ -13,6 +13,7 @@ from emailer.adapters.providers.circuit_breaker import CircuitBreaker
 from emailer.adapters.providers.gate import DrainRate, ProviderGate, ProviderStateStore
 from emailer.config import Settings
 from emailer.domain import RetryPolicy
+from emailer.endpoint import trusted
 from emailer.endpoint.faults import AFTER_PROVIDER_CALL_BEFORE_COMMIT, crash_point
 from emailer.endpoint.pipeline import MessagePipeline
 from emailer.endpoint.recoverability import RecoverabilityPolicy
@@ -231,6 +232,7 @@ def bootstrap(
                 RecordDeliveryReports,
                 lambda m, uow: record_delivery_reports(m, uow, clock),
                 prefetch=record_delivery_reports_module.prefetch,
+                trusted_decoder=trusted.record_delivery_reports,
                 handler_name=qualified_name(record_delivery_reports),
             ),
             Route(

@@ -117,8 +117,10 @@ class ProviderEvents(Protocol):
 
     def record(self, provider: str, event_id: str, email_id: str) -> None: ...
 
-    def preload(self, keys: Iterable[tuple[str, str]]) -> None:
-        """Check these (provider, event id) keys in one round trip; ``seen`` then answers from memory."""
+    def claim(self, events: Iterable[tuple[str, str, str]]) -> None:
+        """A batch hint: these (provider, event id, email id) in one round trip, recorded now where
+        the adapter can do it in the same statement; ``seen`` then answers from memory whether each
+        was recorded before this transaction (``record`` of a claimed one writes nothing more)."""
 
 
 class Suppressions(Protocol):

@@ -30,5 +30,5 @@ def record_delivery_reports(command: RecordDeliveryReports, uow: AbstractUnitOfW
 def prefetch(commands: list[RecordDeliveryReports], uow: AbstractUnitOfWork) -> None:
     """A batch looks up its provider event ids and its emails in one round trip each."""
     reports = [r for c in commands for r in c.reports]
-    uow.provider_events.preload((r.provider, r.provider_event_id) for r in reports)
+    uow.provider_events.claim((r.provider, r.provider_event_id, r.email_id) for r in reports)
     uow.emails.preload({r.email_id for r in reports})

@@ -330,8 +330,8 @@ class _FakeProviderEvents:
     def record(self, provider: str, event_id: str, email_id: str) -> None:
         self.staged.add((provider, event_id))
 
-    def preload(self, keys: Iterable[tuple[str, str]]) -> None:
-        pass  # nothing to gain in memory
+    def claim(self, events: Iterable[tuple[str, str, str]]) -> None:
+        pass  # nothing to gain in memory: ``seen`` and ``record`` do it
 
 
 class _FakeSuppressions:
@@ -392,11 +392,13 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         if self.conflicts:
             self.conflicts -= 1
             raise ConcurrencyConflict("primed conflict")
-        for email in self.emails.seen.values():
+        for email in self.emails.seen.values():  # all checked before any is saved, as one transaction
             stored = self.store.emails.get(email.id)
             loaded = self.emails.versions.get(email.id)
             if stored is not None and loaded is not None and stored.version != loaded:
                 raise ConcurrencyConflict(email.id)
+        for email in self.emails.seen.values():
+            stored = self.store.emails.get(email.id)
             if stored is None or email.dirty:
                 email.version += 1
                 self.store.timeline.setdefault(email.id, []).extend(t.kind for t in email.new_timeline)

@@ -429,8 +429,10 @@ class Email(Aggregate):
         if not all(r.is_final for r in self.recipients):
             return
         self.completed_at = now
+        # Built without validating again (as ``reports.py`` builds its events): every value is the
+        # email's own, validated when it was accepted.
         outcomes = [
-            RecipientOutcome(
+            RecipientOutcome.model_construct(
                 recipient=r.address,
                 outcome="delivered" if r.status is RecipientStatus.DELIVERED else "failed",
                 reason=r.status_reason,
@@ -440,7 +442,7 @@ class Email(Aggregate):
         ]
         delivered = sum(o.outcome == "delivered" for o in outcomes)
         self._record(now, "completed", {"delivered": delivered, "failed": len(outcomes) - delivered})
-        completed = EmailDeliveryCompleted(
+        completed = EmailDeliveryCompleted.model_construct(
             email_id=self.id, metadata=self.metadata, occurred_at=now, outcomes=outcomes
         )
         self._emit(completed)

@@ -158,8 +158,8 @@ class MessagePipeline(Generic[D]):
                 self._failed(delivery, AttemptAbandoned(ABANDONED), None)
                 continue
             try:
-                self._refuse_forged(delivery)
-                decoded.append((delivery, decode(delivery, self.registry)))
+                signed = self._refuse_forged(delivery)
+                decoded.append((delivery, decode(delivery, self.registry, trusted=signed)))
             except InvalidMessage as exc:
                 self._to_error_queue(delivery, exc, None, _spent(delivery.headers))
         together = [(d, x) for d, x in decoded if x.route.transactional]
@@ -172,14 +172,18 @@ class MessagePipeline(Generic[D]):
         if outage is not None:
             raise outage
 
-    def _refuse_forged(self, delivery: D) -> None:
-        """An internal command must carry Emailer's signature over its id, type and body."""
+    def _refuse_forged(self, delivery: D) -> bool:
+        """An internal command must carry Emailer's signature over its id, type and body.
+
+        True for an internal command that does: Emailer wrote it (it may be decoded as trusted).
+        """
         name = type_name(delivery.message_type) if delivery.message_type else ""
         if not is_internal(name):
-            return
+            return False
         signature = delivery.headers.get(SIGNATURE_HEADER)
         if self.signer is None or not self.signer.verify(delivery.message_id, name, delivery.body, signature):
             raise InvalidMessage(FORGED)
+        return True
 
     def _handle_together(self, items: list[tuple[D, Decoded]]) -> None:
         try:
@@ -219,10 +223,12 @@ class MessagePipeline(Generic[D]):
 
     @staticmethod
     def _prefetch(uow: AbstractUnitOfWork, items: list[Decoded]) -> None:
-        """One round trip per kind of lookup for the whole batch, instead of one per message."""
-        if len(items) < 2:
-            return
-        uow.inbox.preload(item.context.message_id for item in items)
+        """One round trip per kind of lookup for the whole batch, instead of one per message.
+
+        A route's prefetch runs for a single message too: one RecordDeliveryReports carries up to
+        1,000 reports, whose lookups are a batch of their own."""
+        if len(items) > 1:
+            uow.inbox.preload(item.context.message_id for item in items)
         by_route: dict[str, list[Decoded]] = {}
         for item in items:
             by_route.setdefault(item.context.message_type, []).append(item)

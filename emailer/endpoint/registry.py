@@ -22,6 +22,9 @@ class Route:
     transactional: bool = True
     prefetch: Callable[[list[Any], Any], None] | None = None
     """Optional: load what a batch of these messages will need in one go, ``prefetch(messages, uow)``."""
+    trusted_decoder: Callable[[bytes], Message] | None = None
+    """Optional, for an internal command: decodes a body whose signature the pipeline verified without
+    validating it again (``trusted.py``); ``ValueError`` sends it the validating way."""
     handler_name: str = ""
     """What ``Emailer.Handler`` names on a failed message (bootstrap binds ``handler`` in a lambda)."""
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 import structlog
 
 from emailer import redaction
+from emailer.adapters.persistence.background_relay import BackgroundRelay
 from emailer.adapters.persistence.blob_refs import PurgeRules, purge_attachments
 from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_events
 from emailer.adapters.persistence.reconnect import with_reconnect
@@ -66,12 +67,17 @@ class Worker:
         self.app = app
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.relay: BackgroundRelay | None = None
 
     def start(self) -> None:
         s = self.app.settings
         self.app.bus.connect()
         self.reprobe_provider()
         self.app.bus.declare_delay_queues()
+        # The consumer relays what it commits in the background: the broker's confirms and the
+        # marking of the rows overlap with its next transaction (background_relay.py).
+        self.relay = BackgroundRelay(self.app.outbox)
+        self.app.pipeline.relay = self.relay
         consumer = threading.Thread(target=self._consume, name="consumer", daemon=True)
         self.threads = [
             consumer,
@@ -171,4 +177,8 @@ class Worker:
         self.stopping.set()
         for t in self.threads:
             t.join(timeout)
+        if self.relay is not None:
+            self.relay.close(timeout)
+            self.app.pipeline.relay = self.app.outbox
+            self.relay = None
         log.info("worker.stopped")

@@ -9,6 +9,7 @@ what keeps it honest.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
@@ -17,12 +18,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from contracts import DeliveryReport, ReportKind
 from contracts.wire import H
 from emailer.adapters.persistence import schema
 from emailer.adapters.persistence.engine import make_engine
 from emailer.adapters.persistence.tables import metadata
 from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
-from emailer.domain import Email, EmailStatus, RetryPolicy
+from emailer.domain import Email, EmailStatus, RecipientStatus, RetryPolicy
 from emailer.domain.suppression import Suppression, SuppressionReason
 from handlers.attachments import reference
 from handlers.errors import ConcurrencyConflict
@@ -184,6 +186,79 @@ def test_handled_ids_and_provider_events_are_remembered(new_uow: NewUow, clock: 
         assert not again.provider_events.seen("sendgrid", "ev-2")
 
 
+def test_a_claimed_batch_of_provider_events_answers_and_records_as_one_by_one(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    """Claim, then seen/record as the handler does: each id once, whatever was recorded before."""
+    email = queue(clock)
+    store(new_uow, email)
+    with new_uow() as uow:
+        uow.provider_events.record("sendgrid", "ev-old", email.id)
+        uow.commit()
+    batch = [("sendgrid", e, email.id) for e in ("ev-old", "ev-1", "ev-2", "ev-1")]  # ev-1 twice
+    with new_uow() as uow:
+        uow.provider_events.claim(batch)
+        uow.provider_events.claim(batch)  # a second hint changes nothing
+        applied = []
+        for provider, event_id, email_id in batch:
+            if not uow.provider_events.seen(provider, event_id):
+                uow.provider_events.record(provider, event_id, email_id)
+                applied.append(event_id)
+        assert applied == ["ev-1", "ev-2"]
+        uow.commit()
+    with new_uow() as again:
+        assert all(again.provider_events.seen("sendgrid", e) for e in ("ev-old", "ev-1", "ev-2"))
+
+
+def test_a_claim_rolled_back_records_nothing(new_uow: NewUow, clock: FakeClock) -> None:
+    with new_uow() as uow:
+        uow.provider_events.claim([("sendgrid", "ev-1", "e-1")])
+        assert not uow.provider_events.seen("sendgrid", "ev-1")
+    with new_uow() as again:
+        assert not again.provider_events.seen("sendgrid", "ev-1")
+
+
+def state(recipient: Any) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(recipient).items() if k != "changed"}
+
+
+def test_what_reports_change_in_recipients_comes_back_whole(new_uow: NewUow, clock: FakeClock) -> None:
+    to = [{"email": a} for a in ("ann@example.com", "bob@example.com", "cy@example.com")]
+    email = Email.queue(send_email(to=to, cc=[], bcc=[]), [], clock.now())
+    email.start_attempt(clock.now(), POLICY)
+    email.delivery_started("sendgrid", "sg-1", clock.now())
+    store(new_uow, email)
+
+    def report(kind: ReportKind, to: str, reason: str | None = None) -> DeliveryReport:
+        clock.advance(1)
+        return DeliveryReport(
+            provider="sendgrid", provider_event_id=f"{to}/{kind}", email_id=email.id, recipient=to,
+            kind=kind, occurred_at=clock.now(), reason=reason,
+        )  # fmt: skip
+
+    with new_uow() as uow:
+        loaded = uow.emails.get(email.id)
+        assert loaded is not None
+        for r in (
+            report(ReportKind.DELIVERED, "ann@example.com", "250 OK"),
+            report(ReportKind.OPENED, "ann@example.com"),
+            report(ReportKind.CLICKED, "ann@example.com"),
+            report(ReportKind.COMPLAINED, "ann@example.com"),
+            report(ReportKind.UNSUBSCRIBED, "ann@example.com"),
+            report(ReportKind.BOUNCED, "bob@example.com", "550 no such user"),
+            report(ReportKind.OPENED, "cy@example.com"),  # delivery implied, no reason of its own
+        ):
+            loaded.apply_report(r, clock.now())
+        expected = [state(r) for r in loaded.recipients]
+        uow.commit()
+    with new_uow() as again:
+        stored = again.emails.get(email.id)
+        assert stored is not None
+        assert [state(r) for r in stored.recipients] == expected
+        assert [r.status for r in stored.recipients] == [RecipientStatus.DELIVERED, RecipientStatus.FAILED,
+                                                         RecipientStatus.DELIVERED]  # fmt: skip
+
+
 def test_preloading_answers_like_getting_one_by_one(new_uow: NewUow, clock: FakeClock) -> None:
     email = queue(clock)
     store(new_uow, email)
@@ -215,6 +290,31 @@ def test_a_change_made_meanwhile_is_a_conflict_and_saves_nothing(new_uow: NewUow
     with new_uow() as uow:
         stored = uow.emails.get(email.id)
         assert stored is not None and stored.status is EmailStatus.CANCELLED
+
+
+@pytest.mark.parametrize("new_uow", OVERLAPPING_WRITERS, indirect=True)
+def test_one_email_changed_meanwhile_fails_the_whole_batch_of_changed_emails(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    """Changed emails are saved together (one statement): one conflict saves none of them."""
+    kept, taken = queue(clock), queue(clock)
+    store(new_uow, kept, "m-1")
+    store(new_uow, taken, "m-2")
+    first, second = new_uow(), new_uow()
+    with first, second:
+        a = first.emails.get(taken.id)
+        b_kept, b_taken = second.emails.get(kept.id), second.emails.get(taken.id)
+        assert a is not None and b_kept is not None and b_taken is not None
+        a.cancel("first", clock.now())
+        first.commit()
+        b_kept.cancel("second", clock.now())
+        b_taken.cancel("second", clock.now())
+        with pytest.raises(ConcurrencyConflict):
+            second.commit()
+    with new_uow() as uow:
+        stored_kept, stored_taken = uow.emails.get(kept.id), uow.emails.get(taken.id)
+        assert stored_kept is not None and stored_kept.status is EmailStatus.QUEUED
+        assert stored_taken is not None and stored_taken.version == 2
 
 
 def test_due_finds_only_what_is_due(new_uow: NewUow, clock: FakeClock) -> None:

@@ -5,8 +5,10 @@ Waits are bounded on real conditions (events a publisher sets), never a sleep.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -16,6 +18,7 @@ from structlog.testing import capture_logs
 
 from contracts.wire import H
 from emailer.adapters.persistence import outbox as outbox_rows
+from emailer.adapters.persistence.bulk import COPY_FROM_ROWS
 from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_events
 from emailer.adapters.persistence.outbox import Outbox
 from emailer.adapters.persistence.tables import inbox, outbox
@@ -118,6 +121,23 @@ def test_the_sweep_publishes_pending_rows_once_as_they_were_written(engine: Engi
     assert sweeper.sweep(timedelta(seconds=10)) == 1
     assert sweeper.sweep(timedelta(seconds=10)) == 0
     assert publisher.published == written and sweeper.pending_count() == 0
+
+
+def test_a_commit_of_many_rows_reads_back_as_written(engine: Engine) -> None:
+    """Enough rows for a COPY on PostgreSQL (``bulk.py``): the same rows as an executemany writes,
+    a quote, a tab, a backslash, a newline and non-ASCII in a header or body included."""
+    clock, publisher = FakeClock(), RecordingPublisher()
+    sweeper = Outbox(engine, publisher, clock)
+    odd = 'a "b"\tc\\d\ne \u00e9\u2603'
+    written = [message(n) for n in range(COPY_FROM_ROWS + 5)]
+    written[3] = replace(written[3], headers={**written[3].headers, "X-Odd": odd})
+    written[7] = replace(written[7], body=json.dumps({"email_id": odd}).encode())
+    with engine.begin() as conn:
+        outbox_rows.write(conn, written, clock.now())
+
+    assert sweeper.sweep(timedelta(0), limit=1000) == len(written)
+    by_id = {m.message_id: m for m in publisher.published}
+    assert [by_id[m.message_id] for m in written] == written
 
 
 def test_a_failed_sweep_leaves_the_rows_pending_for_the_next_one(engine: Engine) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from contracts import DeliveryReport, DispatchEmail, RecordDeliveryReports, ReportKind, SendEmail
 from emailer.domain import RetryPolicy
+from emailer.endpoint import trusted
 from emailer.endpoint.pipeline import MessagePipeline
 from emailer.endpoint.recoverability import RecoverabilityPolicy
 from emailer.endpoint.registry import Registry, Route
@@ -265,7 +266,11 @@ class InternalHarness:
                 Route(
                     SendEmail, lambda m, uow: handle_send_email(m, uow, self.blobs, self.clock, RetryPolicy())
                 ),
-                Route(RecordDeliveryReports, lambda m, uow: record_delivery_reports(m, uow, self.clock)),
+                Route(
+                    RecordDeliveryReports,
+                    lambda m, uow: record_delivery_reports(m, uow, self.clock),
+                    trusted_decoder=trusted.record_delivery_reports,
+                ),
                 Route(DispatchEmail, lambda m, uow: self.dispatched.append(m.email_id), transactional=False),
             ]
         )
@@ -323,6 +328,30 @@ def test_a_signed_delivery_report_is_applied(ih: InternalHarness) -> None:
 
     assert ih.errors.messages == [] and report.acked
     assert ih.store.provider_events == {("sendgrid", "ev-1")} and ih.store.emails["e1"].version > before
+
+
+def test_a_signed_delivery_report_the_trusted_decoder_cannot_read_is_decoded_the_validating_way(
+    ih: InternalHarness,
+) -> None:
+    ih.accept("e1")
+    payload = ih.report("e1")
+    # valid for the contract, but not as Emailer writes it:
+    payload["reports"][0]["occurred_at"] = int(ih.clock.now().timestamp())
+    report = signed(ih.signer, "r1", "RecordDeliveryReports", payload)
+
+    ih.pipeline.handle_batch([report])
+
+    assert ih.errors.messages == [] and report.acked
+    assert ih.store.provider_events == {("sendgrid", "ev-1")}
+
+
+def test_a_signed_delivery_report_neither_decoder_reads_goes_to_the_error_queue(ih: InternalHarness) -> None:
+    report = signed(ih.signer, "r1", "RecordDeliveryReports", {"reports": []})
+
+    ih.pipeline.handle_batch([report])
+
+    [(refused, reason)] = ih.errors.messages
+    assert refused is report and "reports" in reason and not ih.store.provider_events
 
 
 def test_a_signature_binds_id_type_and_body(ih: InternalHarness) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from contracts import ReportKind
+from contracts import DeliveryReport, ReportKind
 from emailer.adapters.webhooks.sendgrid import EVENT_KINDS, map_batch, to_report
 from tests.webhooks import sg_event
 
@@ -39,6 +39,30 @@ def test_each_sendgrid_event_maps_to_one_kind(
     report = to_report(sg_event(event, "Ana@Example.com", **fields), "order-42", NOW)
     assert report.kind is kind
     assert (report.email_id, report.provider, report.provider_event_type) == ("order-42", "sendgrid", event)
+
+
+ODD_VALUES: list[dict[str, Any]] = [
+    {},
+    {"attempt": "2", "reason": 550, "response": ["250", "OK"], "type": "Blocked"},
+    {"sg_machine_open": "yes", "useragent": "", "url": None, "timestamp": 1.5e9, "attempt": -1},
+    {"sg_event_id": 12345, "sg_message_id": 9, "bounce_classification": {"a": 1}},
+]
+
+
+@pytest.mark.parametrize("fields", ODD_VALUES)
+@pytest.mark.parametrize("event", [*EVENT_KINDS, "something_new"])
+def test_a_mapped_report_is_one_the_contract_accepts_as_it_is(event: str, fields: dict[str, Any]) -> None:
+    """Reports are built without pydantic's validation: each must be what validation would give."""
+    report = to_report(sg_event(event, "Ana.Lee@Example.COM", **fields), "order-42", NOW)
+    assert DeliveryReport.model_validate(report.model_dump()) == report
+    assert DeliveryReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_an_event_whose_address_is_not_one_is_unreadable_every_time() -> None:
+    events = [sg_event("delivered", "not an address"), sg_event("open", "not an address"), 7]
+    for _ in range(2):
+        batch = map_batch(events, NOW)
+        assert (batch.reports, batch.unreadable) == ([], 3)
 
 
 def test_every_event_type_sendgrid_documents_is_in_the_table() -> None:

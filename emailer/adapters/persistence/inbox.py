@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, select, tuple_
+from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, select, text, tuple_
 
 from emailer.adapters.persistence.tables import INBOX_ID_CHARS, inbox, provider_events
 from handlers.ports import Clock
@@ -42,6 +42,7 @@ class SeenIds:
         self.key_columns = list(table.primary_key.columns)
         self.staged: dict[Key, dict[str, Any]] = {}
         self._checked: dict[Key, bool] = {}
+        self._written: set[Key] = set()  # inserted by a claim: staging them again writes nothing
 
     def preload(self, keys: Iterable[Key]) -> None:
         """Look these keys up in one round trip; ``seen`` then answers from memory."""
@@ -64,11 +65,22 @@ class SeenIds:
         row = dict(zip((c.name for c in self.key_columns), key, strict=True))
         self.staged[key] = {**row, **columns, self.stamp_column: self.clock.now()}
 
+    def unchecked(self, keys: Iterable[Key]) -> set[Key]:
+        """Those of ``keys`` this transaction has neither looked up, claimed nor recorded."""
+        return set(keys) - self._checked.keys() - self.staged.keys()
+
+    def claimed(self, wanted: Iterable[Key], new: Iterable[Key]) -> None:
+        """``wanted`` were inserted in this transaction already where not there before (``new``)."""
+        fresh = set(new)
+        self._written |= fresh
+        self._checked.update({key: key not in fresh for key in wanted})
+
     def flush(self) -> None:
-        if self.staged:
-            self.conn.execute(insert(self.table), list(self.staged.values()))
-            self._checked.update(dict.fromkeys(self.staged, True))
-            self.staged = {}
+        rows = [row for key, row in self.staged.items() if key not in self._written]
+        if rows:
+            self.conn.execute(insert(self.table), rows)
+        self._checked.update(dict.fromkeys(self.staged, True))
+        self.staged = {}
 
     def _among(self, keys: set[Key]) -> Any:
         if len(self.key_columns) == 1:
@@ -118,11 +130,38 @@ class SqlProviderEvents:
     def record(self, provider: str, event_id: str, email_id: str) -> None:
         self.ids.record((provider, event_id), email_id=email_id)
 
-    def preload(self, keys: Iterable[tuple[str, str]]) -> None:
-        self.ids.preload(keys)
+    def claim(self, events: Iterable[tuple[str, str, str]]) -> None:
+        """On PostgreSQL one statement records the batch's new event ids and says which were new
+        (sorted, so that concurrent claims lock in one order); elsewhere a lookup of them all."""
+        email_of: dict[Key, str] = {(provider, event_id): email_id for provider, event_id, email_id in events}
+        if self.ids.conn.dialect.name != "postgresql":
+            self.ids.preload(email_of)
+            return
+        wanted = sorted(self.ids.unchecked(email_of))
+        if not wanted:
+            return
+        rows = self.ids.conn.execute(
+            CLAIM,
+            {
+                "providers": [p for p, _ in wanted],
+                "event_ids": [e for _, e in wanted],
+                "email_ids": [email_of[k] for k in wanted],
+                "now": self.ids.clock.now(),
+            },
+        )
+        self.ids.claimed(wanted, [(p, e) for p, e in rows])
 
     def flush(self) -> None:
         self.ids.flush()
+
+
+CLAIM = text(
+    "INSERT INTO provider_events (provider, event_id, email_id, received_at)"
+    " SELECT p, e, m, :now FROM unnest(CAST(:providers AS text[]), CAST(:event_ids AS text[]),"
+    " CAST(:email_ids AS text[])) AS t(p, e, m)"
+    " ON CONFLICT DO NOTHING RETURNING provider, event_id"
+)
+"""One round trip for a batch's provider event ids: what it returns was not recorded before."""
 
 
 def purge_inbox(engine: Engine, handled_before: datetime) -> int:

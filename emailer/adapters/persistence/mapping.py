@@ -135,6 +135,18 @@ def email_row(e: Email) -> dict[str, Any]:
     }
 
 
+IMMUTABLE_EMAIL_COLUMNS = frozenset(
+    {"id", "subject", "content", "client_metadata", "created_at", "content_hash"}
+)
+"""Written when the email is stored and never changed by a transition: an update leaves them alone
+(the content and metadata are the bulk of a row, and their JSON would be encoded again for nothing)."""
+
+
+def email_changes_row(e: Email) -> dict[str, Any]:
+    """The columns a transition may change, for an update of a stored email."""
+    return {k: v for k, v in email_row(e).items() if k not in IMMUTABLE_EMAIL_COLUMNS}
+
+
 def recipient_row(r: Recipient) -> dict[str, Any]:
     return {
         "kind": r.kind,

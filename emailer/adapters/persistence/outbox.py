@@ -18,16 +18,18 @@ Subscribers see a message at least once, always with the same message id.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, RowMapping, delete, func, or_, select, update
 
 from contracts.wire import H
 from emailer import redaction
+from emailer.adapters.persistence.bulk import among, insert_rows
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.adapters.persistence.tables import outbox
 from emailer.retries import OUTBOX_CLAIM_LEASE
@@ -40,8 +42,7 @@ SWEEP_LIMIT = 500
 
 def write(conn: Connection, messages: Sequence[OutgoingMessage], now: datetime) -> None:
     """Insert ``messages`` as pending rows, inside the caller's transaction."""
-    if messages:
-        conn.execute(insert(outbox), [_row(m, now) for m in messages])
+    insert_rows(conn, outbox, [_row(m, now) for m in messages])
 
 
 def _row(message: OutgoingMessage, now: datetime) -> dict[str, Any]:
@@ -95,6 +96,24 @@ class Outbox:
         self.publisher = publisher
         self.clock = clock
         self.lease = lease
+        self._held: set[str] = set()
+        self._held_lock = threading.Lock()
+
+    # ------------------------------------- rows a relay of this process holds
+
+    def hold(self, message_ids: Sequence[str]) -> None:
+        """These committed rows are in a relay's hands (``background_relay.py``): this process's sweep
+        leaves them alone, so that a relay running behind does not make it publish them a second time."""
+        with self._held_lock:
+            self._held.update(message_ids)
+
+    def release(self, message_ids: Sequence[str]) -> None:
+        with self._held_lock:
+            self._held.difference_update(message_ids)
+
+    def _not_held(self, rows: Sequence[RowMapping]) -> list[RowMapping]:
+        with self._held_lock:
+            return [r for r in rows if r["message_id"] not in self._held] if self._held else list(rows)
 
     # ------------------------------------------------------------- the relay
 
@@ -153,10 +172,11 @@ class Outbox:
                     .mappings()
                     .all()
                 )
+                rows = self._not_held(rows)
                 if rows:
                     conn.execute(
                         update(outbox)
-                        .where(outbox.c.message_id.in_([r["message_id"] for r in rows]))
+                        .where(among(conn, outbox.c.message_id, [r["message_id"] for r in rows]))
                         .values(claimed_until=until)
                     )
             return [_message(r) for r in rows]
@@ -171,7 +191,7 @@ class Outbox:
                 conn.execute(
                     update(outbox)
                     .where(
-                        outbox.c.message_id.in_(claim.message_ids),
+                        among(conn, outbox.c.message_id, claim.message_ids),
                         outbox.c.dispatched_at.is_(None),
                         outbox.c.claimed_until == claim.until,
                     )
@@ -188,7 +208,7 @@ class Outbox:
             with self.engine.begin() as conn:
                 conn.execute(
                     update(outbox)
-                    .where(outbox.c.message_id.in_(message_ids), outbox.c.dispatched_at.is_(None))
+                    .where(among(conn, outbox.c.message_id, message_ids), outbox.c.dispatched_at.is_(None))
                     .values(dispatched_at=now, claimed_until=None)
                 )
 

@@ -10,6 +10,7 @@ SendGrid's console) is not ours: ``map_batch`` counts it and moves on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -17,13 +18,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import EmailStr, TypeAdapter, ValidationError
 
 from contracts import DeliveryReport, ReportKind
 
 PROVIDER = "sendgrid"
 EMAIL_ID_ARG = "email_id"
 """The custom arg the SendGrid provider adapter sets on every message."""
+ADDRESS_CACHE_SIZE = 16_384
+"""Checked recipient addresses remembered by the ingress (a few MB at most)."""
+_EMAIL_ADDRESS: TypeAdapter[str] = TypeAdapter(EmailStr)
 
 EVENT_KINDS: dict[str, ReportKind] = {
     # SendGrid event  -> Emailer report kind   (public event the email then emits)
@@ -88,7 +92,12 @@ def map_batch(events: Sequence[Any], received_at: datetime) -> MappedBatch:
 
 
 def to_report(event: dict[str, Any], email_id: str, received_at: datetime) -> DeliveryReport:
-    """One SendGrid event (carrying our ``email_id``) as a ``DeliveryReport``."""
+    """One SendGrid event (carrying our ``email_id``) as a ``DeliveryReport``.
+
+    Built with ``model_construct``: every value below already has the type its
+    field requires (the recipient checked by ``valid_address``), so pydantic's
+    validation of the whole model, per event, would only repeat the work.
+    """
     kind = report_kind(event)
     response = _text(event.get("response"))
     reason = _text(event.get("reason"))
@@ -96,11 +105,11 @@ def to_report(event: dict[str, Any], email_id: str, received_at: datetime) -> De
         reason = reason or _text(event.get("type"))  # anymail: the cause may be in either
     elif kind in (ReportKind.DELIVERED, ReportKind.DEFERRED):
         reason = response or reason
-    return DeliveryReport(
+    return DeliveryReport.model_construct(
         provider=PROVIDER,
         provider_event_id=_text(event.get("sg_event_id")) or _fingerprint(event),
         email_id=email_id,
-        recipient=str(event.get("email", "")),
+        recipient=valid_address(str(event.get("email", ""))),
         kind=kind,
         occurred_at=_timestamp(event.get("timestamp"), received_at),
         provider_message_id=_text(event.get("sg_message_id")),
@@ -114,6 +123,17 @@ def to_report(event: dict[str, Any], email_id: str, received_at: datetime) -> De
         machine_open=event.get("sg_machine_open") is True,
         attempt=_attempt(event.get("attempt")),
     )
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
+def valid_address(address: str) -> str:
+    """``address`` as ``DeliveryReport.recipient`` takes it (``EmailStr``), else ``ValidationError``.
+
+    Remembered: the same recipient comes back in event after event (processed,
+    delivered, open, click), and checking an address costs more than the rest
+    of mapping its event. A refusal is not remembered (it raises).
+    """
+    return _EMAIL_ADDRESS.validate_python(address)
 
 
 def _text(value: Any) -> str | None:

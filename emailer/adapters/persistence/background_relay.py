@@ -1,0 +1,71 @@
+"""The outbox relay on a thread of its own, so the consumer goes on with its next batch meanwhile.
+
+Relaying a batch means publishing its messages and waiting for the broker's
+confirms, then marking the rows sent: a wait on RabbitMQ and one on the
+database. Done inline, the consumer could not start the next transaction
+until both were over. ``BackgroundRelay.publish_committed`` hands the
+committed messages to one relay thread and returns; the thread publishes
+batches in the order they were committed (so a subscriber sees an email's
+events in order, as before).
+
+Nothing is weakened: the rows were committed before they are handed over,
+and the deliveries that caused them were acked after that commit, as before.
+What the relay has not published when the process dies stays pending in the
+outbox, and a sweep publishes it: the same as a crash between the commit and
+an inline publish. While the relay holds rows, this process's sweep leaves
+them alone (``Outbox.hold``), so a relay running behind is not a second
+publish. At most ``depth`` batches wait: beyond that ``publish_committed``
+blocks, and the relay sets the pace.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+
+import structlog
+
+from emailer import redaction
+from emailer.adapters.persistence.outbox import Outbox
+from handlers.ports import OutgoingMessage
+
+log = structlog.get_logger(__name__)
+
+DEPTH = 2
+"""Committed batches that may wait for the relay before the consumer waits for it."""
+
+
+class BackgroundRelay:
+    """``Relay`` for the pipeline: publishes through ``outbox`` on a thread of its own."""
+
+    def __init__(self, outbox: Outbox, depth: int = DEPTH) -> None:
+        self.outbox = outbox
+        self._batches: queue.Queue[list[OutgoingMessage] | None] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._thread.start()
+
+    def publish_committed(self, messages: Sequence[OutgoingMessage]) -> bool:
+        """Hand committed messages to the relay thread; True once it has them (it publishes them later)."""
+        if not messages:
+            return True
+        batch = list(messages)
+        self.outbox.hold([m.message_id for m in batch])
+        self._batches.put(batch)
+        return True
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Publish what was handed over, then stop; False if that took longer than ``timeout``
+        (what is left stays pending in the outbox, for a sweep)."""
+        self._batches.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            try:
+                self.outbox.publish_committed(batch)  # never raises for a failed publish: left for the sweep
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any surprise
+                log.error("outbox.relay_failed", count=len(batch), error=redaction.describe(exc))
+            finally:
+                self.outbox.release([m.message_id for m in batch])
