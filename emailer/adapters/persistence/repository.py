@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, insert, select, update
 
 from emailer.adapters.persistence.mapping import (
     Row,
@@ -56,27 +57,33 @@ class SqlEmailRepository:
     def preload(self, email_ids: Iterable[str]) -> None:
         """Three queries for the whole batch: the emails, all their recipients, all their attachments."""
         wanted = set(email_ids) - self._identity.keys()
-        if not wanted:
-            return
-        rows = self.conn.execute(select(emails).where(emails.c.id.in_(wanted))).mappings().all()
-        found = [row["id"] for row in rows]
-        by_email: dict[str, list[Row]] = defaultdict(list)
-        attached: dict[str, list[Row]] = defaultdict(list)
-        if found:
-            ordered = (recipients.c.email_id, recipients.c.position)
-            for r in self.conn.execute(
-                select(recipients).where(recipients.c.email_id.in_(found)).order_by(*ordered)
-            ):
-                by_email[r.email_id].append(r._mapping)
-            ordered = (attachments.c.email_id, attachments.c.position)
-            query = select(attachments).where(attachments.c.email_id.in_(found)).order_by(*ordered)
-            for a in self.conn.execute(query):
-                attached[a.email_id].append(a._mapping)
-        for row in rows:
-            self._build(row, by_email[row["id"]], attached[row["id"]])
+        if wanted:
+            self._load_many(select(emails).where(emails.c.id.in_(wanted)))
         self._absent |= wanted - self._identity.keys()
 
+    def claim(self, email_ids: Iterable[str]) -> list[Email]:
+        """``preload`` with the email rows locked, skipping the rows another transaction holds (in id
+        order, so two claims never wait on each other; SQLite has no row locks and serialises writers,
+        and the version check on flush still catches a concurrent change there)."""
+        wanted = sorted(set(email_ids))
+        if not wanted:
+            return []
+        query = (
+            select(emails)
+            .where(emails.c.id.in_(wanted))
+            .order_by(emails.c.id)
+            .with_for_update(skip_locked=True)
+        )
+        return self._load_many(query)
+
+    def keep(self, emails: Iterable[Email]) -> None:
+        for email in emails:
+            self._absent.discard(email.id)
+            self._identity[email.id] = email
+            self._loaded_version[email.id] = email.version
+
     def due(self, now: datetime, limit: int) -> list[Email]:
+        """The due rows, locked (``SKIP LOCKED``), by ``ix_emails_due_at``; their emails in two queries."""
         query = (
             select(emails)
             .where(emails.c.due_at <= now)
@@ -84,10 +91,7 @@ class SqlEmailRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        found = []
-        for row in self.conn.execute(query).mappings().all():
-            found.append(self._identity.get(row["id"]) or self._load(row))
-        return found
+        return self._load_many(query)
 
     def unsettled(self, started_before: datetime, limit: int) -> list[str]:
         query = (
@@ -116,6 +120,29 @@ class SqlEmailRepository:
         ).mappings()
         return self._build(row, recipient_rows, attachment_rows)
 
+    def _load_many(self, query: Select[Any]) -> list[Email]:
+        """The emails ``query`` selects (rows of ``emails``), with all their recipients and attachments in
+        one query each; an email already loaded in this transaction is kept as it is."""
+        rows = self.conn.execute(query).mappings().all()
+        fresh = [row["id"] for row in rows if row["id"] not in self._identity]
+        by_email: dict[str, list[Row]] = defaultdict(list)
+        attached: dict[str, list[Row]] = defaultdict(list)
+        if fresh:
+            ordered = (recipients.c.email_id, recipients.c.position)
+            for r in self.conn.execute(
+                select(recipients).where(recipients.c.email_id.in_(fresh)).order_by(*ordered)
+            ):
+                by_email[r.email_id].append(r._mapping)
+            ordered = (attachments.c.email_id, attachments.c.position)
+            for a in self.conn.execute(
+                select(attachments).where(attachments.c.email_id.in_(fresh)).order_by(*ordered)
+            ):
+                attached[a.email_id].append(a._mapping)
+        return [
+            self._identity.get(row["id"]) or self._build(row, by_email[row["id"]], attached[row["id"]])
+            for row in rows
+        ]
+
     def _build(self, row: Row, recipient_rows: Iterable[Row], attachment_rows: Iterable[Row]) -> Email:
         email_id = row["id"]
         email = email_from_rows(row, recipient_rows, attachment_rows)
@@ -130,8 +157,8 @@ class SqlEmailRepository:
         if self._new:
             self._insert_new(self._new)
         changed = [e for e in self._identity.values() if e.id not in new_ids and e.dirty]
-        for email in changed:
-            self._update(email)
+        if changed:
+            self._update(changed)
         self._update_recipients([e for e in self._identity.values() if e.id not in new_ids])
         timeline_rows = [timeline_row(e.id, t) for e in self._identity.values() for t in e.new_timeline]
         if timeline_rows:
@@ -159,17 +186,28 @@ class SqlEmailRepository:
         if attachment_rows:
             self.conn.execute(insert(attachments), attachment_rows)
 
-    def _update(self, email: Email) -> None:
-        expected = self._loaded_version[email.id]
-        email.version = expected + 1
-        row = email_row(email)
-        row.pop("id")
-        result = self.conn.execute(
-            update(emails).where(emails.c.id == email.id, emails.c.version == expected).values(**row)
+    def _update(self, changed: list[Email]) -> None:
+        """Every changed email of the transaction in one executemany, each with its version check; the
+        rows it matched must be all of them, else another transaction changed one first."""
+        rows = []
+        for email in changed:
+            expected = self._loaded_version[email.id]
+            email.version = expected + 1
+            row = email_row(email)
+            row["b_id"] = row.pop("id")
+            row["b_version"] = expected
+            rows.append(row)
+        statement = update(emails).where(
+            emails.c.id == bindparam("b_id"), emails.c.version == bindparam("b_version")
         )
-        if result.rowcount != 1:
-            raise ConcurrencyConflict(f"email {email.id} changed concurrently (version {expected})")
-        self._loaded_version[email.id] = email.version
+        result = self.conn.execute(statement, rows)
+        if result.rowcount != len(rows):
+            for email in changed:  # the transaction is rolled back: the versions are the loaded ones
+                email.version = self._loaded_version[email.id]
+            ids = ", ".join(e.id for e in changed[:5])
+            raise ConcurrencyConflict(f"email(s) changed concurrently among {len(changed)} ({ids}, ...)")
+        for email in changed:
+            self._loaded_version[email.id] = email.version
 
     def _update_recipients(self, loaded: list[Email]) -> None:
         """Every changed recipient of the transaction in one executemany (its email's version was checked)."""
