@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts import Message
+from handlers.ports import MessageContext
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class Route:
     transactional: bool = True
     prefetch: Callable[[list[Any], Any], None] | None = None
     """Optional: load what a batch of these messages will need in one go, ``prefetch(messages, uow)``."""
+    batch: Callable[[list[tuple[Any, MessageContext]], Any], list[Exception | None]] | None = None
+    """Optional, for a handler that commits on its own: ``batch(items, uow)`` handles the messages of a
+    consumer batch together (``(message, context)`` each) and answers, for each, None (done) or the
+    exception that stopped it; what it committed is in ``uow.committed``."""
     handler_name: str = ""
     """What ``Emailer.Handler`` names on a failed message (bootstrap binds ``handler`` in a lambda)."""
 
