@@ -255,7 +255,7 @@ def print_ours(r: dict[str, Any]) -> None:
             f"  {name + ' path:':13}{p['emails_per_s']:8.1f} emails/s  p50 {p['lat_p50_ms']:7.1f} ms  "
             f"p99 {p['lat_p99_ms']:7.1f} ms   (command received -> {p['until']}, {p['elapsed_s']:.2f} s)"
         )
-    units = {"handle_batch": "msgs", "provider.send": "calls"}
+    units = {"handle_batch": "msgs", "provider.send": "calls", "provider.send_many": "emails"}
     print("  worker time, all processes (publish and provider calls happen inside handle_batch):")
     for seam, t in r["worker_time"].items():
         each = 1e3 * t["s"] / max(1, t["items"])
