@@ -142,6 +142,8 @@ class MessagePipeline(Generic[D]):
             ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch") if concurrency > 1 else None
         )
         self._lock = threading.Lock()
+        self.after_publish: Callable[[Sequence[OutgoingMessage]], None] | None = None
+        """Given what a commit wrote once it is published (the worker's local dispatch)."""
 
     # ------------------------------------------------------------ from the bus
 
@@ -292,7 +294,8 @@ class MessagePipeline(Generic[D]):
         crash_point(AFTER_COMMIT_BEFORE_PUBLISH, self.crash_at)
         for delivery in deliveries:
             delivery.ack()
-        self.relay.publish_committed(written)
+        if self.relay.publish_committed(written) and written and self.after_publish is not None:
+            self.after_publish(written)
 
     def close(self) -> None:
         if self._pool is not None:
