@@ -16,7 +16,7 @@ from contracts.wire import H
 from emailer.adapters.providers.gate import Admission, DrainRate, ProviderGate
 from emailer.domain import EmailStatus, RetryPolicy
 from handlers.dispatch_email import Dispatch, dispatch_emails
-from handlers.ports import MessageContext, SendOutcome
+from handlers.ports import MessageContext, Outcome, SendOutcome
 from handlers.send_email import send_email as handle_send_email
 from tests.factories import send_email
 from tests.fakes import FakeBlobStore, FakeClock, FakeProviderState, FakeUnitOfWork, RecordingProvider
@@ -243,3 +243,28 @@ def test_the_pipeline_hands_a_batch_of_dispatches_over_at_once_and_publishes_in_
     assert len(provider.sent) == 3
     assert relay.publisher.calls == 1  # one publish round (confirms awaited together)
     assert sorted(m.headers[H.RELATED_TO] for m in relay.publisher.published) == ["d0", "d1", "d2"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        SendOutcome(Outcome.MISCONFIGURED, reason="SendGrid refused the API key (HTTP 401)", status=401),
+        SendOutcome(Outcome.TRANSIENT, reason="HTTP 429", status=429, retry_after=timedelta(seconds=20)),
+    ],
+    ids=["refused-key", "rate-limited"],
+)
+def test_an_answer_that_pauses_the_provider_stops_the_rest_of_the_batch(
+    uow: FakeUnitOfWork,
+    clock: FakeClock,
+    provider: RecordingProvider,
+    blobs: FakeBlobStore,
+    answer: SendOutcome,
+) -> None:
+    ids = accepted_emails(uow, clock, 4, blobs)
+    provider.outcomes.append(answer)
+    gate = ProviderGate(provider, FakeProviderState(), clock)
+    assert dispatch_emails(batch_of(ids), uow, blobs, gate, clock, POLICY) == [None] * 4
+    assert len(provider.sent) == 1  # the rest waits for the pause, as a later batch would
+    held = [uow.store.emails[i] for i in ids[1:]]
+    assert all(e.status is EmailStatus.QUEUED and e.attempts == 0 for e in held)
+    assert all(e.not_before is not None and e.not_before >= clock.now() + timedelta(seconds=20) for e in held)

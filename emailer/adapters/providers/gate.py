@@ -205,6 +205,20 @@ class ProviderStateStore(Protocol):
     def read_all(self) -> list[ProviderState]: ...
 
 
+class _Halt:
+    """Set by the first answer of a batch that pauses the provider: the batch's later calls do not go."""
+
+    def __init__(self) -> None:
+        self.until: datetime | None = None
+        self.reason = ""
+        self._lock = threading.Lock()
+
+    def set(self, until: datetime, reason: str) -> None:
+        with self._lock:
+            if self.until is None:
+                self.until, self.reason = until, reason
+
+
 # ------------------------------------------------------------------ the gate
 
 
@@ -262,7 +276,7 @@ class ProviderGate:
             held_back = SendOutcome.postponed(now + STORE_DOWN_WAIT, "provider state unavailable")
             return [held_back] * len(emails)
         admitted = admission.count if admission.go else 0
-        sent = self._calls(emails[:admitted])
+        sent = self._calls(emails[:admitted], _Halt())
         outcomes = [self._answered(o, probe=admission.probe and i == 0) for i, o in enumerate(sent)]
         for _ in emails[admitted:]:
             assert admission.until is not None
@@ -271,21 +285,26 @@ class ProviderGate:
             )
         return outcomes
 
-    def _calls(self, emails: Sequence[OutgoingEmail]) -> list[SendOutcome]:
+    def _calls(self, emails: Sequence[OutgoingEmail], halt: _Halt) -> list[SendOutcome]:
         """The provider's answers, up to ``concurrency`` calls in flight (the provider is thread-safe)."""
         if len(emails) <= 1 or self.concurrency <= 1:
-            return [self._call(e) for e in emails]
+            return [self._call(e, halt) for e in emails]
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="provider")
             pool = self._pool
-        return list(pool.map(self._call, emails))
+        return list(pool.map(lambda e: self._call(e, halt), emails))
 
-    def _call(self, email: OutgoingEmail) -> SendOutcome:
-        """One provider call. A provider raises only on a bug; whether its request left is then unknown,
-        and an unknown outcome is what it is recorded as (never resent blind), not lost with the batch."""
+    def _call(self, email: OutgoingEmail, halt: _Halt) -> SendOutcome:
+        """One provider call, unless an answer in this batch already paused the provider as a whole (a
+        refused key, a 429): then the rest of the batch waits as a later batch would, instead of calling.
+
+        A provider raises only on a bug; whether its request left is then unknown, and an unknown
+        outcome is what it is recorded as (never resent blind), not lost with the batch."""
+        if halt.until is not None:
+            return SendOutcome.postponed(self._spread(halt.until), halt.reason)
         try:
-            return self.provider.send(email)
+            outcome = self.provider.send(email)
         except Exception as exc:  # noqa: BLE001 - see above: the other calls of the batch go on
             log.error(
                 "provider.send_raised",
@@ -295,6 +314,18 @@ class ProviderGate:
                 stack=redaction.format_traceback(exc),
             )
             return SendOutcome(Outcome.UNKNOWN, reason=f"the provider call raised {type(exc).__name__}")
+        wait = self._pause_of(outcome)
+        if wait is not None:
+            halt.set(self.clock.now() + wait, f"{self.name} paused: {outcome.reason or outcome.status}")
+        return outcome
+
+    def _pause_of(self, outcome: SendOutcome) -> timedelta | None:
+        """How long an answer pauses the provider for every worker (None: it does not)."""
+        if outcome.outcome is Outcome.MISCONFIGURED:
+            return self.probe_wait
+        if outcome.retry_after is not None or outcome.status == 429:
+            return outcome.retry_after if outcome.retry_after is not None else self.rate_limit_pause
+        return None
 
     def close(self) -> None:
         with self._pool_lock:
@@ -305,6 +336,7 @@ class ProviderGate:
     def _answered(self, outcome: SendOutcome, probe: bool) -> SendOutcome:
         """What an answer says about the provider as a whole (a pause, a configuration error, its end)."""
         now = self.clock.now()
+        wait = self._pause_of(outcome)
         if outcome.outcome is Outcome.MISCONFIGURED:
             until = now + self.probe_wait
             self._pause(until, CONFIGURATION, outcome.reason, now)
@@ -319,8 +351,7 @@ class ProviderGate:
             return dataclasses.replace(outcome, retry_at=self._spread(until))
         if probe and outcome.outcome in ANSWERED:
             self._resume()
-        if outcome.retry_after is not None or outcome.status == 429:
-            wait = outcome.retry_after if outcome.retry_after is not None else self.rate_limit_pause
+        if wait is not None:
             self._pause(now + wait, RATE_LIMITED, outcome.reason, now)
             log.warning(
                 "provider.paused", provider=self.name, seconds=wait.total_seconds(), status=outcome.status
