@@ -1,4 +1,4 @@
-"""Dispatch at once, in the process that accepted the email, beside the consumer.
+"""Dispatch at once, in the process that accepted the email, beside the consumer (EMAILER_DISPATCH_LOCALLY).
 
 A ``DispatchEmail`` goes to the tail of the input queue: behind a backlog of
 commands it waits for all of them, and the consumer runs dispatches and
@@ -14,6 +14,12 @@ email has been attempted (not due any more) or is being attempted (held:
 path acks nothing and nothing depends on it: a full hand-over queue, an error or
 a stop just leaves the email to its message. Crash-safety is the batch handler's,
 as on the consumer's path (claim, send, record; never resent blind).
+
+Off by default. Measured (bench/throughput.py, N=2000, a quiet 2-core machine): the
+full path's throughput is the same either way (about 235 emails/s), its closed-loop
+p50 falls from 4.3 s to 0.4 s, and the accept path falls from 557 to 240 emails/s:
+both threads publish through the bus's one publisher (a lock held while confirms
+are awaited), so what the dispatcher publishes holds acceptance up.
 """
 
 from __future__ import annotations
