@@ -42,6 +42,8 @@ class RunOptions:
     keep: bool
     timeout: float
     stall_timeout: float
+    settings: tuple[tuple[str, str], ...] = ()
+    """Emailer settings given with ``--setting NAME=VALUE`` (over the benchmark's own), as strings."""
 
 
 class WorkerProcs:
@@ -152,6 +154,7 @@ def run_ours(o: RunOptions, python: str, rate: float | None = None) -> dict[str,
     with stack(python, o.keep) as s, contextlib.ExitStack() as cleanup:
         commands = [make_command(i, s.run_id) for i in range(o.n)]
         settings = emailer_settings(s, o.prefetch, o.batch_size, secrets.token_urlsafe(32))
+        settings.update(o.settings)
         app = bootstrap(load_settings(_env_file=None, **settings))  # for migrating and the checks
         cleanup.callback(quietly, "close the app", app.close)
         upgrade(app.engine)
@@ -175,6 +178,7 @@ def run_ours(o: RunOptions, python: str, rate: float | None = None) -> dict[str,
             "workers": o.workers,
             "prefetch": o.prefetch,
             "batch_size": o.batch_size,
+            "settings": dict(o.settings),
             "command_bytes": round(sum(len(c.body) for c in commands) / len(commands)),
             "preload_s": round(preload_s, 3),
             **path_figures(stamps, received),

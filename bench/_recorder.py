@@ -33,6 +33,7 @@ class Recorder:
         """Replace the seams on the instances; call before ``Worker(app).start()``. No library is patched."""
         now = time.monotonic
         handle_batch, publish, send = app.pipeline.handle_batch, app.bus.publish, app.provider.send
+        send_many = app.provider.send_many
 
         def timed_handle_batch(deliveries: Sequence[Any]) -> None:
             t0 = now()
@@ -59,9 +60,17 @@ class Recorder:
             finally:
                 self._add("provider.send", now() - t0, 1)
 
+        def timed_send_many(requests: Sequence[Any]) -> Any:
+            t0 = now()
+            try:
+                return send_many(requests)
+            finally:
+                self._add("provider.send_many", now() - t0, len(requests))
+
         app.pipeline.handle_batch = timed_handle_batch  # the worker reads it when it starts consuming
         app.bus.publish = timed_publish  # the outbox (app.outbox) calls publish on this instance
-        app.provider.send = timed_send  # the DispatchEmail route calls provider.send on this instance
+        app.provider.send = timed_send  # a single send (one DispatchEmail handled alone)
+        app.provider.send_many = timed_send_many  # the DispatchEmail batch route calls this on this instance
 
     def _add(self, seam: str, seconds: float, items: int) -> None:
         with self._lock:

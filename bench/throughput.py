@@ -83,6 +83,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rate", default=None, help="open loop: commands/s, or 'auto' (50%% of the peak)")
     ap.add_argument("--prefetch", type=int, default=50, help="worker prefetch (default 50)")
     ap.add_argument("--batch-size", type=int, default=50, help="messages per transaction (default 50)")
+    ap.add_argument(
+        "--setting", action="append", default=[], metavar="NAME=VALUE",
+        help="an Emailer setting for our workers (repeatable), e.g. provider_max_rate=0",
+    )  # fmt: skip
     ap.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="raw_pipeline.py to compare with")
     ap.add_argument("--no-baseline", action="store_true", help="do not run the baseline")
     ap.add_argument("--no-celery", action="store_true", help="do not run the Celery full-path peer")
@@ -102,15 +106,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 raise ValueError
         except ValueError:
             ap.error("--rate takes a positive number of commands per second, or 'auto'")
+    if any("=" not in s for s in args.setting):
+        ap.error("--setting takes NAME=VALUE")
     if not args.no_baseline and args.rate is None and not args.baseline.is_file():
         ap.error(f"no baseline at {args.baseline}: give --baseline PATH or --no-baseline")
     return args
 
 
 def options(args: argparse.Namespace) -> RunOptions:
+    settings = tuple((name, value) for name, _, value in (s.partition("=") for s in args.setting))
     return RunOptions(
-        args.n, args.workers, args.prefetch, args.batch_size, args.keep, args.timeout, args.stall_timeout
-    )
+        args.n, args.workers, args.prefetch, args.batch_size, args.keep, args.timeout, args.stall_timeout,
+        settings,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ closed loop: rounds
@@ -248,6 +256,7 @@ def print_ours(r: dict[str, Any]) -> None:
         f"Emailer ({r['mode'].replace('_', ' ')}), {r['date']}: N={r['n']} SendEmail "
         f"(~{r['command_bytes']} B), "
         f"{r['workers']} worker process(es), prefetch {r['prefetch']}, batch {r['batch_size']}"
+        + "".join(f", {k}={v}" for k, v in r.get("settings", {}).items())
     )
     for name in ("accept", "full"):
         p = r[name]
@@ -255,7 +264,7 @@ def print_ours(r: dict[str, Any]) -> None:
             f"  {name + ' path:':13}{p['emails_per_s']:8.1f} emails/s  p50 {p['lat_p50_ms']:7.1f} ms  "
             f"p99 {p['lat_p99_ms']:7.1f} ms   (command received -> {p['until']}, {p['elapsed_s']:.2f} s)"
         )
-    units = {"handle_batch": "msgs", "provider.send": "calls"}
+    units = {"handle_batch": "msgs", "provider.send": "calls", "provider.send_many": "emails"}
     print("  worker time, all processes (publish and provider calls happen inside handle_batch):")
     for seam, t in r["worker_time"].items():
         each = 1e3 * t["s"] / max(1, t["items"])

@@ -23,7 +23,7 @@ from handlers import record_delivery_reports as record_delivery_reports_module
 from handlers import send_email as send_email_module
 from handlers.attachments import AttachmentLimits
 from handlers.cancel_email import cancel_email
-from handlers.dispatch_email import dispatch_email
+from handlers.dispatch_email import Dispatch, dispatch_email, dispatch_emails
 from handlers.ports import BlobStore, Clock, Provider, lookup_of
 from handlers.record_delivery_reports import record_delivery_reports
 from handlers.send_email import send_email
@@ -58,6 +58,7 @@ class App:
 
     def close(self) -> None:
         self.pipeline.close()
+        self.provider.close()
         self.bus.close()
         self.engine.dispose()
 
@@ -111,6 +112,7 @@ def guard_provider(
         probe_wait=timedelta(seconds=settings.provider_probe_interval),
         rate_limit_pause=timedelta(seconds=settings.provider_rate_limit_pause),
         jitter=timedelta(seconds=settings.provider_pause_jitter),
+        concurrency=settings.dispatch_concurrency,
     )
 
 
@@ -239,6 +241,9 @@ def bootstrap(
                 DispatchEmail,
                 lambda m, uow: dispatch_email(m, uow, blobs, gate, clock, policy, after_call),
                 transactional=False,
+                batch=lambda items, uow: dispatch_emails(
+                    [Dispatch(m, c) for m, c in items], uow, blobs, gate, clock, policy, after_call
+                ),
                 handler_name=qualified_name(dispatch_email),
             ),
         ]

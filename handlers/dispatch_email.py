@@ -1,42 +1,75 @@
-"""DispatchEmail: hand a stored email to the provider and record what it said.
+"""DispatchEmail: hand stored emails to the provider and record what it said, a batch at a time.
 
-Unlike the other handlers this one commits twice, around the provider call:
-first the attempt is marked as under way (so no competing worker starts
-another), then the email records the outcome (``Email.record_outcome`` decides
-what it means). If the process dies between the two, the email waits in
-``dispatching`` until the provider's callback or a lookup of its records settles
-it (the rule is in ``emailer.domain.email``; the lookup in ``handlers.reconcile``):
-it is never sent blind a second time.
+The DispatchEmail commands of one consumer batch are handled together, in
+three steps around the provider calls:
 
-Before the first commit both requests are built, the provider-neutral
+1. **claim**: ONE short transaction loads the batch's emails (``claim``: locked,
+   ``SKIP LOCKED``, so an email the scheduler, a callback or another worker is
+   changing right now is left to them rather than conflicted with), builds the
+   requests, marks each attempt as under way and commits;
+2. **send**: the provider is asked for the whole batch at once (the provider
+   gate admits the batch in one decision and keeps several calls in flight);
+3. **record**: ONE transaction records every outcome (``Email.record_outcome``
+   decides what each means). A conflicting concurrent change (a callback) makes
+   it fall back to one transaction per email, each retried on fresh state.
+
+If the process dies between 1 and 3, the emails wait in ``dispatching`` until
+the provider's callback or a lookup of its records settles them (the rule is in
+``emailer.domain.email``; the lookup in ``handlers.reconcile``): none is ever
+sent blind a second time. An email that was not claimed is not attempted: its
+DispatchEmail is redelivered, or the scheduler wakes it when its lease ends.
+
+Before the attempt is committed both requests are built, the provider-neutral
 ``OutgoingEmail`` (attachment bytes from the blob store) and the provider's own
 (``Provider.prepare``: the SendGrid body, the MIME message). An email that
 cannot be built (a blob gone, a value the provider's builder refuses) fails for
 good there, with the reason: it never waits in ``dispatching`` for an attempt
 that could not have been made. A blob store that does not answer is not such a
-reason: that exception propagates and the message is retried.
+reason: that exception is the email's, and its message is retried.
 
-The provider may be guarded by a circuit breaker; if so, its "not now" is just
-another outcome (postponed) and this handler does not know the breaker exists.
+The provider may be guarded by a circuit breaker and a gate; their "not now" is
+just another outcome (postponed) and this handler does not know they exist.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
 from contracts import Address, DispatchEmail
-from emailer.domain import Email, Mailbox, RetryPolicy, SendOutcome
+from emailer.domain import DomainError, Email, RetryPolicy, SendOutcome
 from emailer.retries import conflict_retrying
 from handlers.claim_check import outgoing_attachment
 from handlers.errors import ConcurrencyConflict
-from handlers.ports import BlobStore, Clock, OutgoingEmail, Provider
+from handlers.ports import BlobStore, Clock, MessageContext, OutgoingEmail, Provider, send_many
 from handlers.unit_of_work import AbstractUnitOfWork
 
 log = structlog.get_logger(__name__)
 
 MAX_REASON_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One DispatchEmail of a batch, with the context of its message (the headers of what it causes)."""
+
+    command: DispatchEmail
+    context: MessageContext
+
+
+@dataclass
+class _Attempt:
+    """A claimed email's attempt: which dispatch asked for it and what goes to the provider."""
+
+    index: int
+    dispatch: Dispatch
+    email: Email
+    """As the claim committed it: the record transaction starts from it (version-checked) instead of
+    loading it again."""
+    request: OutgoingEmail
 
 
 def dispatch_email(
@@ -48,54 +81,101 @@ def dispatch_email(
     policy: RetryPolicy,
     after_provider_call: Callable[[], None] | None = None,
 ) -> None:
-    request = _start_attempt(command.email_id, uow, blobs, provider, clock, policy)
-    if request is None:
-        return
-    outcome = provider.send(request)
-    if after_provider_call is not None:
-        after_provider_call()  # a test's crash point: the provider may have it, and nothing is recorded yet
-    log.info(
-        "dispatch.outcome",
-        email_id=command.email_id,
-        outcome=outcome.outcome.value,
-        status=outcome.status,
-        reason=outcome.reason,
-    )
-    record_outcome(command.email_id, outcome, uow, provider.name, clock, policy)
+    """One DispatchEmail (a batch of one); raises what stopped it."""
+    batch = [Dispatch(command, uow.context)]
+    error = dispatch_emails(batch, uow, blobs, provider, clock, policy, after_provider_call)[0]
+    if error is not None:
+        raise error
 
 
-def _start_attempt(
-    email_id: str,
+def dispatch_emails(
+    batch: Sequence[Dispatch],
     uow: AbstractUnitOfWork,
     blobs: BlobStore,
     provider: Provider,
     clock: Clock,
     policy: RetryPolicy,
-) -> OutgoingEmail | None:
-    """Mark the attempt in its own transaction; the request to send, or None if nothing to do.
+    after_provider_call: Callable[[], None] | None = None,
+) -> list[Exception | None]:
+    """Claim, send, record (see the module's docstring). For each dispatch of ``batch``, in order: None
+    (done: settle it) or the exception that stopped it (retry it). What the transactions wrote to the
+    outbox is in ``uow.committed``."""
+    errors: list[Exception | None] = [None] * len(batch)
+    try:
+        attempts = _claim(batch, errors, uow, blobs, provider, clock, policy)
+    except Exception as exc:  # noqa: BLE001 - nothing was attempted: every message is retried
+        return [exc] * len(batch)
+    if not attempts:
+        return errors
+    outcomes = send_many(provider, [a.request for a in attempts])
+    if after_provider_call is not None:
+        after_provider_call()  # a test's crash point: the provider may have them, and nothing is recorded
+    for attempt, outcome in zip(attempts, outcomes, strict=True):
+        log.info(
+            "dispatch.outcome",
+            email_id=attempt.request.email_id,
+            outcome=outcome.outcome.value,
+            status=outcome.status,
+            reason=outcome.reason,
+        )
+    recorded = _record_all(attempts, outcomes, uow, provider.name, clock, policy)
+    for attempt, error in zip(attempts, recorded, strict=True):
+        errors[attempt.index] = error
+    return errors
 
-    Both requests are built first, ours and the provider's own: an email that cannot
-    be expressed fails for good with the reason, before any attempt is committed.
-    """
-    with uow:
-        email = uow.emails.get(email_id)
-        now = clock.now()
-        if email is None or not email.is_due(now):
-            log.info("dispatch.not_due", email_id=email_id, status=email and email.status.value)
-            return None
-        try:
-            request = build_request(email, blobs)
-        except LookupError as exc:  # a missing blob; a blob store that does not answer is retried
-            email.fail(f"cannot build the message: {exc}", now, provider=provider.name)
+
+def _claim(
+    batch: Sequence[Dispatch],
+    errors: list[Exception | None],
+    uow: AbstractUnitOfWork,
+    blobs: BlobStore,
+    provider: Provider,
+    clock: Clock,
+    policy: RetryPolicy,
+) -> list[_Attempt]:
+    """Mark the attempts in one transaction; the attempts to make. Both requests are built first, ours
+    and the provider's own: an email that cannot be expressed fails for good with the reason, before any
+    attempt is committed. A conflict (SQLite has no row locks) is retried on fresh state."""
+    for retry in conflict_retrying(ConcurrencyConflict):
+        with retry, uow:
+            attempts: list[_Attempt] = []
+            claimed = {e.id: e for e in uow.emails.claim(d.command.email_id for d in batch)}
+            asked: set[str] = set()
+            now = clock.now()
+            for index, dispatch in enumerate(batch):
+                errors[index] = None
+                email_id = dispatch.command.email_id
+                email = claimed.get(email_id) if email_id not in asked else None
+                asked.add(email_id)
+                if email is None or not email.is_due(now):
+                    status = email.status.value if email else "not claimed (absent, busy or asked twice)"
+                    log.info("dispatch.not_due", email_id=email_id, status=status)
+                    continue
+                uow.context = dispatch.context
+                try:
+                    request = _request(email, blobs, provider, now)
+                except Exception as exc:  # noqa: BLE001 - a blob store that does not answer: this one retries
+                    errors[index] = exc
+                    continue
+                if request is not None:
+                    email.start_attempt(now, policy)
+                    attempts.append(_Attempt(index, dispatch, email, request))
+                uow.collect()
             uow.commit()
-            return None
-        refusal = _refusal(provider, request)
-        if refusal is not None:
-            email.fail(refusal, now, provider=provider.name)
-            uow.commit()
-            return None
-        email.start_attempt(now, policy)
-        uow.commit()
+    return attempts
+
+
+def _request(email: Email, blobs: BlobStore, provider: Provider, now: datetime) -> OutgoingEmail | None:
+    """The request to send, or None when the email cannot be expressed (then it has failed, with why)."""
+    try:
+        request = build_request(email, blobs)
+    except LookupError as exc:  # a missing blob; a blob store that does not answer raises on
+        email.fail(f"cannot build the message: {exc}", now, provider=provider.name)
+        return None
+    refusal = _refusal(provider, request)
+    if refusal is not None:
+        email.fail(refusal, now, provider=provider.name)
+        return None
     return request
 
 
@@ -109,6 +189,41 @@ def _refusal(provider: Provider, request: OutgoingEmail) -> str | None:
     return None
 
 
+def _record_all(
+    attempts: list[_Attempt],
+    outcomes: list[SendOutcome],
+    uow: AbstractUnitOfWork,
+    provider: str,
+    clock: Clock,
+    policy: RetryPolicy,
+) -> list[Exception | None]:
+    """Every outcome in one transaction; on a conflict (a callback changed one of them meanwhile) or a
+    transition one email refuses, one transaction per email, so the others are not held up by it."""
+    try:
+        with uow:
+            uow.emails.keep(a.email for a in attempts)
+            now = clock.now()
+            for attempt, outcome in zip(attempts, outcomes, strict=True):
+                uow.context = attempt.dispatch.context
+                _recorded(attempt.request.email_id, outcome, uow, provider, now, policy)
+                uow.collect()
+            uow.commit()
+        return [None] * len(attempts)
+    except (ConcurrencyConflict, DomainError) as exc:
+        log.info("dispatch.record_one_by_one", size=len(attempts), reason=type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - e.g. the database is gone: the attempts stay unsettled
+        return [exc] * len(attempts)
+    errors: list[Exception | None] = []
+    for attempt, outcome in zip(attempts, outcomes, strict=True):
+        uow.context = attempt.dispatch.context
+        try:
+            record_outcome(attempt.request.email_id, outcome, uow, provider, clock, policy)
+            errors.append(None)
+        except Exception as exc:  # noqa: BLE001 - this email's message is retried; the others are done
+            errors.append(exc)
+    return errors
+
+
 def record_outcome(
     email_id: str,
     outcome: SendOutcome,
@@ -120,11 +235,22 @@ def record_outcome(
     """Record the outcome; a conflicting concurrent change (a callback) is retried on fresh state."""
     for attempt in conflict_retrying(ConcurrencyConflict):
         with attempt, uow:
-            email = uow.emails.get(email_id)
-            if email is None:  # pragma: no cover - the attempt was committed; emails are never deleted
-                raise LookupError(f"email {email_id} vanished during its dispatch")
-            email.record_outcome(outcome, provider, clock.now(), policy)
+            _recorded(email_id, outcome, uow, provider, clock.now(), policy)
             uow.commit()
+
+
+def _recorded(
+    email_id: str,
+    outcome: SendOutcome,
+    uow: AbstractUnitOfWork,
+    provider: str,
+    now: datetime,
+    policy: RetryPolicy,
+) -> None:
+    email = uow.emails.get(email_id)
+    if email is None:  # pragma: no cover - the attempt was committed; emails are never deleted
+        raise LookupError(f"email {email_id} vanished during its dispatch")
+    email.record_outcome(outcome, provider, now, policy)
 
 
 def build_request(email: Email, blobs: BlobStore) -> OutgoingEmail:
@@ -132,12 +258,12 @@ def build_request(email: Email, blobs: BlobStore) -> OutgoingEmail:
     c = email.content
     by_kind: dict[str, list[Address]] = {"to": [], "cc": [], "bcc": []}
     for r in email.sendable_recipients:  # suppressed recipients are never sent to
-        by_kind[r.kind].append(Address(email=r.address, name=r.name))
+        by_kind[r.kind].append(_address(r.address, r.name))
     attachments = [outgoing_attachment(ref, blobs) for ref in email.attachments]
     return OutgoingEmail(
         email_id=email.id,
-        from_=_address(c.from_),
-        reply_to=_address(c.reply_to) if c.reply_to else None,
+        from_=_address(c.from_.email, c.from_.name),
+        reply_to=_address(c.reply_to.email, c.reply_to.name) if c.reply_to else None,
         to=by_kind["to"],
         cc=by_kind["cc"],
         bcc=by_kind["bcc"],
@@ -152,5 +278,7 @@ def build_request(email: Email, blobs: BlobStore) -> OutgoingEmail:
     )
 
 
-def _address(mailbox: Mailbox) -> Address:
-    return Address(email=mailbox.email, name=mailbox.name)
+def _address(email: str, name: str | None) -> Address:
+    """An address as stored: validated when the SendEmail was accepted, so not validated again (the
+    DNS-free email check cost more than the rest of building a request)."""
+    return Address.model_construct(email=email, name=name)

@@ -7,7 +7,7 @@ and tests give them in-memory fakes of the same.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,6 +87,17 @@ class EmailRepository(Protocol):
 
     def preload(self, email_ids: Iterable[str]) -> None:
         """Load these emails in one round trip (a batch hint); ``get`` then answers from memory."""
+
+    def claim(self, email_ids: Iterable[str]) -> list[Email]:
+        """Load these emails to change them, in one round trip, locked for this transaction where the
+        database can (``FOR UPDATE SKIP LOCKED``): an email another transaction is changing right now
+        (the scheduler, a callback, another worker) is left out rather than waited for or conflicted
+        with. ``get`` then answers from memory."""
+
+    def keep(self, emails: Iterable[Email]) -> None:
+        """Take emails as an earlier transaction of this unit of work committed them (no query): their
+        changes are saved on commit with the version check against that commit, so a change made
+        meanwhile by anyone else is a ``ConcurrencyConflict`` as it would be for a loaded email."""
 
     def due(self, now: datetime, limit: int) -> list[Email]:
         """Emails the scheduler should act on now (queued and due, or waiting past their window).
@@ -356,6 +367,16 @@ class MessageLookup(Protocol):
     """Asks the provider whether it holds a message carrying ``email_id`` (one request per id)."""
 
     def __call__(self, email_id: str) -> LookupAnswer: ...
+
+
+def send_many(provider: Provider, emails: Sequence[OutgoingEmail]) -> list[SendOutcome]:
+    """Send a batch: through the provider's own ``send_many`` where it has one (the provider gate: one
+    admission for the batch, several calls in flight), else one email after another. The outcomes are
+    in the order of ``emails``."""
+    own: Callable[[Sequence[OutgoingEmail]], list[SendOutcome]] | None = getattr(provider, "send_many", None)
+    if own is not None:
+        return own(emails)
+    return [provider.send(email) for email in emails]
 
 
 def lookup_of(provider: Provider) -> MessageLookup | None:

@@ -124,6 +124,8 @@ class AbstractUnitOfWork(abc.ABC):
         current = self.context
         try:
             for email in self._touched():
+                if not email.events and not email.commands and email.correlation_id is not None:
+                    continue  # nothing to stage: a batch collects after each message, over all touched
                 self.context = context_of(email, current)
                 for command in email.pull_commands():
                     self.send(command)

@@ -199,8 +199,10 @@ class FakeProviderState:
             result, self.states[provider] = step(self.read(provider))
         return result
 
-    def admit(self, provider: str, now: datetime, rate: DrainRate, probe_wait: timedelta) -> Admission:
-        return self._change(provider, lambda s: decide(s, now, rate, probe_wait))
+    def admit(
+        self, provider: str, now: datetime, rate: DrainRate, probe_wait: timedelta, count: int = 1
+    ) -> Admission:
+        return self._change(provider, lambda s: decide(s, now, rate, probe_wait, count))
 
     def pause(self, provider: str, until: datetime, reason: str, detail: str | None, now: datetime) -> None:
         self._change(provider, lambda s: (None, paused(s, until, reason, detail, now)))
@@ -267,6 +269,8 @@ class _Store:
         self.suppressions: dict[str, Suppression] = {}
         self.outbox: list[OutgoingMessage] = []
         self.timeline: dict[str, list[str]] = {}
+        self.locked: set[str] = set()
+        """Email ids another transaction holds: ``claim`` skips them (as ``SKIP LOCKED`` would)."""
 
 
 class _FakeEmails:
@@ -274,6 +278,7 @@ class _FakeEmails:
         self.store = store
         self.seen: dict[str, Email] = {}
         self.versions: dict[str, int] = {}
+        self.claimed: set[str] = set()
 
     def add(self, email: Email) -> None:
         self.seen[email.id] = email
@@ -287,6 +292,18 @@ class _FakeEmails:
     def preload(self, email_ids: Iterable[str]) -> None:
         for email_id in email_ids:
             self.get(email_id)
+
+    def claim(self, email_ids: Iterable[str]) -> list[Email]:
+        free = sorted(set(email_ids) - self.store.locked)
+        found = [e for e in (self.get(i) for i in free) if e is not None]
+        self.claimed |= {e.id for e in found}
+        self.store.locked |= self.claimed  # held until this transaction ends
+        return found
+
+    def keep(self, emails: Iterable[Email]) -> None:
+        for email in emails:
+            self.seen[email.id] = email
+            self.versions[email.id] = email.version
 
     def due(self, now: datetime, limit: int) -> list[Email]:
         ids = [e.id for e in self.store.emails.values() if e.due_at is not None and e.due_at <= now]
@@ -412,9 +429,10 @@ class FakeUnitOfWork(AbstractUnitOfWork):
 
     def _commit(self) -> None:
         self.commits += 1
+        self.store.locked -= self.emails.claimed
 
     def _rollback(self) -> None:
-        pass
+        self.store.locked -= self.emails.claimed
 
     # test helpers
     def published(self, type_name: str | None = None) -> list[OutgoingMessage]:

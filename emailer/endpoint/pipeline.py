@@ -142,6 +142,8 @@ class MessagePipeline(Generic[D]):
             ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch") if concurrency > 1 else None
         )
         self._lock = threading.Lock()
+        self.after_publish: Callable[[Sequence[OutgoingMessage]], None] | None = None
+        """Given what a commit wrote once it is published (the worker's local dispatch)."""
 
     # ------------------------------------------------------------ from the bus
 
@@ -238,21 +240,46 @@ class MessagePipeline(Generic[D]):
                 prefetch([item.message for item in group], uow)
 
     def _handle_alone(self, items: list[tuple[D, Decoded]]) -> None:
-        """Handlers that commit on their own (DispatchEmail): up to ``concurrency`` at once.
-
-        They wait on the provider, so they overlap in a thread pool; acks, failures
-        and the relay stay on the calling (consumer) thread, which owns the channel.
-        """
-        if self._pool is None or len(items) == 1:
-            results = [self._run_alone(item) for _, item in items]
-        else:
-            results = list(self._pool.map(self._run_alone, [item for _, item in items]))
-        for (delivery, item), (written, exc) in zip(items, results, strict=True):
-            if exc is None:
-                self._after_commit([delivery], written)
+        """Handlers that commit on their own (DispatchEmail). A route with a ``batch`` handler gets the
+        messages of the batch at once; the others run up to ``concurrency`` at once in a thread pool,
+        as they wait on the provider. Acks, failures and the relay stay on the calling (consumer)
+        thread, which owns the channel."""
+        by_route: dict[str, list[tuple[D, Decoded]]] = {}
+        for pair in items:
+            by_route.setdefault(pair[1].context.message_type, []).append(pair)
+        for group in by_route.values():
+            if group[0][1].route.batch is not None:
+                self._handle_batch_alone(group)
+                continue
+            if self._pool is None or len(group) == 1:
+                results = [self._run_alone(item) for _, item in group]
             else:
-                self.relay.publish_committed(written)  # what it did commit before failing
-                self._failed(delivery, exc, item.route.name)
+                results = list(self._pool.map(self._run_alone, [item for _, item in group]))
+            for (delivery, item), (written, exc) in zip(group, results, strict=True):
+                if exc is None:
+                    self._after_commit([delivery], written)
+                else:
+                    self.relay.publish_committed(written)  # what it did commit before failing
+                    self._failed(delivery, exc, item.route.name)
+
+    def _handle_batch_alone(self, group: list[tuple[D, Decoded]]) -> None:
+        """One call of the route's ``batch`` handler; then one publish round for all it committed, the
+        acks of what it finished, and recoverability for each message it could not."""
+        route = group[0][1].route
+        assert route.batch is not None
+        uow = self.uow_factory()
+        with structlog.contextvars.bound_contextvars(message_type=route.message_type.type_name()):
+            try:
+                failure_point(group[0][1].context.message_type, self.fail_handling)
+                errors = route.batch([(item.message, item.context) for _, item in group], uow)
+            except Exception as exc:  # noqa: BLE001 - the handler's own failure is every message's
+                errors = [exc] * len(group)
+        written = uow.take_committed()
+        done = [delivery for (delivery, _), error in zip(group, errors, strict=True) if error is None]
+        self._after_commit(done, written)
+        for (delivery, item), error in zip(group, errors, strict=True):
+            if error is not None:
+                self._failed(delivery, error, item.route.name)
 
     def _run_alone(self, item: Decoded) -> tuple[list[OutgoingMessage], Exception | None]:
         uow = self.uow_factory()
@@ -273,7 +300,8 @@ class MessagePipeline(Generic[D]):
         crash_point(AFTER_COMMIT_BEFORE_PUBLISH, self.crash_at)
         for delivery in deliveries:
             delivery.ack()
-        self.relay.publish_committed(written)
+        if self.relay.publish_committed(written) and written and self.after_publish is not None:
+            self.after_publish(written)
 
     def close(self) -> None:
         if self._pool is not None:

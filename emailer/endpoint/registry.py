@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts import Message
+from handlers.ports import MessageContext
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class Route:
     trusted_decoder: Callable[[bytes], Message] | None = None
     """Optional, for an internal command: decodes a body whose signature the pipeline verified without
     validating it again (``trusted.py``); ``ValueError`` sends it the validating way."""
+    batch: Callable[[list[tuple[Any, MessageContext]], Any], list[Exception | None]] | None = None
+    """Optional, for a handler that commits on its own: ``batch(items, uow)`` handles the messages of a
+    consumer batch together (``(message, context)`` each) and answers, for each, None (done) or the
+    exception that stopped it; what it committed is in ``uow.committed``."""
     handler_name: str = ""
     """What ``Emailer.Handler`` names on a failed message (bootstrap binds ``handler`` in a lambda)."""
 

@@ -15,6 +15,7 @@ from emailer.adapters.persistence.blob_refs import PurgeRules, purge_attachments
 from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_events
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.bootstrap import App
+from emailer.endpoint.local_dispatch import DISPATCH, LocalDispatcher
 from emailer.endpoint.scheduler import schedule_due
 from emailer.infrastructure import unavailable_dependency
 from handlers.ports import lookup_of
@@ -88,6 +89,10 @@ class Worker:
                 "attachment-purge", s.attachment_purge_interval, self.purge_attachments_once, self.stopping
             ),
         ]
+        local = self._local_dispatcher()
+        if local is not None:
+            self.threads.append(local)
+            self.app.pipeline.after_publish = local.offer
         if self.app.policy.resend_needs_lookup:
             self.threads.append(
                 Ticker("reconciler", s.reconcile_interval, self.reconcile_once, self.stopping)
@@ -113,6 +118,22 @@ class Worker:
                     stack=redaction.format_traceback(exc),
                 )
                 self.stopping.wait(1.0)
+
+    def _local_dispatcher(self) -> LocalDispatcher | None:
+        """EMAILER_DISPATCH_LOCALLY (``emailer.endpoint.local_dispatch``); off where dispatching is made to
+        fail on purpose (EMAILER_FAIL_HANDLING=DispatchEmail: recoverability must see every attempt)."""
+        s = self.app.settings
+        route = self.app.registry.route(DISPATCH)
+        if not s.dispatch_locally or s.fail_handling == DISPATCH or route is None or route.batch is None:
+            return None
+        return LocalDispatcher(
+            route.batch,
+            self.app.new_uow,
+            self.app.outbox.publish_committed,
+            s.input_queue,
+            s.batch_size,
+            self.stopping,
+        )
 
     def schedule_once(self) -> int:
         """One scheduler pass; a pass whose connection was lost before it committed runs again."""

@@ -317,6 +317,48 @@ def test_one_email_changed_meanwhile_fails_the_whole_batch_of_changed_emails(
         assert stored_taken is not None and stored_taken.version == 2
 
 
+@pytest.mark.parametrize("new_uow", OVERLAPPING_WRITERS, indirect=True)
+def test_a_claim_leaves_out_what_another_transaction_holds(new_uow: NewUow, clock: FakeClock) -> None:
+    held, free = queue(clock), queue(clock)
+    store(new_uow, held, "m-1")
+    store(new_uow, free, "m-2")
+    first, second = new_uow(), new_uow()
+    with first, second:
+        assert [e.id for e in first.emails.claim([held.id])] == [held.id]
+        assert [e.id for e in second.emails.claim([held.id, free.id])] == [free.id]  # no wait, no conflict
+        first.commit()
+    with new_uow() as uow:  # released with the transaction
+        assert sorted(e.id for e in uow.emails.claim([held.id, free.id])) == sorted([held.id, free.id])
+
+
+@pytest.mark.parametrize("new_uow", OVERLAPPING_WRITERS, indirect=True)
+def test_a_change_made_meanwhile_to_one_of_several_emails_is_a_conflict_and_saves_none(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    emails = [queue(clock) for _ in range(3)]
+    for n, email in enumerate(emails):
+        store(new_uow, email, f"m-{n}")
+    first, second = new_uow(), new_uow()
+    with first, second:
+        first.emails.preload(e.id for e in emails)
+        for email in emails:
+            loaded = first.emails.get(email.id)
+            assert loaded is not None
+            loaded.cancel("first", clock.now())
+        other = second.emails.get(emails[1].id)
+        assert other is not None
+        other.cancel("second", clock.now())
+        second.commit()
+        with pytest.raises(ConcurrencyConflict):
+            first.commit()
+    with new_uow() as uow:
+        uow.emails.preload(e.id for e in emails)
+        statuses = [uow.emails.get(e.id) for e in emails]
+        assert [s.status if s else None for s in statuses] == [
+            EmailStatus.QUEUED, EmailStatus.CANCELLED, EmailStatus.QUEUED
+        ]  # fmt: skip
+
+
 def test_due_finds_only_what_is_due(new_uow: NewUow, clock: FakeClock) -> None:
     now_email = queue(clock)
     later = queue(clock, send_at=(clock.now() + timedelta(hours=1)).isoformat())

@@ -85,3 +85,31 @@ def test_the_lookup_settles_the_crash_without_callbacks(
     email_id = crash_after_acceptance(stack, env)
     stack.start_worker(env)
     assert_accepted_once(stack, tap, sandbox_client, email_id, settled_by="reconciled")
+
+
+def test_a_crash_after_a_batchs_provider_calls_sends_none_of_them_twice(
+    stack: Stack,
+    tap: EventTap,
+    ingress_port: int,  # noqa: F811
+    sandbox_webhook: tuple[str, str, str],  # noqa: F811
+    sandbox_client: SandboxClient,
+) -> None:
+    """Several emails in flight when the worker dies (the DispatchEmails of a batch are sent together):
+    each one the provider took is settled by its callback, the rest are dispatched; each sent once."""
+    start_ingress(stack, ingress_port, [sandbox_webhook[2]])
+    env = {"EMAILER_UNKNOWN_OUTCOME_WAIT": str(WAIT)}
+    crashing = stack.start_worker({**env, "EMAILER_CRASH_AT": AFTER_PROVIDER_CALL_BEFORE_COMMIT})
+    ids = [f"crash-batch-{i}-{uuid.uuid4().hex[:8]}" for i in range(6)]
+    for email_id in ids:
+        stack.send_command({"email_id": email_id, "from": {"email": "shop@example.com"},
+                            "to": [{"email": "ana@example.com"}], "subject": "Hi", "text": "Hi"})  # fmt: skip
+    assert crashing.wait_exit(60) == -9, "the worker was to kill itself at the crash point"
+    stack.start_worker(env)
+    for email_id in ids:
+        tap.wait_for("EmailDeliveryStarted", email_id, timeout=60)
+        assert status_of(stack, email_id)["status"] == "accepted"
+    deadline = time.monotonic() + WAIT + 1.5  # past the end of the unknown-outcome wait
+    while time.monotonic() < deadline:
+        assert all(len(sandbox_client.messages(email_id)) == 1 for email_id in ids)
+        time.sleep(0.25)
+    assert all(len(tap.of("EmailDeliveryStarted", email_id)) == 1 for email_id in ids)

@@ -4,7 +4,9 @@ Every method is one short transaction of its own: the row is locked (``FOR
 UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises writers), the
 gate's pure decision is applied (``emailer.adapters.providers.gate``), and the
 row written back if it changed. So two workers never both take the last slot of
-the drain rate, nor both become the probe of a configuration error.
+the drain rate, nor both become the probe of a configuration error. An admission
+whose decision would change nothing (no drain rate, no pause, no probe: the usual
+case) is answered from a plain read, without a lock.
 """
 
 from __future__ import annotations
@@ -40,10 +42,16 @@ class SqlProviderState:
 
     # ------------------------------------------------------------------ port
 
-    def admit(self, provider: str, now: datetime, rate: DrainRate, probe_wait: timedelta) -> Admission:
+    def admit(
+        self, provider: str, now: datetime, rate: DrainRate, probe_wait: timedelta, count: int = 1
+    ) -> Admission:
         def step(state: ProviderState) -> tuple[Admission, ProviderState]:
-            return decide(state, now, rate, probe_wait)
+            return decide(state, now, rate, probe_wait, count)
 
+        seen = self.read(provider)
+        admission, changed = step(seen)
+        if changed == seen:  # nothing to write (no drain rate, no probe): no lock, no write
+            return admission
         return self._change(provider, step)
 
     def pause(self, provider: str, until: datetime, reason: str, detail: str | None, now: datetime) -> None:

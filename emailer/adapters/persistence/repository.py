@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, insert, select, update
 
 from emailer.adapters.persistence.bulk import among, insert_rows, update_from_arrays
 from emailer.adapters.persistence.mapping import (
@@ -58,28 +59,33 @@ class SqlEmailRepository:
     def preload(self, email_ids: Iterable[str]) -> None:
         """Three queries for the whole batch: the emails, all their recipients, all their attachments."""
         wanted = set(email_ids) - self._identity.keys()
-        if not wanted:
-            return
-        rows = self.conn.execute(select(emails).where(among(self.conn, emails.c.id, wanted))).mappings().all()
-        found = [row["id"] for row in rows]
-        by_email: dict[str, list[Row]] = defaultdict(list)
-        attached: dict[str, list[Row]] = defaultdict(list)
-        if found:
-            ordered = (recipients.c.email_id, recipients.c.position)
-            for r in self.conn.execute(
-                select(recipients).where(among(self.conn, recipients.c.email_id, found)).order_by(*ordered)
-            ):
-                by_email[r.email_id].append(r._mapping)
-            ordered = (attachments.c.email_id, attachments.c.position)
-            theirs = among(self.conn, attachments.c.email_id, found)
-            query = select(attachments).where(theirs).order_by(*ordered)
-            for a in self.conn.execute(query):
-                attached[a.email_id].append(a._mapping)
-        for row in rows:
-            self._build(row, by_email[row["id"]], attached[row["id"]])
+        if wanted:
+            self._load_many(select(emails).where(among(self.conn, emails.c.id, wanted)))
         self._absent |= wanted - self._identity.keys()
 
+    def claim(self, email_ids: Iterable[str]) -> list[Email]:
+        """``preload`` with the email rows locked, skipping the rows another transaction holds (in id
+        order, so two claims never wait on each other; SQLite has no row locks and serialises writers,
+        and the version check on flush still catches a concurrent change there)."""
+        wanted = sorted(set(email_ids))
+        if not wanted:
+            return []
+        query = (
+            select(emails)
+            .where(among(self.conn, emails.c.id, wanted))
+            .order_by(emails.c.id)
+            .with_for_update(skip_locked=True)
+        )
+        return self._load_many(query)
+
+    def keep(self, emails: Iterable[Email]) -> None:
+        for email in emails:
+            self._absent.discard(email.id)
+            self._identity[email.id] = email
+            self._loaded_version[email.id] = email.version
+
     def due(self, now: datetime, limit: int) -> list[Email]:
+        """The due rows, locked (``SKIP LOCKED``), by ``ix_emails_due_at``; their emails in two queries."""
         query = (
             select(emails)
             .where(emails.c.due_at <= now)
@@ -87,10 +93,7 @@ class SqlEmailRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        found = []
-        for row in self.conn.execute(query).mappings().all():
-            found.append(self._identity.get(row["id"]) or self._load(row))
-        return found
+        return self._load_many(query)
 
     def unsettled(self, started_before: datetime, limit: int) -> list[str]:
         query = (
@@ -118,6 +121,29 @@ class SqlEmailRepository:
             select(attachments).where(attachments.c.email_id == email_id).order_by(attachments.c.position)
         ).mappings()
         return self._build(row, recipient_rows, attachment_rows)
+
+    def _load_many(self, query: Select[Any]) -> list[Email]:
+        """The emails ``query`` selects (rows of ``emails``), with all their recipients and attachments in
+        one query each; an email already loaded in this transaction is kept as it is."""
+        rows = self.conn.execute(query).mappings().all()
+        fresh = [row["id"] for row in rows if row["id"] not in self._identity]
+        by_email: dict[str, list[Row]] = defaultdict(list)
+        attached: dict[str, list[Row]] = defaultdict(list)
+        if fresh:
+            ordered = (recipients.c.email_id, recipients.c.position)
+            for r in self.conn.execute(
+                select(recipients).where(among(self.conn, recipients.c.email_id, fresh)).order_by(*ordered)
+            ):
+                by_email[r.email_id].append(r._mapping)
+            ordered = (attachments.c.email_id, attachments.c.position)
+            for a in self.conn.execute(
+                select(attachments).where(among(self.conn, attachments.c.email_id, fresh)).order_by(*ordered)
+            ):
+                attached[a.email_id].append(a._mapping)
+        return [
+            self._identity.get(row["id"]) or self._build(row, by_email[row["id"]], attached[row["id"]])
+            for row in rows
+        ]
 
     def _build(self, row: Row, recipient_rows: Iterable[Row], attachment_rows: Iterable[Row]) -> Email:
         email_id = row["id"]
@@ -178,6 +204,8 @@ class SqlEmailRepository:
             )
             updated = self.conn.execute(statement, rows).rowcount
         if updated != len(rows):
+            for email in changed:  # the transaction is rolled back: the versions are the loaded ones
+                email.version = self._loaded_version[email.id]
             ids = ", ".join(e.id for e in changed[:5]) + (", ..." if len(changed) > 5 else "")
             raise ConcurrencyConflict(
                 f"{len(rows) - updated} of {len(rows)} emails changed concurrently (among {ids})"

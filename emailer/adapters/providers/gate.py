@@ -29,6 +29,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -104,43 +107,43 @@ class Admission:
     reason: str | None = None
     probe: bool = False
     """This send is the probe of a configuration error."""
+    count: int = 1
+    """How many of the sends asked for may go (the first ``count``); the rest come back at ``until``."""
 
 
 # ------------------------------------------------------------------ decisions (pure)
 
 
-def decide(state: ProviderState, now: datetime, rate: DrainRate, probe_wait: timedelta) -> tuple[
-    Admission, ProviderState
-]:  # fmt: skip
-    """May one send go now? The answer and the state after it."""
+def decide(state: ProviderState, now: datetime, rate: DrainRate, probe_wait: timedelta, count: int = 1) -> (
+    tuple[Admission, ProviderState]
+):  # fmt: skip
+    """May ``count`` sends go now? The answer (how many may, and when the others may come back) and the
+    state after it. A batch takes as many slots of the drain rate as it sends, in one decision."""
     if state.paused_until is not None and now < state.paused_until:
         why = "configuration error" if state.misconfigured else "paused"
-        return Admission(False, state.paused_until, f"{state.provider} {why}: {state.detail}"), state
+        return Admission(False, state.paused_until, f"{state.provider} {why}: {state.detail}", count=0), state
     if state.misconfigured:
-        # The pause is over: this send is the probe; everyone else waits for its answer.
-        return Admission(True, probe=True), dataclasses.replace(state, paused_until=now + probe_wait)
+        # The pause is over: one send is the probe; everyone else waits for its answer.
+        until = now + probe_wait
+        reason = f"{state.provider} configuration error: waiting for the probe"
+        return Admission(True, until, reason, probe=True), dataclasses.replace(state, paused_until=until)
     if not rate.limited:
-        return Admission(True), state
+        return Admission(True, count=count), state
     stamp = now.timestamp()
     tat = max(state.rate_tat or 0.0, stamp)
-    if tat - rate.tolerance > stamp + EPSILON:
-        until = datetime.fromtimestamp(tat - rate.tolerance, UTC)
-        return Admission(False, until, f"{state.provider} drain rate ({rate.per_second:g}/s)"), state
-    return Admission(True), dataclasses.replace(state, rate_tat=tat + rate.interval)
+    reason = f"{state.provider} drain rate ({rate.per_second:g}/s)"
+    room = max(0, math.floor((stamp + rate.tolerance - tat + EPSILON) / rate.interval) + 1)
+    admitted = min(count, room)
+    tat += admitted * rate.interval
+    until = datetime.fromtimestamp(tat - rate.tolerance, UTC)
+    if admitted == 0:
+        return Admission(False, until, reason, count=0), state
+    return Admission(True, until, reason, count=admitted), dataclasses.replace(state, rate_tat=tat)
 
 
 def allowance(state: ProviderState, now: datetime, rate: DrainRate, limit: int) -> int:
     """How many sends the provider would take now (at most ``limit``): what a scheduler pass may wake."""
-    if state.is_paused(now):
-        return 0
-    if state.misconfigured:
-        return 1  # the probe
-    if not rate.limited:
-        return limit
-    stamp = now.timestamp()
-    tat = max(state.rate_tat or 0.0, stamp)
-    room = math.floor((stamp + rate.tolerance - tat + EPSILON) / rate.interval) + 1
-    return max(0, min(limit, room))
+    return decide(state, now, rate, timedelta(0), limit)[0].count
 
 
 def paused(state: ProviderState, until: datetime, reason: str, detail: str | None, now: datetime) -> (
@@ -182,7 +185,10 @@ def _later(a: datetime | None, b: datetime) -> datetime:
 class ProviderStateStore(Protocol):
     """The shared state; each method is one atomic read-decide-write of the provider's row."""
 
-    def admit(self, provider: str, now: datetime, rate: DrainRate, probe_wait: timedelta) -> Admission: ...
+    def admit(
+        self, provider: str, now: datetime, rate: DrainRate, probe_wait: timedelta, count: int = 1
+    ) -> Admission:
+        """``decide`` for ``count`` sends, atomically (a decision that changes nothing needs no lock)."""
 
     def pause(
         self, provider: str, until: datetime, reason: str, detail: str | None, now: datetime
@@ -197,6 +203,20 @@ class ProviderStateStore(Protocol):
     def read(self, provider: str) -> ProviderState: ...
 
     def read_all(self) -> list[ProviderState]: ...
+
+
+class _Halt:
+    """Set by the first answer of a batch that pauses the provider: the batch's later calls do not go."""
+
+    def __init__(self) -> None:
+        self.until: datetime | None = None
+        self.reason = ""
+        self._lock = threading.Lock()
+
+    def set(self, until: datetime, reason: str) -> None:
+        with self._lock:
+            if self.until is None:
+                self.until, self.reason = until, reason
 
 
 # ------------------------------------------------------------------ the gate
@@ -214,8 +234,14 @@ class ProviderGate:
         probe_wait: timedelta = timedelta(seconds=60),
         rate_limit_pause: timedelta = timedelta(seconds=10),
         jitter: timedelta = timedelta(seconds=1),
+        concurrency: int = 1,
     ) -> None:
+        """``concurrency``: provider calls in flight at once for one ``send_many`` (threads, made on first
+        use; ``close`` ends them)."""
         self.provider = provider
+        self.concurrency = concurrency
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self.name = provider.name
         self.store = store
         self.clock = clock
@@ -234,16 +260,83 @@ class ProviderGate:
         self.provider.prepare(email)
 
     def send(self, email: OutgoingEmail) -> SendOutcome:
+        return self.send_many([email])[0]
+
+    def send_many(self, emails: Sequence[OutgoingEmail]) -> list[SendOutcome]:
+        """Send a batch: ONE admission for all of it (the shared row is read, and locked only when the
+        decision changes it), then up to ``concurrency`` provider calls at once. The outcomes are in the
+        order of ``emails``; those the gate held back are postponed, as a single send would be."""
+        if not emails:
+            return []
+        now = self.clock.now()
         try:
-            admission = self.store.admit(self.name, self.clock.now(), self.rate, self.probe_wait)
+            admission = self.store.admit(self.name, now, self.rate, self.probe_wait, len(emails))
         except Exception as exc:  # noqa: BLE001 - cannot tell whether we may send: do not, nothing is lost
             log.warning("provider.gate_unavailable", provider=self.name, error=redaction.describe(exc))
-            return SendOutcome.postponed(self.clock.now() + STORE_DOWN_WAIT, "provider state unavailable")
-        if not admission.go:
+            held_back = SendOutcome.postponed(now + STORE_DOWN_WAIT, "provider state unavailable")
+            return [held_back] * len(emails)
+        admitted = admission.count if admission.go else 0
+        sent = self._calls(emails[:admitted], _Halt())
+        outcomes = [self._answered(o, probe=admission.probe and i == 0) for i, o in enumerate(sent)]
+        for _ in emails[admitted:]:
             assert admission.until is not None
-            return SendOutcome.postponed(self._spread(admission.until), admission.reason or "provider paused")
-        outcome = self.provider.send(email)
+            outcomes.append(
+                SendOutcome.postponed(self._spread(admission.until), admission.reason or "provider paused")
+            )
+        return outcomes
+
+    def _calls(self, emails: Sequence[OutgoingEmail], halt: _Halt) -> list[SendOutcome]:
+        """The provider's answers, up to ``concurrency`` calls in flight (the provider is thread-safe)."""
+        if len(emails) <= 1 or self.concurrency <= 1:
+            return [self._call(e, halt) for e in emails]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="provider")
+            pool = self._pool
+        return list(pool.map(lambda e: self._call(e, halt), emails))
+
+    def _call(self, email: OutgoingEmail, halt: _Halt) -> SendOutcome:
+        """One provider call, unless an answer in this batch already paused the provider as a whole (a
+        refused key, a 429): then the rest of the batch waits as a later batch would, instead of calling.
+
+        A provider raises only on a bug; whether its request left is then unknown, and an unknown
+        outcome is what it is recorded as (never resent blind), not lost with the batch."""
+        if halt.until is not None:
+            return SendOutcome.postponed(self._spread(halt.until), halt.reason)
+        try:
+            outcome = self.provider.send(email)
+        except Exception as exc:  # noqa: BLE001 - see above: the other calls of the batch go on
+            log.error(
+                "provider.send_raised",
+                provider=self.name,
+                email_id=email.email_id,
+                error=redaction.describe(exc),
+                stack=redaction.format_traceback(exc),
+            )
+            return SendOutcome(Outcome.UNKNOWN, reason=f"the provider call raised {type(exc).__name__}")
+        wait = self._pause_of(outcome)
+        if wait is not None:
+            halt.set(self.clock.now() + wait, f"{self.name} paused: {outcome.reason or outcome.status}")
+        return outcome
+
+    def _pause_of(self, outcome: SendOutcome) -> timedelta | None:
+        """How long an answer pauses the provider for every worker (None: it does not)."""
+        if outcome.outcome is Outcome.MISCONFIGURED:
+            return self.probe_wait
+        if outcome.retry_after is not None or outcome.status == 429:
+            return outcome.retry_after if outcome.retry_after is not None else self.rate_limit_pause
+        return None
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _answered(self, outcome: SendOutcome, probe: bool) -> SendOutcome:
+        """What an answer says about the provider as a whole (a pause, a configuration error, its end)."""
         now = self.clock.now()
+        wait = self._pause_of(outcome)
         if outcome.outcome is Outcome.MISCONFIGURED:
             until = now + self.probe_wait
             self._pause(until, CONFIGURATION, outcome.reason, now)
@@ -256,10 +349,9 @@ class ProviderGate:
                 next_probe_at=until.isoformat(),
             )
             return dataclasses.replace(outcome, retry_at=self._spread(until))
-        if admission.probe and outcome.outcome in ANSWERED:
+        if probe and outcome.outcome in ANSWERED:
             self._resume()
-        if outcome.retry_after is not None or outcome.status == 429:
-            wait = outcome.retry_after if outcome.retry_after is not None else self.rate_limit_pause
+        if wait is not None:
             self._pause(now + wait, RATE_LIMITED, outcome.reason, now)
             log.warning(
                 "provider.paused", provider=self.name, seconds=wait.total_seconds(), status=outcome.status

@@ -1,0 +1,270 @@
+"""DispatchEmail in batches: one claim, one admission, the calls together, one record, one publish round.
+
+The handler over the in-memory fakes (state and messages), and the pipeline's
+batch route over a fake relay and deliveries (what is acked, what is published
+in how many rounds).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from contracts import DispatchEmail
+from contracts.wire import H
+from emailer.adapters.providers.gate import Admission, DrainRate, ProviderGate
+from emailer.domain import EmailStatus, RetryPolicy
+from handlers.dispatch_email import Dispatch, dispatch_emails
+from handlers.ports import MessageContext, Outcome, SendOutcome
+from handlers.send_email import send_email as handle_send_email
+from tests.factories import send_email
+from tests.fakes import FakeBlobStore, FakeClock, FakeProviderState, FakeUnitOfWork, RecordingProvider
+
+POLICY = RetryPolicy(jitter=0.0, first_delay=timedelta(seconds=5))
+
+
+class CountingState(FakeProviderState):
+    """Counts the admissions asked for (one per batch, not one per send)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int] = []
+
+    def admit(
+        self, provider: str, now: datetime, rate: DrainRate, probe_wait: timedelta, count: int = 1
+    ) -> Admission:
+        self.asked.append(count)
+        return super().admit(provider, now, rate, probe_wait, count)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def uow(clock: FakeClock) -> FakeUnitOfWork:
+    return FakeUnitOfWork(clock)
+
+
+@pytest.fixture
+def provider() -> RecordingProvider:
+    return RecordingProvider()
+
+
+@pytest.fixture
+def blobs() -> FakeBlobStore:
+    """The accepted emails' attachments (each test dispatches with the same store)."""
+    return FakeBlobStore()
+
+
+def accepted_emails(uow: FakeUnitOfWork, clock: FakeClock, n: int, blobs: FakeBlobStore) -> list[str]:
+    ids = []
+    for i in range(n):
+        command = send_email()
+        with uow:
+            uow.context = MessageContext(f"send-{i}", "SendEmail", {H.CORRELATION_ID: f"corr-{i}"})
+            handle_send_email(command, uow, blobs, clock, POLICY)
+            uow.commit()
+        ids.append(command.email_id)
+    return ids
+
+
+def batch_of(ids: list[str]) -> list[Dispatch]:
+    return [
+        Dispatch(DispatchEmail(email_id=i), MessageContext(f"dispatch-{n}", "DispatchEmail", {}))
+        for n, i in enumerate(ids)
+    ]
+
+
+def test_a_batch_is_claimed_sent_and_recorded_in_two_commits_with_one_admission(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
+) -> None:
+    ids = accepted_emails(uow, clock, 5, blobs)
+    state = CountingState()
+    gate = ProviderGate(provider, state, clock, concurrency=4)
+    commits_before = uow.commits
+    errors = dispatch_emails(batch_of(ids), uow, blobs, gate, clock, POLICY)
+    gate.close()
+    assert errors == [None] * 5
+    assert uow.commits - commits_before == 2  # the claim, the outcomes
+    assert state.asked == [5]
+    assert sorted(e.email_id for e in provider.sent) == sorted(ids)
+    assert all(uow.store.emails[i].status is EmailStatus.ACCEPTED for i in ids)
+    started = {m.headers[H.RELATED_TO]: m for m in uow.published("EmailDeliveryStarted")}
+    # Each event answers its own DispatchEmail, under its own email's correlation id.
+    for n, email_id in enumerate(ids):
+        event = started[f"dispatch-{n}"]
+        assert email_id.encode() in event.body
+        assert event.headers[H.CORRELATION_ID] == f"corr-{n}"
+
+
+def test_an_email_another_transaction_holds_is_left_to_it_and_not_attempted(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
+) -> None:
+    busy, free = accepted_emails(uow, clock, 2, blobs)
+    uow.store.locked.add(busy)
+    errors = dispatch_emails(batch_of([busy, free]), uow, blobs, provider, clock, POLICY)
+    assert errors == [None, None]  # settled: the holder (the scheduler) asks again if it is still due
+    assert [e.email_id for e in provider.sent] == [free]
+    assert uow.store.emails[busy].status is EmailStatus.QUEUED
+    assert uow.store.emails[busy].attempts == 0
+
+
+def test_the_same_email_twice_in_a_batch_is_sent_once(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
+) -> None:
+    (email_id,) = accepted_emails(uow, clock, 1, blobs)
+    errors = dispatch_emails(batch_of([email_id, email_id]), uow, blobs, provider, clock, POLICY)
+    assert errors == [None, None]
+    assert len(provider.sent) == 1
+    assert len(uow.published("EmailDeliveryStarted")) == 1
+
+
+def test_a_conflict_while_recording_falls_back_to_one_transaction_per_email(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
+) -> None:
+    ids = accepted_emails(uow, clock, 3, blobs)
+
+    def callback_meanwhile() -> None:
+        uow.conflicts = 1  # the batch's record commit meets a concurrent change
+
+    errors = dispatch_emails(batch_of(ids), uow, blobs, provider, clock, POLICY, callback_meanwhile)
+    assert errors == [None] * 3
+    assert len(provider.sent) == 3  # nothing resent by the fallback
+    assert all(uow.store.emails[i].status is EmailStatus.ACCEPTED for i in ids)
+    assert len(uow.published("EmailDeliveryStarted")) == 3
+
+
+def test_a_failed_claim_attempts_nothing_and_every_message_is_retried(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
+) -> None:
+    ids = accepted_emails(uow, clock, 2, blobs)
+
+    class DatabaseDown(FakeUnitOfWork):
+        def _begin(self) -> None:
+            raise ConnectionError("the database is gone")
+
+    down = DatabaseDown(clock, uow.store)
+    errors = dispatch_emails(batch_of(ids), down, blobs, provider, clock, POLICY)
+    assert all(isinstance(e, ConnectionError) for e in errors)
+    assert provider.sent == []
+    assert all(uow.store.emails[i].attempts == 0 for i in ids)
+
+
+def test_a_failed_record_leaves_the_attempts_unsettled_never_resent(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
+) -> None:
+    """The database went away after the calls: the emails wait in dispatching (unknown outcome rule)."""
+    ids = accepted_emails(uow, clock, 2, blobs)
+    calls: list[int] = []
+
+    class GoneAfterClaim(FakeUnitOfWork):
+        def _begin(self) -> None:
+            calls.append(1)
+            if len(calls) > 1:
+                raise ConnectionError("the database is gone")
+            super()._begin()
+
+    flaky = GoneAfterClaim(clock, uow.store)
+    errors = dispatch_emails(batch_of(ids), flaky, blobs, provider, clock, POLICY)
+    assert all(isinstance(e, ConnectionError) for e in errors)
+    assert all(uow.store.emails[i].status is EmailStatus.DISPATCHING for i in ids)
+    # Redelivered, the same messages find nothing due: no second call.
+    again = dispatch_emails(batch_of(ids), uow, blobs, provider, clock, POLICY)
+    assert again == [None, None]
+    assert len(provider.sent) == 2
+
+
+def test_the_drain_rate_admits_part_of_a_batch_and_postpones_the_rest(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
+) -> None:
+    ids = accepted_emails(uow, clock, 5, blobs)
+    gate = ProviderGate(provider, FakeProviderState(), clock, rate=DrainRate.of(2))
+    errors = dispatch_emails(batch_of(ids), uow, blobs, gate, clock, POLICY)
+    assert errors == [None] * 5
+    assert len(provider.sent) == 2  # the burst of one second's worth
+    waiting = [uow.store.emails[i] for i in ids if uow.store.emails[i].status is EmailStatus.QUEUED]
+    assert len(waiting) == 3
+    assert all(e.attempts == 0 and e.not_before is not None and e.not_before > clock.now() for e in waiting)
+
+
+def test_a_provider_that_raises_leaves_that_email_with_an_unknown_outcome_and_the_rest_recorded(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore
+) -> None:
+    class RaisesOnce(RecordingProvider):
+        def send(self, email: object) -> SendOutcome:
+            if not self.sent:
+                self.sent.append(email)  # type: ignore[arg-type]
+                raise RuntimeError("a bug in the provider")
+            return super().send(email)  # type: ignore[arg-type]
+
+    provider = RaisesOnce()
+    ids = accepted_emails(uow, clock, 3, blobs)
+    gate = ProviderGate(provider, FakeProviderState(), clock)
+    assert dispatch_emails(batch_of(ids), uow, blobs, gate, clock, POLICY) == [None] * 3
+    statuses = sorted(uow.store.emails[i].status.value for i in ids)
+    assert statuses == ["accepted", "accepted", "dispatching"]
+    unknown = [i for i in ids if "attempt_outcome_unknown" in uow.store.timeline[i]]
+    assert len(unknown) == 1 and uow.store.emails[unknown[0]].status is EmailStatus.DISPATCHING
+
+
+def test_the_pipeline_hands_a_batch_of_dispatches_over_at_once_and_publishes_in_one_round(
+    clock: FakeClock, provider: RecordingProvider, blobs: FakeBlobStore
+) -> None:
+    from emailer.endpoint.pipeline import MessagePipeline
+    from emailer.endpoint.registry import Registry, Route
+    from emailer.signing import Signer
+    from tests.fakes import FakeRelay, _Store
+    from tests.unit.test_pipeline import FakeDelivery, FakeErrorQueue, signed
+
+    store, signer, relay = _Store(), Signer.generated(), FakeRelay()
+    uow = FakeUnitOfWork(clock, store)
+    ids = accepted_emails(uow, clock, 3, blobs)
+    registry = Registry(
+        [
+            Route(
+                DispatchEmail,
+                lambda m, u: None,  # never used: the batch handler takes them
+                transactional=False,
+                batch=lambda items, u: dispatch_emails(
+                    [Dispatch(m, c) for m, c in items], u, blobs, provider, clock, POLICY
+                ),
+            )
+        ]
+    )
+    pipeline: MessagePipeline[FakeDelivery] = MessagePipeline(
+        registry, lambda: FakeUnitOfWork(clock, store), relay, FakeErrorQueue(), signer=signer
+    )
+    deliveries = [signed(signer, f"d{i}", "DispatchEmail", {"email_id": e}) for i, e in enumerate(ids)]
+    pipeline.handle_batch(deliveries)
+    assert all(d.acked for d in deliveries)
+    assert len(provider.sent) == 3
+    assert relay.publisher.calls == 1  # one publish round (confirms awaited together)
+    assert sorted(m.headers[H.RELATED_TO] for m in relay.publisher.published) == ["d0", "d1", "d2"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        SendOutcome(Outcome.MISCONFIGURED, reason="SendGrid refused the API key (HTTP 401)", status=401),
+        SendOutcome(Outcome.TRANSIENT, reason="HTTP 429", status=429, retry_after=timedelta(seconds=20)),
+    ],
+    ids=["refused-key", "rate-limited"],
+)
+def test_an_answer_that_pauses_the_provider_stops_the_rest_of_the_batch(
+    uow: FakeUnitOfWork,
+    clock: FakeClock,
+    provider: RecordingProvider,
+    blobs: FakeBlobStore,
+    answer: SendOutcome,
+) -> None:
+    ids = accepted_emails(uow, clock, 4, blobs)
+    provider.outcomes.append(answer)
+    gate = ProviderGate(provider, FakeProviderState(), clock)
+    assert dispatch_emails(batch_of(ids), uow, blobs, gate, clock, POLICY) == [None] * 4
+    assert len(provider.sent) == 1  # the rest waits for the pause, as a later batch would
+    held = [uow.store.emails[i] for i in ids[1:]]
+    assert all(e.status is EmailStatus.QUEUED and e.attempts == 0 for e in held)
+    assert all(e.not_before is not None and e.not_before >= clock.now() + timedelta(seconds=20) for e in held)
