@@ -242,7 +242,14 @@ def bootstrap(
                 lambda m, uow: dispatch_email(m, uow, blobs, gate, clock, policy, after_call),
                 transactional=False,
                 batch=lambda items, uow: dispatch_emails(
-                    [Dispatch(m, c) for m, c in items], uow, blobs, gate, clock, policy, after_call
+                    [Dispatch(m, c) for m, c in items],
+                    uow,
+                    blobs,
+                    gate,
+                    clock,
+                    policy,
+                    after_call,
+                    in_flight=settings.dispatch_concurrency,
                 ),
                 handler_name=qualified_name(dispatch_email),
             ),

@@ -96,10 +96,35 @@ def dispatch_emails(
     clock: Clock,
     policy: RetryPolicy,
     after_provider_call: Callable[[], None] | None = None,
+    in_flight: int | None = None,
 ) -> list[Exception | None]:
     """Claim, send, record (see the module's docstring). For each dispatch of ``batch``, in order: None
     (done: settle it) or the exception that stopped it (retry it). What the transactions wrote to the
-    outbox is in ``uow.committed``."""
+    outbox is in ``uow.committed``.
+
+    ``in_flight`` (the worker's provider calls in flight) bounds how many emails are claimed at once:
+    a larger batch goes claim-send-record in slices of that size, so a crash leaves no more emails
+    with an unknown outcome than calls could have been under way, never a whole consumer batch of
+    which most were not sent yet.
+    """
+    size = in_flight or len(batch) or 1
+    errors: list[Exception | None] = []
+    for start in range(0, len(batch), size):
+        errors += _dispatch_slice(
+            batch[start : start + size], uow, blobs, provider, clock, policy, after_provider_call
+        )
+    return errors
+
+
+def _dispatch_slice(
+    batch: Sequence[Dispatch],
+    uow: AbstractUnitOfWork,
+    blobs: BlobStore,
+    provider: Provider,
+    clock: Clock,
+    policy: RetryPolicy,
+    after_provider_call: Callable[[], None] | None,
+) -> list[Exception | None]:
     errors: list[Exception | None] = [None] * len(batch)
     try:
         attempts = _claim(batch, errors, uow, blobs, provider, clock, policy)

@@ -268,3 +268,36 @@ def test_an_answer_that_pauses_the_provider_stops_the_rest_of_the_batch(
     held = [uow.store.emails[i] for i in ids[1:]]
     assert all(e.status is EmailStatus.QUEUED and e.attempts == 0 for e in held)
     assert all(e.not_before is not None and e.not_before >= clock.now() + timedelta(seconds=20) for e in held)
+
+
+class Crash(BaseException):
+    """The process dies (a SIGKILL), after the provider calls of a slice and before their outcomes."""
+
+
+def test_a_crash_leaves_unknown_only_the_emails_whose_calls_could_have_been_under_way(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
+) -> None:
+    """A batch of 6 with 2 calls in flight goes in slices of 2: a crash after the first slice's calls
+    leaves those 2 in ``dispatching`` (unknown outcome, never resent blind) and the 4 others queued,
+    not attempted (their DispatchEmail is redelivered), instead of the whole batch held as unknown."""
+    ids = accepted_emails(uow, clock, 6, blobs)
+
+    def die() -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        dispatch_emails(batch_of(ids), uow, blobs, provider, clock, POLICY, die, in_flight=2)
+    assert [e.email_id for e in provider.sent] == ids[:2]
+    statuses = [uow.store.emails[i].status for i in ids]
+    assert statuses == [EmailStatus.DISPATCHING] * 2 + [EmailStatus.QUEUED] * 4
+
+
+def test_slices_of_the_calls_in_flight_answer_for_every_dispatch_in_order(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
+) -> None:
+    ids = accepted_emails(uow, clock, 5, blobs)
+    commits_before = uow.commits
+    assert dispatch_emails(batch_of(ids), uow, blobs, provider, clock, POLICY, in_flight=2) == [None] * 5
+    assert uow.commits - commits_before == 6  # three slices: a claim and a record each
+    assert all(uow.store.emails[i].status is EmailStatus.ACCEPTED for i in ids)
+    assert sorted(e.email_id for e in provider.sent) == sorted(ids)
