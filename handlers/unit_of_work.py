@@ -124,6 +124,8 @@ class AbstractUnitOfWork(abc.ABC):
         current = self.context
         try:
             for email in self._touched():
+                if not (email.commands or email.events) and email.correlation_id is not None:
+                    continue  # nothing to stage, nothing to stamp (a batch collects after every message)
                 self.context = context_of(email, current)
                 for command in email.pull_commands():
                     self.send(command)
