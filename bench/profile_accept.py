@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import os
+import pstats
 import secrets
 import shutil
 import signal
@@ -29,6 +31,7 @@ from pathlib import Path
 from _commands import make_command
 from _ours import WorkerProcs
 from _stack import emailer_settings, preload, queue_depth, stack
+from _support import process_cpu_seconds, shared_cpu_meter
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,10 +67,12 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
-    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--no-profile", action="store_true", help="no py-spy")
+    ap.add_argument("--cprofile", metavar="PATH", help="also a cProfile (CPU) of handle_batch, to PATH")
     ap.add_argument("--out", default="/tmp/profile_accept.txt", help="py-spy's raw output")
     a = ap.parse_args()
-    python = str(REPO / ".venv" / "bin" / "python")
+    venv = REPO / ".venv" / "bin" / "python"
+    python = str(venv) if venv.exists() else sys.executable
     py_spy = shutil.which("py-spy", path=str(REPO / ".venv" / "bin")) or shutil.which("py-spy")
     if not a.no_profile and py_spy is None:
         print("py-spy is not installed: .venv/bin/pip install py-spy", file=sys.stderr)
@@ -83,6 +88,8 @@ def main() -> int:
         cleanup.callback(app.close)
         upgrade(app.engine)
         preload(s.conn, s.topology.input_queue, commands)
+        if a.cprofile:
+            os.environ["BENCH_CPROFILE"] = a.cprofile
         procs = WorkerProcs(python, settings, 1, s.workdir)
         cleanup.callback(procs.kill)
         spy = None
@@ -94,6 +101,10 @@ def main() -> int:
             )  # fmt: skip
             time.sleep(1.0)
         channel = s.conn.channel()
+        meter = shared_cpu_meter()
+        cpu0 = process_cpu_seconds(procs.pids[0]) or 0.0
+        if meter is not None:
+            meter.start()
         t0 = time.monotonic()
         procs.go()
         step, marks, last = max(1, a.n // 5), [], 0
@@ -103,12 +114,16 @@ def main() -> int:
             last = events
             time.sleep(0.05)
         elapsed = time.monotonic() - t0
+        worker_cpu = (process_cpu_seconds(procs.pids[0]) or 0.0) - cpu0
+        groups = meter.stop() if meter is not None else {}
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
         marks.append((a.n, elapsed))
         rate = a.n / elapsed
         print(f"accept phase: {a.n} EmailQueued in {elapsed:.2f} s = {rate:.1f} emails/s (incl. start-up)")
+        print(f"  worker CPU {worker_cpu:.2f} s = {1e6 * worker_cpu / a.n:.0f} us per email; "
+              f"% of one core by group: {groups}")  # fmt: skip
         previous = (0, 0.0)
         for events, at in marks:
             if events > previous[0] and at > previous[1]:
@@ -118,6 +133,10 @@ def main() -> int:
         procs.stop()
         if spy is not None:
             print(summarise(Path(a.out), a.top))
+        if a.cprofile:
+            stats = pstats.Stats(a.cprofile)
+            stats.sort_stats("tottime").print_stats(a.top)
+            stats.sort_stats("cumulative").print_stats(a.top)
     return 0
 
 
