@@ -23,7 +23,6 @@ from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
 from contracts.wire import H
-from emailer.adapters.bus.amqp_message import Message
 from emailer.adapters.bus.coalesce import one_write
 from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker
 from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, short, short_or
@@ -209,16 +208,14 @@ class BatchPublisher:
         item: OutgoingMessage,
         timestamp: int,
     ) -> None:
-        content_type = short_or(item.content_type, FALLBACK_CONTENT_TYPE)
-        encoding, headers = content_encoding(item.content_type), dict(item.headers)
-        properties = amqp_properties(item, timestamp)
-        if self._amqp:  # as kombu's prepare_message builds it, with a faster header encoder
-            message: Any = Message(
-                item.body, priority=0, content_type=content_type, content_encoding=encoding,
-                application_headers=headers, **properties,
-            )  # fmt: skip
-        else:
-            message = channel.prepare_message(item.body, 0, content_type, encoding, headers, properties)
+        message = channel.prepare_message(
+            item.body,
+            0,
+            short_or(item.content_type, FALLBACK_CONTENT_TYPE),
+            content_encoding(item.content_type),
+            dict(item.headers),
+            amqp_properties(item, timestamp),
+        )
         if confirms is None:
             channel.basic_publish(
                 message, exchange=where.exchange, routing_key=where.routing_key, mandatory=where.mandatory
