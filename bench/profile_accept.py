@@ -68,6 +68,7 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--no-profile", action="store_true", help="no py-spy")
+    ap.add_argument("--gil", action="store_true", help="py-spy samples only the thread holding the GIL")
     ap.add_argument("--cprofile", metavar="PATH", help="also a cProfile (CPU) of handle_batch, to PATH")
     ap.add_argument("--out", default="/tmp/profile_accept.txt", help="py-spy's raw output")
     a = ap.parse_args()
@@ -96,7 +97,7 @@ def main() -> int:
         if not a.no_profile:
             spy = subprocess.Popen(
                 [str(py_spy), "record", "--pid", str(procs.pids[0]), "--format", "raw", "--rate",
-                 str(a.rate), "--output", a.out, "--nonblocking"],
+                 str(a.rate), "--output", a.out, "--nonblocking", *(["--gil"] if a.gil else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
             time.sleep(1.0)
