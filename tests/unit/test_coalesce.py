@@ -67,3 +67,13 @@ def test_a_transport_without_a_socket_writer_of_its_own_writes_as_before() -> No
         assert tls.sent == [b"frame-1"]
     with one_write(SimpleNamespace()):
         pass
+
+
+def test_a_large_batch_leaves_in_writes_of_bounded_size() -> None:
+    transport = Transport()
+    frame = b"x" * 1000
+    with one_write(channel_on(transport)):
+        for _ in range(100):
+            transport.write(frame)
+    assert b"".join(transport.sent) == frame * 100
+    assert 2 <= len(transport.sent) <= 3

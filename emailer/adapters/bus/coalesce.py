@@ -4,7 +4,7 @@ py-amqp writes every message (method, header and body frames) with its own
 ``sendall``; on loopback each of those runs the broker side's TCP receive path
 in the writer's own system call, and a batch of 100 messages paid for 100 of
 them. ``one_write`` collects the frames the channel writes meanwhile, in order,
-and sends them in one ``sendall`` as the block ends, on the way out of an
+and sends them in one ``sendall`` per ``FLUSH_BYTES`` and as the block ends, on the way out of an
 exception too, so the broker sees exactly the frames the confirm tracker counted
 (a dropped tail would shift every later delivery tag on the channel).
 
@@ -19,6 +19,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+FLUSH_BYTES = 64 * 1024
+"""Collected frames are sent once they reach this size (a batch of 100 ~1 KB messages: two writes)."""
+
 
 @contextlib.contextmanager
 def one_write(channel: Any) -> Iterator[None]:
@@ -28,7 +31,22 @@ def one_write(channel: Any) -> Iterator[None]:
         yield
         return
     chunks: list[bytes] = []
-    transport._write = lambda data: chunks.append(bytes(data))  # py-amqp reuses its frame buffer
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        data, size = b"".join(chunks), 0
+        chunks.clear()
+        send(data)
+
+    def collect(data: bytes) -> None:
+        nonlocal size
+        chunks.append(bytes(data))  # py-amqp reuses its frame buffer
+        size += len(data)
+        if size >= FLUSH_BYTES:  # bounded memory, and the broker starts confirming early
+            flush()
+
+    transport._write = collect
     try:
         yield
     finally:
