@@ -8,13 +8,20 @@ over its standard streams so that every worker starts consuming at the same mome
   starts the worker when it reads ``go``,
   stops it when it reads ``stop`` (or its stdin closes), then writes the
   recorder's snapshot to OUT_JSON and prints ``done``.
+
+With BENCH_CPROFILE=PATH it also writes a cProfile (thread CPU time) of its
+``handle_batch`` calls to PATH (``profile_accept.py --cprofile``).
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
+import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 
 def main(settings_path: str, out_path: str) -> int:
@@ -30,6 +37,7 @@ def main(settings_path: str, out_path: str) -> int:
     app = bootstrap(load_settings(_env_file=None, **settings))
     recorder = Recorder()
     recorder.instrument(app)
+    profile = _cpu_profile(app) if os.environ.get("BENCH_CPROFILE") else None
     worker = Worker(app)
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
@@ -39,9 +47,27 @@ def main(settings_path: str, out_path: str) -> int:
     sys.stdin.readline()  # "stop", or EOF if the parent went away
     worker.stop()
     Path(out_path).write_text(json.dumps(recorder.snapshot()))
+    if profile is not None:
+        profile.dump_stats(os.environ["BENCH_CPROFILE"])
     app.close()
     print("done", flush=True)
     return 0
+
+
+def _cpu_profile(app: Any) -> cProfile.Profile:
+    """BENCH_CPROFILE=PATH: cProfile of the consumer's ``handle_batch`` calls in thread CPU time."""
+    profile = cProfile.Profile(time.thread_time)
+    handle_batch = app.pipeline.handle_batch
+
+    def profiled(deliveries: Any) -> None:
+        profile.enable()
+        try:
+            handle_batch(deliveries)
+        finally:
+            profile.disable()
+
+    app.pipeline.handle_batch = profiled
+    return profile
 
 
 if __name__ == "__main__":

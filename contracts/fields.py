@@ -8,12 +8,16 @@ as a named constant, so a caller can read what is allowed.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
+from pydantic.networks import import_email_validator, validate_email
+from pydantic_core import core_schema
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of ``template_data`` (objects and arrays); well below any JSON parser's own limit."""
@@ -89,6 +93,32 @@ def display_name(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=8192)
+def normalized_email(value: str) -> str:
+    """``pydantic.EmailStr``'s check and normalisation, remembered per distinct text.
+
+    A pure function of the text (no DNS), and the same few senders and cc
+    addresses come again in every email: each is checked once. A refused
+    address raises, and is not remembered (lru_cache keeps results only).
+    """
+    return validate_email(value)[1]
+
+
+class _CheckedOnce:
+    """``EmailStr`` (the same validation, errors and JSON schema), through ``normalized_email``."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source: type[Any], _handler: GetCoreSchemaHandler) -> Any:
+        import_email_validator()
+        return core_schema.no_info_after_validator_function(normalized_email, core_schema.str_schema())
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        field_schema = handler(schema)
+        field_schema.update(type="string", format="email")
+        return field_schema
+
+
 def bounded_json(value: dict[str, Any]) -> dict[str, Any]:
     """Template data: nested at most ``MAX_JSON_DEPTH`` deep, storable strings, bounded size."""
     _walk(value, depth=1, path="")
@@ -162,6 +192,8 @@ def _pattern(pattern: str, **more: Any) -> Any:
     return Field(json_schema_extra={"pattern": pattern, **more})
 
 
+EmailAddress = Annotated[str, _CheckedOnce]
+"""An email address as ``pydantic.EmailStr`` checks and normalises it, each distinct text checked once."""
 # Length bounds stand before the validators so that pydantic words them in characters.
 Text = Annotated[str, _pattern(STORABLE_PATTERN), AfterValidator(storable)]
 """Any text that is stored: no NUL, no lone surrogates."""

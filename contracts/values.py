@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from contracts.fields import ContentId, DisplayName, FileName, header_safe
+from contracts.fields import ContentId, DisplayName, EmailAddress, FileName, header_safe
 
 INLINE_ATTACHMENT_MAX_BYTES = 2 * 1024 * 1024
 """The ceiling for one inline attachment whatever the configuration; bigger ones travel as references."""
@@ -33,7 +33,7 @@ class _Value(BaseModel):
 class Address(_Value):
     """A mailbox: an address and an optional display name."""
 
-    email: EmailStr
+    email: EmailAddress
     name: DisplayName | None = None
 
 

@@ -140,6 +140,9 @@ class Suppressions(Protocol):
     def find(self, addresses: Iterable[str]) -> list[Suppression]:
         """The entries for these addresses (any case), in one round trip."""
 
+    def preload(self, addresses: Iterable[str]) -> None:
+        """Look these addresses up now, for a batch: ``find`` need not ask again for them."""
+
     def add(self, suppression: Suppression) -> bool:
         """List the address unless it is listed already (the first reason stays); True if added."""
 

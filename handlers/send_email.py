@@ -50,8 +50,9 @@ def send_email(
 
 
 def prefetch(commands: list[SendEmail], uow: AbstractUnitOfWork) -> None:
-    """A batch looks its email ids up in one go (the duplicate check)."""
+    """A batch looks its email ids (the duplicate check) and its recipients' suppressions up in one go."""
     uow.emails.preload(c.email_id for c in commands)
+    uow.suppressions.preload(address.email for c in commands for _, address in c.recipients())
 
 
 def content_hash(command: SendEmail) -> str:

@@ -362,6 +362,9 @@ class _FakeSuppressions:
         wanted = {normalize(a) for a in addresses}
         return [s for a, s in self.view.items() if a in wanted]
 
+    def preload(self, addresses: Iterable[str]) -> None:
+        pass  # nothing to gain in memory
+
     def add(self, suppression: Suppression) -> bool:
         address = normalize(suppression.address)
         if address in self.view:

@@ -413,3 +413,24 @@ def test_the_suppression_list_keeps_the_first_reason_and_ignores_case(
         assert not uow.suppressions.remove("bob@example.com")
     with new_uow() as uow:  # not committed: still listed
         assert [s.address for s in uow.suppressions.page(10)] == ["ana@example.com", "bob@example.com"]
+
+
+def test_preloaded_suppressions_answer_as_the_transaction_sees_them(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    """A batch looks its addresses up once; what it adds or removes afterwards is seen all the same."""
+    with new_uow() as uow:
+        uow.suppressions.add(Suppression("ana@example.com", SuppressionReason.MANUAL, clock.now()))
+        uow.commit()
+    with new_uow() as uow:
+        uow.suppressions.preload(["ANA@example.com", "bob@example.com", "carl@example.com"])
+        assert [s.address for s in uow.suppressions.find(["Ana@example.com", "Bob@example.com"])] == [
+            "ana@example.com"
+        ]
+        bounced = Suppression("bob@example.com", SuppressionReason.BOUNCED, clock.now(), "e-1")
+        assert uow.suppressions.add(bounced)
+        assert uow.suppressions.remove("ana@example.com")
+        assert [s.address for s in uow.suppressions.find(["ana@example.com", "bob@example.com"])] == [
+            "bob@example.com"
+        ]
+        assert uow.suppressions.find(["carl@example.com"]) == []

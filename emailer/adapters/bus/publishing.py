@@ -23,6 +23,7 @@ from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
 from contracts.wire import H
+from emailer.adapters.bus.coalesce import one_write
 from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker
 from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, short, short_or
 from emailer.adapters.bus.errors import BusUnavailable, PublishFailed
@@ -190,12 +191,13 @@ class BatchPublisher:
             raise
 
     def _publish_once(self, batch: Sequence[OutgoingMessage], timestamp: int) -> None:
-        """Write the whole batch, then (confirm mode) wait for every confirm."""
+        """Write the batch (one socket write: ``coalesce.py``); in confirm mode await every confirm."""
         channel = self._publishing_channel()
         confirms = self._confirms
-        for first in batch:
-            for where, item in ((route(first, self._events_exchange), first), *self._copies(first)):
-                self._write(channel, confirms, where, item, timestamp)
+        with one_write(channel):
+            for first in batch:
+                for where, item in ((route(first, self._events_exchange), first), *self._copies(first)):
+                    self._write(channel, confirms, where, item, timestamp)
         if confirms is not None:
             confirms.wait(self._confirm_timeout)
 

@@ -13,17 +13,40 @@ from emailer.domain.suppression import Suppression, SuppressionReason, normalize
 
 
 class SqlSuppressions:
-    """``handlers.ports.Suppressions``; writes go straight into the unit of work's transaction."""
+    """``handlers.ports.Suppressions``; writes go straight into the unit of work's transaction.
+
+    What ``find`` or ``preload`` looked up is kept for the transaction (an
+    address to its entry, or None when unlisted), so a batch of emails costs one
+    round trip; ``add`` and ``remove`` forget the address, so the next ``find``
+    reads it again, as the transaction now sees it.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._known: dict[str, Suppression | None] = {}
+
+    def preload(self, addresses: Iterable[str]) -> None:
+        """Look these addresses up in one round trip; ``find`` then answers them from memory."""
+        self._look_up({normalize(a) for a in addresses} - self._known.keys())
 
     def find(self, addresses: Iterable[str]) -> list[Suppression]:
         wanted = sorted({normalize(a) for a in addresses})
-        if not wanted:
-            return []
-        rows = self.conn.execute(select(suppressions).where(suppressions.c.address.in_(wanted))).mappings()
-        return [_suppression(r) for r in rows]
+        self._look_up({a for a in wanted if a not in self._known})
+        return [entry for a in wanted if (entry := self._known[a]) is not None]
+
+    def _look_up(self, addresses: set[str]) -> None:
+        if not addresses:
+            return
+        found = {
+            entry.address: entry
+            for entry in map(
+                _suppression,
+                self.conn.execute(
+                    select(suppressions).where(suppressions.c.address.in_(sorted(addresses)))
+                ).mappings(),
+            )
+        }
+        self._known.update({a: found.get(a) for a in addresses})
 
     def add(self, suppression: Suppression) -> bool:
         dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
@@ -39,9 +62,11 @@ class SqlSuppressions:
             .on_conflict_do_nothing(index_elements=["address"])
             .returning(suppressions.c.address)  # rowcount is not reliable here on every driver
         )
+        self._known.pop(normalize(suppression.address), None)
         return self.conn.execute(statement).first() is not None
 
     def remove(self, address: str) -> bool:
+        self._known.pop(normalize(address), None)
         result = self.conn.execute(delete(suppressions).where(suppressions.c.address == normalize(address)))
         return bool(result.rowcount)
 
