@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import uuid
 from typing import Any
 
@@ -60,3 +61,8 @@ def outgoing_email(email_id: str = "order-42", **changes: Any) -> OutgoingEmail:
     }
     fields.update(changes)
     return OutgoingEmail(**fields)
+
+
+def new_api_key() -> str:
+    """A fresh key in SendGrid's shape (``SG.<id>.<secret>``), for a sandbox of a test's own."""
+    return f"SG.{secrets.token_urlsafe(16)}.{secrets.token_urlsafe(32)}"

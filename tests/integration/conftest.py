@@ -1,4 +1,4 @@
-"""Database fixtures: every persistence test runs on SQLite and on PostgreSQL."""
+"""Database fixtures (every persistence test runs on SQLite and on PostgreSQL) and a sandbox per test."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from sqlalchemy import Engine, text
 from emailer.adapters.persistence import schema
 from emailer.adapters.persistence.engine import make_engine
 from emailer.adapters.persistence.tables import metadata
+from emailer.sandbox.client import SandboxClient
+from emailer.sandbox.server import SandboxHandle, running_sandbox
+from tests.factories import new_api_key
 
 
 def _empty(engine: Engine) -> None:
@@ -48,3 +51,22 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 def pg_engine(_pg_engine: Engine) -> Engine:
     _empty(_pg_engine)
     return _pg_engine
+
+
+@pytest.fixture
+def api_key() -> str:
+    return new_api_key()
+
+
+@pytest.fixture
+def sandbox(api_key: str) -> Iterator[SandboxHandle]:
+    """A SendGrid sandbox of this test's own, over HTTP on loopback, taking ``api_key``."""
+    with running_sandbox(api_key=api_key) as handle:
+        yield handle
+
+
+@pytest.fixture
+def control(sandbox: SandboxHandle, api_key: str) -> Iterator[SandboxClient]:
+    """The sandbox's control and read-back API."""
+    with SandboxClient(sandbox.url, api_key) as client:
+        yield client

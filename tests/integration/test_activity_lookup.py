@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-
 import httpx
-import pytest
 
 from emailer.adapters.providers.sendgrid import SendGridProvider, activity_query
-from emailer.sandbox.server import SandboxHandle, running_sandbox
+from emailer.sandbox.server import SandboxHandle
 from handlers.ports import Outcome, lookup_of
 from tests.factories import outgoing_email
-
-
-@pytest.fixture
-def api_key() -> str:
-    return f"SG.{secrets.token_urlsafe(16)}.{secrets.token_urlsafe(32)}"
-
-
-@pytest.fixture
-def sandbox(api_key: str) -> Iterator[SandboxHandle]:
-    with running_sandbox(api_key=api_key) as handle:
-        yield handle
 
 
 def test_the_lookup_answers_held_only_for_an_email_id_the_provider_took(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 
 import httpx
@@ -34,25 +33,8 @@ def a_mail(email_id: str = "e-1") -> dict[str, object]:
 
 
 @pytest.fixture
-def api_key() -> str:
-    return f"SG.{secrets.token_urlsafe(16)}.{secrets.token_urlsafe(32)}"
-
-
-@pytest.fixture
-def sandbox(api_key: str) -> Iterator[SandboxHandle]:
-    with running_sandbox(api_key=api_key) as handle:
-        yield handle
-
-
-@pytest.fixture
 def http(sandbox: SandboxHandle) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=sandbox.url, timeout=10.0) as client:
-        yield client
-
-
-@pytest.fixture
-def control(sandbox: SandboxHandle, api_key: str) -> Iterator[SandboxClient]:
-    with SandboxClient(sandbox.url, api_key) as client:
         yield client
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import secrets
 import socket
 import struct
 import threading
@@ -29,34 +28,13 @@ import pytest
 
 from emailer.adapters.providers.sendgrid import SendGridProvider
 from emailer.sandbox.client import SandboxClient
-from emailer.sandbox.server import SandboxHandle, running_sandbox
+from emailer.sandbox.server import SandboxHandle
 from handlers.ports import BlobReader, BlobStoreUnavailable, Outcome, OutgoingAttachment, SendOutcome
-from tests.factories import outgoing_email
+from tests.factories import new_api_key, outgoing_email
 from tests.proxy import TcpProxy
 
 WAIT_S = 10.0
 SENDS = 200
-
-
-def new_api_key() -> str:
-    return f"SG.{secrets.token_urlsafe(16)}.{secrets.token_urlsafe(32)}"
-
-
-@pytest.fixture
-def api_key() -> str:
-    return new_api_key()
-
-
-@pytest.fixture
-def sandbox(api_key: str) -> Iterator[SandboxHandle]:
-    with running_sandbox(api_key=api_key) as handle:
-        yield handle
-
-
-@pytest.fixture
-def control(sandbox: SandboxHandle, api_key: str) -> Iterator[SandboxClient]:
-    with SandboxClient(sandbox.url, api_key) as client:
-        yield client
 
 
 @pytest.fixture

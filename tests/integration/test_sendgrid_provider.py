@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -16,30 +15,9 @@ import pytest
 from contracts import Address
 from emailer.adapters.providers.sendgrid import SendGridProvider
 from emailer.sandbox.client import SandboxClient
-from emailer.sandbox.server import SandboxHandle, running_sandbox
+from emailer.sandbox.server import SandboxHandle
 from handlers.ports import Outcome, OutgoingAttachment
-from tests.factories import PDF_BYTES, outgoing_email
-
-
-def new_api_key() -> str:
-    return f"SG.{secrets.token_urlsafe(16)}.{secrets.token_urlsafe(32)}"
-
-
-@pytest.fixture
-def api_key() -> str:
-    return new_api_key()
-
-
-@pytest.fixture
-def sandbox(api_key: str) -> Iterator[SandboxHandle]:
-    with running_sandbox(api_key=api_key) as handle:
-        yield handle
-
-
-@pytest.fixture
-def control(sandbox: SandboxHandle, api_key: str) -> Iterator[SandboxClient]:
-    with SandboxClient(sandbox.url, api_key) as client:
-        yield client
+from tests.factories import PDF_BYTES, new_api_key, outgoing_email
 
 
 @pytest.fixture

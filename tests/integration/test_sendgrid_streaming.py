@@ -14,33 +14,25 @@ import io
 import json
 import os
 import re
-import secrets
 import socket
 import struct
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from emailer.adapters.blobstore.local import LocalBlobStore
 from emailer.adapters.providers.sendgrid import SendGridProvider, build_request_body, encode_body
 from emailer.sandbox.client import SandboxClient
-from emailer.sandbox.server import SandboxHandle, running_sandbox
+from emailer.sandbox.server import SandboxHandle
 from handlers.claim_check import StoredAttachment
 from handlers.ports import BlobReader, BlobStore, BlobStoreUnavailable, Outcome, OutgoingAttachment
-from tests.factories import PDF_BYTES, PNG_BYTES, outgoing_email
+from tests.factories import PDF_BYTES, PNG_BYTES, new_api_key, outgoing_email
 from tests.fakes import FakeBlobStore
 
 MIB = 1024 * 1024
-
-
-def new_api_key() -> str:
-    return f"SG.{secrets.token_urlsafe(16)}.{secrets.token_urlsafe(32)}"
 
 
 def stored(blobs: BlobStore, data: bytes, filename: str) -> OutgoingAttachment:
@@ -133,23 +125,6 @@ class StubSendGrid:
 
 def provider_for(url: str, timeout: float = 5.0) -> SendGridProvider:
     return SendGridProvider(api_key=new_api_key(), base_url=url, timeout=timeout)
-
-
-@pytest.fixture
-def api_key() -> str:
-    return new_api_key()
-
-
-@pytest.fixture
-def sandbox(api_key: str) -> Iterator[SandboxHandle]:
-    with running_sandbox(api_key=api_key) as handle:
-        yield handle
-
-
-@pytest.fixture
-def control(sandbox: SandboxHandle, api_key: str) -> Iterator[SandboxClient]:
-    with SandboxClient(sandbox.url, api_key) as client:
-        yield client
 
 
 # ------------------------------------------------------------------ the bytes
