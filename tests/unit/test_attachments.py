@@ -26,21 +26,6 @@ POLICY = RetryPolicy(jitter=0.0, first_delay=timedelta(seconds=5))
 LIMITS = AttachmentLimits(inline_max_bytes=256 * 1024, max_email_bytes=30_000_000, provider="sendgrid")
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def uow(clock: FakeClock) -> FakeUnitOfWork:
-    return FakeUnitOfWork(clock)
-
-
-@pytest.fixture
-def blobs(clock: FakeClock) -> FakeBlobStore:
-    return FakeBlobStore(clock)
-
-
 def inline(data: bytes, filename: str = "a.bin", **more: Any) -> dict[str, Any]:
     return {"filename": filename, "content": base64.b64encode(data).decode(), **more}
 

@@ -15,16 +15,6 @@ COOLDOWN = timedelta(seconds=30)
 DOWN = SendOutcome(Outcome.TRANSIENT, reason="connection refused")
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def provider() -> RecordingProvider:
-    return RecordingProvider()
-
-
 def opened(provider: RecordingProvider, clock: FakeClock, threshold: int = 1) -> CircuitBreaker:
     """A breaker whose circuit just opened (``threshold`` failures in a row)."""
     breaker = CircuitBreaker(provider, clock, threshold=threshold, cooldown=COOLDOWN)

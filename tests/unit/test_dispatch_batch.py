@@ -38,27 +38,6 @@ class CountingState(FakeProviderState):
         return super().admit(provider, now, rate, probe_wait, count)
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def uow(clock: FakeClock) -> FakeUnitOfWork:
-    return FakeUnitOfWork(clock)
-
-
-@pytest.fixture
-def provider() -> RecordingProvider:
-    return RecordingProvider()
-
-
-@pytest.fixture
-def blobs() -> FakeBlobStore:
-    """The accepted emails' attachments (each test dispatches with the same store)."""
-    return FakeBlobStore()
-
-
 def accepted_emails(uow: FakeUnitOfWork, clock: FakeClock, n: int, blobs: FakeBlobStore) -> list[str]:
     ids = []
     for i in range(n):

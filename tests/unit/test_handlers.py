@@ -24,26 +24,6 @@ from tests.fakes import FakeBlobStore, FakeClock, FakeUnitOfWork, RecordingProvi
 POLICY = RetryPolicy(jitter=0.0, first_delay=timedelta(seconds=5))
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def uow(clock: FakeClock) -> FakeUnitOfWork:
-    return FakeUnitOfWork(clock)
-
-
-@pytest.fixture
-def blobs() -> FakeBlobStore:
-    return FakeBlobStore()
-
-
-@pytest.fixture
-def provider() -> RecordingProvider:
-    return RecordingProvider()
-
-
 def accept(uow: FakeUnitOfWork, blobs: FakeBlobStore, clock: FakeClock, **changes: object) -> str:
     command = send_email(**changes)
     with uow:

@@ -29,18 +29,8 @@ REFUSED_KEY = SendOutcome(Outcome.MISCONFIGURED, reason="SendGrid refused the AP
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def store() -> FakeProviderState:
     return FakeProviderState()
-
-
-@pytest.fixture
-def provider() -> RecordingProvider:
-    return RecordingProvider()
 
 
 def gate(

@@ -42,16 +42,6 @@ def crash() -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def uow(clock: FakeClock) -> FakeUnitOfWork:
-    return FakeUnitOfWork(clock)
-
-
-@pytest.fixture
 def provider() -> LookingUpProvider:
     return LookingUpProvider()
 

@@ -20,16 +20,6 @@ from tests.fakes import FakeBlobStore, FakeClock, FakeUnitOfWork, RecordingProvi
 POLICY = RetryPolicy(jitter=0.0, first_delay=timedelta(seconds=5))
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def uow(clock: FakeClock) -> FakeUnitOfWork:
-    return FakeUnitOfWork(clock)
-
-
 def queue(uow: FakeUnitOfWork, clock: FakeClock, *to: str) -> str:
     command = send_email(to=[{"email": a} for a in to], cc=[], attachments=[])
     with uow:
