@@ -11,7 +11,6 @@ from pydantic import (
     Base64Bytes,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     model_validator,
 )
@@ -150,7 +149,7 @@ class DeliveryReport(_Value):
     provider: str
     provider_event_id: str = Field(description="the provider's id of this callback, for dedupe")
     email_id: str
-    recipient: EmailStr
+    recipient: EmailAddress
     kind: ReportKind
     occurred_at: AwareDatetime
     provider_message_id: str | None = None

@@ -10,7 +10,6 @@ SendGrid's console) is not ours: ``map_batch`` counts it and moves on.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -18,16 +17,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import EmailStr, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from contracts import DeliveryReport, ReportKind
+from contracts.fields import EmailAddress
 
 PROVIDER = "sendgrid"
 EMAIL_ID_ARG = "email_id"
 """The custom arg the SendGrid provider adapter sets on every message."""
-ADDRESS_CACHE_SIZE = 16_384
-"""Checked recipient addresses remembered by the ingress (a few MB at most)."""
-_EMAIL_ADDRESS: TypeAdapter[str] = TypeAdapter(EmailStr)
+_EMAIL_ADDRESS: TypeAdapter[str] = TypeAdapter(EmailAddress)
 
 EVENT_KINDS: dict[str, ReportKind] = {
     # SendGrid event  -> Emailer report kind   (public event the email then emits)
@@ -125,14 +123,10 @@ def to_report(event: dict[str, Any], email_id: str, received_at: datetime) -> De
     )
 
 
-@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def valid_address(address: str) -> str:
-    """``address`` as ``DeliveryReport.recipient`` takes it (``EmailStr``), else ``ValidationError``.
-
-    Remembered: the same recipient comes back in event after event (processed,
-    delivered, open, click), and checking an address costs more than the rest
-    of mapping its event. A refusal is not remembered (it raises).
-    """
+    """``address`` as ``DeliveryReport.recipient`` takes it (``contracts.fields.EmailAddress``: each
+    distinct address checked once, the same recipient coming back in event after event), else
+    ``ValidationError``."""
     return _EMAIL_ADDRESS.validate_python(address)
 
 
