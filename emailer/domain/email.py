@@ -407,7 +407,7 @@ class Email(Aggregate):
         ):
             # any callback proves the provider has the email: settles an unknown outcome
             self.delivery_started(report.provider, report.provider_message_id, now)
-        recipient = next((r for r in self.recipients if r.is_addressed_as(report.recipient)), None)
+        recipient = self._recipient(report.recipient)
         if recipient is None:
             self._record(now, "report_ignored", {"recipient": report.recipient, "kind": report.kind.value})
             return
@@ -417,6 +417,14 @@ class Email(Aggregate):
             if happened.event is not None:
                 self._emit(happened.event)
         self._complete_if_settled(now)
+
+    def _recipient(self, address: str) -> Recipient | None:
+        """The recipient ``address`` names (case-insensitively), or None; on the hot path of reports."""
+        wanted = address.lower()
+        for recipient in self.recipients:
+            if recipient.address.lower() == wanted:
+                return recipient
+        return None
 
     def _complete_if_settled(self, now: datetime) -> None:
         """Once every recipient has a final outcome the email is final: say so, once.

@@ -30,9 +30,6 @@ class Recipient:
     changed: bool = field(default=False, compare=False)
     """Changed since loaded or saved (repositories save only changed recipients)."""
 
-    def is_addressed_as(self, address: str) -> bool:
-        return self.address.lower() == address.lower()
-
     @property
     def is_final(self) -> bool:
         return self.status in FINAL

@@ -343,7 +343,16 @@ def test_a_recipient_leaves_a_final_state_only_for_a_later_final_state() -> None
     assert not r.fail(T0 - timedelta(seconds=1), "older bounce")  # stale
     assert r.fail(T0 + timedelta(seconds=3), "bounced later")
     assert r.status is RecipientStatus.FAILED and r.status_reason == "bounced later"
-    assert r.is_addressed_as("ANN@example.com")
+
+
+def test_a_report_names_its_recipient_in_any_case() -> None:
+    email = dispatching()
+    email.delivery_started("sendgrid", "m", T0)
+    email.apply_report(report(ReportKind.DELIVERED, T0, recipient="ANN@Example.COM"), T0)
+    [ann] = [r for r in email.recipients if r.address == "ann@example.com"]
+    assert ann.status is RecipientStatus.DELIVERED
+    email.apply_report(report(ReportKind.DELIVERED, T0, recipient="bob@example.com"), T0)
+    assert email.new_timeline[-1].kind == "report_ignored"  # nobody of this email: recorded, not applied
 
 
 def test_cancel_only_while_queued_and_twice_is_a_no_op() -> None:
