@@ -12,14 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from emailer.adapters.providers.gate import (
-    Admission,
-    DrainRate,
     ProviderState,
-    allowance,
-    decide,
-    paused,
-    reprobed,
-    resumed,
+    ProviderStateChanges,
 )
 from emailer.domain import Email, EmailStatus
 from emailer.domain.suppression import Suppression, normalize
@@ -183,7 +177,7 @@ class LookingUpProvider(RecordingProvider):
         return LookupAnswer(held=held is not None, provider_message_id=held)
 
 
-class FakeProviderState:
+class FakeProviderState(ProviderStateChanges):
     """The providers' shared state in memory, decided by the same rules as the SQL store."""
 
     def __init__(self) -> None:
@@ -198,23 +192,6 @@ class FakeProviderState:
         with self._lock:
             result, self.states[provider] = step(self.read(provider))
         return result
-
-    def admit(
-        self, provider: str, now: datetime, rate: DrainRate, probe_wait: timedelta, count: int = 1
-    ) -> Admission:
-        return self._change(provider, lambda s: decide(s, now, rate, probe_wait, count))
-
-    def pause(self, provider: str, until: datetime, reason: str, detail: str | None, now: datetime) -> None:
-        self._change(provider, lambda s: (None, paused(s, until, reason, detail, now)))
-
-    def resume(self, provider: str) -> None:
-        self._change(provider, lambda s: (None, resumed(s)))
-
-    def reprobe(self, provider: str, now: datetime) -> None:
-        self._change(provider, lambda s: (None, reprobed(s, now)))
-
-    def allowance(self, provider: str, now: datetime, rate: DrainRate, limit: int) -> int:
-        return allowance(self.read(provider), now, rate, limit)
 
     def read(self, provider: str) -> ProviderState:
         return self.states.get(provider) or ProviderState(provider)

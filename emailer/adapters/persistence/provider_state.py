@@ -23,18 +23,15 @@ from emailer.adapters.providers.gate import (
     Admission,
     DrainRate,
     ProviderState,
-    allowance,
+    ProviderStateChanges,
     decide,
-    paused,
-    reprobed,
-    resumed,
 )
 
 T = TypeVar("T")
 _FIELDS = ("paused_until", "reason", "detail", "paused_at", "rate_tat")
 
 
-class SqlProviderState:
+class SqlProviderState(ProviderStateChanges):
     def __init__(self, engine: Engine, now: Callable[[], datetime]) -> None:
         """``now`` stamps ``updated_at``."""
         self.engine = engine
@@ -53,18 +50,6 @@ class SqlProviderState:
         if changed == seen:  # nothing to write (no drain rate, no probe): no lock, no write
             return admission
         return self._change(provider, step)
-
-    def pause(self, provider: str, until: datetime, reason: str, detail: str | None, now: datetime) -> None:
-        self._change(provider, lambda s: (None, paused(s, until, reason, detail, now)))
-
-    def resume(self, provider: str) -> None:
-        self._change(provider, lambda s: (None, resumed(s)))
-
-    def reprobe(self, provider: str, now: datetime) -> None:
-        self._change(provider, lambda s: (None, reprobed(s, now)))
-
-    def allowance(self, provider: str, now: datetime, rate: DrainRate, limit: int) -> int:
-        return allowance(self.read(provider), now, rate, limit)
 
     def read(self, provider: str) -> ProviderState:
         with self.engine.connect() as conn:

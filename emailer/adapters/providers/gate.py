@@ -26,15 +26,16 @@ The decisions are plain functions over ``ProviderState`` (``decide``, ``paused``
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -42,6 +43,7 @@ from emailer import redaction
 from handlers.ports import Clock, MessageLookup, Outcome, OutgoingEmail, Provider, SendOutcome, lookup_of
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 RATE_LIMITED = "rate_limited"
 """Paused because the provider said when to come back (Retry-After / X-RateLimit-Reset)."""
@@ -203,6 +205,35 @@ class ProviderStateStore(Protocol):
     def read(self, provider: str) -> ProviderState: ...
 
     def read_all(self) -> list[ProviderState]: ...
+
+
+class ProviderStateChanges(abc.ABC):
+    """A ``ProviderStateStore`` from two primitives: ``read`` a provider's state, and ``_change`` it
+    atomically by a step (the rules above); the SQL store and the tests' in-memory one share the rest."""
+
+    @abc.abstractmethod
+    def read(self, provider: str) -> ProviderState: ...
+
+    @abc.abstractmethod
+    def _change(self, provider: str, step: Callable[[ProviderState], tuple[T, ProviderState]]) -> T:
+        """Apply ``step`` to the provider's state atomically; its result."""
+
+    def admit(
+        self, provider: str, now: datetime, rate: DrainRate, probe_wait: timedelta, count: int = 1
+    ) -> Admission:
+        return self._change(provider, lambda s: decide(s, now, rate, probe_wait, count))
+
+    def pause(self, provider: str, until: datetime, reason: str, detail: str | None, now: datetime) -> None:
+        self._change(provider, lambda s: (None, paused(s, until, reason, detail, now)))
+
+    def resume(self, provider: str) -> None:
+        self._change(provider, lambda s: (None, resumed(s)))
+
+    def reprobe(self, provider: str, now: datetime) -> None:
+        self._change(provider, lambda s: (None, reprobed(s, now)))
+
+    def allowance(self, provider: str, now: datetime, rate: DrainRate, limit: int) -> int:
+        return allowance(self.read(provider), now, rate, limit)
 
 
 class _Halt:
