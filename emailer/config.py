@@ -65,12 +65,12 @@ class Settings(BaseSettings):
     )
     prefetch: int = Field(50, ge=1, le=10000, description="unacknowledged messages a worker takes at once")
     batch_size: int = Field(50, ge=1, le=10000, description="messages handled in one transaction")
-    dispatch_concurrency: int = Field(8, ge=1, le=256, description="provider calls in flight per worker")
+    dispatch_concurrency: int = Field(32, ge=1, le=256, description="provider calls in flight per worker")
     dispatch_locally: bool = Field(
         False,
         description="the worker that accepted an email also dispatches it at once in a thread beside its "
         "consumer (its DispatchEmail, behind any backlog, then finds it done): a backlog no longer delays "
-        "dispatch, but the two threads share one publisher, so acceptance slows while dispatch runs",
+        "dispatch, but the two threads share one interpreter, so acceptance slows while dispatch runs",
     )
     immediate_retries: int = Field(
         5, ge=0, le=100, description="times a failing message is tried again at once, before delayed retries"

@@ -34,6 +34,7 @@ just another outcome (postponed) and this handler does not know they exist.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -102,49 +103,117 @@ def dispatch_emails(
     (done: settle it) or the exception that stopped it (retry it). What the transactions wrote to the
     outbox is in ``uow.committed``.
 
-    ``in_flight`` (the worker's provider calls in flight) bounds how many emails are claimed at once:
-    a larger batch goes claim-send-record in slices of that size, so a crash leaves no more emails
-    with an unknown outcome than calls could have been under way, never a whole consumer batch of
-    which most were not sent yet.
+    ``in_flight`` (the worker's provider calls in flight) is the size of a slice: a larger batch goes
+    claim-send-record a slice at a time, so a crash never leaves a whole consumer batch, most of it not
+    sent yet, with an unknown outcome. The slices overlap: while one slice's calls are in flight (on
+    the sender thread), the previous slice's outcomes are recorded and the next slice is claimed, so
+    the database's round trips hide behind the provider's. At any moment at most two slices are
+    between their claim and their record (one sent or being sent, one claimed or being recorded), and
+    at most one slice's calls are in flight.
     """
     size = in_flight or len(batch) or 1
+    slices = [batch[start : start + size] for start in range(0, len(batch), size)]
+    if len(slices) == 1:
+        claimed = _claimed_slice(batch, uow, blobs, provider, clock, policy)
+        return _record_slice(
+            claimed, _sent(claimed, provider, after_provider_call), uow, provider, clock, policy
+        )
     errors: list[Exception | None] = []
-    for start in range(0, len(batch), size):
-        errors += _dispatch_slice(
-            batch[start : start + size], uow, blobs, provider, clock, policy, after_provider_call
+    with ThreadPoolExecutor(1, thread_name_prefix="dispatch-send") as sender:
+        sending: tuple[_Claimed, Future[list[SendOutcome]]] | None = None
+        for part in slices:
+            claimed = _claimed_slice(part, uow, blobs, provider, clock, policy)  # the last slice in flight
+            answered = None
+            if sending is not None:
+                answered = sending[0], _answers(sending, after_provider_call)
+            sending = claimed, sender.submit(send_many, provider, claimed.requests)
+            if answered is not None:  # recorded while this slice's calls are in flight
+                errors += _record_slice(*answered, uow, provider, clock, policy)
+        assert sending is not None
+        errors += _record_slice(
+            sending[0], _answers(sending, after_provider_call), uow, provider, clock, policy
         )
     return errors
 
 
-def _dispatch_slice(
+@dataclass
+class _Claimed:
+    """A slice after its claim: the error of each of its dispatches so far, and the attempts to make."""
+
+    errors: list[Exception | None]
+    attempts: list[_Attempt]
+
+    @property
+    def requests(self) -> list[OutgoingEmail]:
+        return [a.request for a in self.attempts]
+
+
+def _claimed_slice(
     batch: Sequence[Dispatch],
     uow: AbstractUnitOfWork,
     blobs: BlobStore,
     provider: Provider,
     clock: Clock,
     policy: RetryPolicy,
-    after_provider_call: Callable[[], None] | None,
-) -> list[Exception | None]:
+) -> _Claimed:
     errors: list[Exception | None] = [None] * len(batch)
     try:
-        attempts = _claim(batch, errors, uow, blobs, provider, clock, policy)
+        return _Claimed(errors, _claim(batch, errors, uow, blobs, provider, clock, policy))
     except Exception as exc:  # noqa: BLE001 - nothing was attempted: every message is retried
-        return [exc] * len(batch)
-    if not attempts:
-        return errors
-    outcomes = send_many(provider, [a.request for a in attempts])
-    if after_provider_call is not None:
+        return _Claimed([exc] * len(batch), [])
+
+
+def _sent(
+    claimed: _Claimed, provider: Provider, after_provider_call: Callable[[], None] | None
+) -> list[SendOutcome] | Exception:
+    """A slice's calls made here (a slice alone has nothing to overlap with)."""
+    future: Future[list[SendOutcome]] = Future()
+    try:
+        future.set_result(send_many(provider, claimed.requests) if claimed.attempts else [])
+    except Exception as exc:  # noqa: BLE001 - see _answers
+        future.set_exception(exc)
+    return _answers((claimed, future), after_provider_call)
+
+
+def _answers(
+    sending: tuple[_Claimed, Future[list[SendOutcome]]], after_provider_call: Callable[[], None] | None
+) -> list[SendOutcome] | Exception:
+    """What the provider said to a slice, or what its calls raised (only a provider without the gate
+    raises: the gate turns a raising call into an unknown outcome)."""
+    claimed, future = sending
+    try:
+        outcomes = future.result()
+    except Exception as exc:  # noqa: BLE001 - their attempts stay unsettled; their messages are retried
+        return exc
+    if after_provider_call is not None and claimed.attempts:
         after_provider_call()  # a test's crash point: the provider may have them, and nothing is recorded
-    for attempt, outcome in zip(attempts, outcomes, strict=True):
-        log.info(
-            "dispatch.outcome",
-            email_id=attempt.request.email_id,
-            outcome=outcome.outcome.value,
-            status=outcome.status,
-            reason=outcome.reason,
-        )
-    recorded = _record_all(attempts, outcomes, uow, provider.name, clock, policy)
-    for attempt, error in zip(attempts, recorded, strict=True):
+    return outcomes
+
+
+def _record_slice(
+    claimed: _Claimed,
+    answers: list[SendOutcome] | Exception,
+    uow: AbstractUnitOfWork,
+    provider: Provider,
+    clock: Clock,
+    policy: RetryPolicy,
+) -> list[Exception | None]:
+    errors = claimed.errors
+    if not claimed.attempts:
+        return errors
+    if isinstance(answers, Exception):
+        recorded: list[Exception | None] = [answers] * len(claimed.attempts)
+    else:
+        for attempt, outcome in zip(claimed.attempts, answers, strict=True):
+            log.info(
+                "dispatch.outcome",
+                email_id=attempt.request.email_id,
+                outcome=outcome.outcome.value,
+                status=outcome.status,
+                reason=outcome.reason,
+            )
+        recorded = _record_all(claimed.attempts, answers, uow, provider.name, clock, policy)
+    for attempt, error in zip(claimed.attempts, recorded, strict=True):
         errors[attempt.index] = error
     return errors
 

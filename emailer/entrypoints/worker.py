@@ -126,10 +126,11 @@ class Worker:
         route = self.app.registry.route(DISPATCH)
         if not s.dispatch_locally or s.fail_handling == DISPATCH or route is None or route.batch is None:
             return None
+        assert self.relay is not None
         return LocalDispatcher(
             route.batch,
             self.app.new_uow,
-            self.app.outbox.publish_committed,
+            self.relay.publish_committed,  # after the EmailQueued the consumer handed over: in order
             s.input_queue,
             s.batch_size,
             self.stopping,

@@ -7,6 +7,7 @@ in how many rounds).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -16,7 +17,7 @@ from contracts.wire import H
 from emailer.adapters.providers.gate import Admission, DrainRate, ProviderGate
 from emailer.domain import EmailStatus, RetryPolicy
 from handlers.dispatch_email import Dispatch, dispatch_emails
-from handlers.ports import MessageContext, Outcome, SendOutcome
+from handlers.ports import MessageContext, Outcome, OutgoingEmail, SendOutcome
 from handlers.send_email import send_email as handle_send_email
 from tests.factories import send_email
 from tests.fakes import FakeBlobStore, FakeClock, FakeProviderState, FakeUnitOfWork, RecordingProvider
@@ -256,9 +257,10 @@ class Crash(BaseException):
 def test_a_crash_leaves_unknown_only_the_emails_whose_calls_could_have_been_under_way(
     uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
 ) -> None:
-    """A batch of 6 with 2 calls in flight goes in slices of 2: a crash after the first slice's calls
-    leaves those 2 in ``dispatching`` (unknown outcome, never resent blind) and the 4 others queued,
-    not attempted (their DispatchEmail is redelivered), instead of the whole batch held as unknown."""
+    """A batch of 6 with 2 calls in flight goes in slices of 2, the next slice claimed while the calls
+    of one are in flight: a crash after the first slice's calls leaves those 2 and the 2 claimed meanwhile
+    (not sent) in ``dispatching`` (unknown outcome, never resent blind) and the last 2 queued, not
+    attempted (their DispatchEmail is redelivered), instead of the whole batch held as unknown."""
     ids = accepted_emails(uow, clock, 6, blobs)
 
     def die() -> None:
@@ -268,7 +270,7 @@ def test_a_crash_leaves_unknown_only_the_emails_whose_calls_could_have_been_unde
         dispatch_emails(batch_of(ids), uow, blobs, provider, clock, POLICY, die, in_flight=2)
     assert [e.email_id for e in provider.sent] == ids[:2]
     statuses = [uow.store.emails[i].status for i in ids]
-    assert statuses == [EmailStatus.DISPATCHING] * 2 + [EmailStatus.QUEUED] * 4
+    assert statuses == [EmailStatus.DISPATCHING] * 4 + [EmailStatus.QUEUED] * 2
 
 
 def test_slices_of_the_calls_in_flight_answer_for_every_dispatch_in_order(
@@ -280,3 +282,42 @@ def test_slices_of_the_calls_in_flight_answer_for_every_dispatch_in_order(
     assert uow.commits - commits_before == 6  # three slices: a claim and a record each
     assert all(uow.store.emails[i].status is EmailStatus.ACCEPTED for i in ids)
     assert sorted(e.email_id for e in provider.sent) == sorted(ids)
+
+
+class WatchingProvider(RecordingProvider):
+    """Holds each call until the handler has done, meanwhile, what should overlap it (bounded wait):
+    the first slice's call until the second slice is claimed, the second's until the first is recorded."""
+
+    def __init__(self, uow: FakeUnitOfWork, first: str, second: str) -> None:
+        super().__init__()
+        self.uow, self.first, self.second = uow, first, second
+        self.seen: list[bool] = []
+
+    def send(self, email: OutgoingEmail) -> SendOutcome:
+        emails = self.uow.store.emails
+
+        def overlap() -> bool:
+            if email.email_id == self.first:
+                return emails[self.second].status is EmailStatus.DISPATCHING
+            return emails[self.first].status is EmailStatus.ACCEPTED
+
+        deadline = time.monotonic() + 5.0
+        while not overlap() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self.seen.append(overlap())
+        return super().send(email)
+
+
+def test_the_next_slice_is_claimed_and_the_last_one_recorded_while_calls_are_in_flight(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore
+) -> None:
+    """The database's round trips hide behind the provider's: while the first slice's call is in
+    flight the second slice is claimed, and while the second's is in flight the first is recorded."""
+    first, second = accepted_emails(uow, clock, 2, blobs)
+    provider = WatchingProvider(uow, first, second)
+    assert dispatch_emails(batch_of([first, second]), uow, blobs, provider, clock, POLICY, in_flight=1) == [
+        None,
+        None,
+    ]
+    assert provider.seen == [True, True]
+    assert [e.email_id for e in provider.sent] == [first, second]
