@@ -49,6 +49,24 @@ def test_batches_are_handed_over_at_once_and_published_in_commit_order(engine: E
     assert pending(engine) == set()
 
 
+def test_batches_committed_while_a_round_is_out_go_together_in_the_next_round(engine: Engine) -> None:
+    """One confirm wait and one marking for what piled up behind a round, still in commit order."""
+    clock, publisher = FakeClock(), GatedPublisher()
+    outbox = Outbox(engine, publisher, clock)
+    relay = BackgroundRelay(outbox)
+    written = write(engine, clock, 5)
+    relay.publish_committed(written[:1])
+    assert publisher.entered.wait(WAIT)  # the first round is out, waiting for the broker
+    relay.publish_committed(written[1:3])
+    relay.publish_committed(written[3:])
+
+    publisher.gate.set()
+    assert relay.close(WAIT)
+    assert publisher.calls == 2
+    assert [m.message_id for m in publisher.published] == [f"msg-{i}" for i in range(5)]
+    assert pending(engine) == set()
+
+
 def test_the_sweep_of_this_process_leaves_the_rows_the_relay_holds(engine: Engine) -> None:
     clock, publisher = FakeClock(), GatedPublisher()
     outbox = Outbox(engine, publisher, clock)

@@ -62,7 +62,22 @@ class BackgroundRelay:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        while (batch := self._batches.get()) is not None:
+        stopping = False
+        while not stopping:
+            batch = self._batches.get()
+            if batch is None:
+                return
+            # What was committed meanwhile goes in the same round, in commit order: one confirm wait
+            # and one marking for all of it, and no batch waits behind the marking of the one before.
+            while True:
+                try:
+                    more = self._batches.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch += more
             try:
                 self.outbox.publish_committed(batch)  # never raises for a failed publish: left for the sweep
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any surprise
