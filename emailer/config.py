@@ -67,10 +67,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(50, ge=1, le=10000, description="messages handled in one transaction")
     dispatch_concurrency: int = Field(32, ge=1, le=256, description="provider calls in flight per worker")
     dispatch_locally: bool = Field(
-        False,
-        description="the worker that accepted an email also dispatches it at once in a thread beside its "
-        "consumer (its DispatchEmail, behind any backlog, then finds it done): a backlog no longer delays "
-        "dispatch, but the two threads share one interpreter, so acceptance slows while dispatch runs",
+        True,
+        description="the worker that accepted emails dispatches them right after the commit, before its "
+        "next batch, while it keeps up (its batches lately under half full); their DispatchEmail still comes "
+        "round and finds them done. Off: every email waits for its DispatchEmail to come round the queue",
     )
     immediate_retries: int = Field(
         5, ge=0, le=100, description="times a failing message is tried again at once, before delayed retries"

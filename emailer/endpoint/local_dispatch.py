@@ -1,37 +1,38 @@
-"""Dispatch at once, in the process that accepted the email, beside the consumer (EMAILER_DISPATCH_LOCALLY).
+"""Dispatch at once, on the consumer thread, what the consumer just accepted (EMAILER_DISPATCH_LOCALLY).
 
-A ``DispatchEmail`` goes to the tail of the input queue: behind a backlog of
-commands it waits for all of them, and the consumer runs dispatches and
-acceptances one batch after the other. So once a commit that asked for
-dispatches is published (its ``EmailQueued`` confirmed first), the worker also
-hands those dispatches to a thread of its own, which runs the same batch handler
-(``handlers.dispatch_email.dispatch_emails``) while the consumer goes on.
+A ``DispatchEmail`` goes to the tail of the input queue: under load it comes
+round in the consumer's next batch at the earliest, behind a backlog after all
+of it. So once a commit that asked for dispatches has been handed to the outbox
+relay (its ``EmailQueued`` first in the relay's order), the consumer runs the
+dispatch batch handler (``handlers.dispatch_email.dispatch_emails``) on those
+emails itself, before it takes its next batch, and hands what that committed to
+the same relay, after the ``EmailQueued`` (a subscriber sees an email's events
+in order).
+
+Only when the consumer is keeping up: batches lately half full or more mean a
+backlog is waiting in the queue, and then acceptance comes first (a burst is taken in at the accept
+path's speed, which the provider's state does not limit) and the messages
+dispatch the emails when they come round.
 
 The message still goes through the broker and stays the rule: it wakes whichever
 worker takes it, and it is the way back after a crash here. When it arrives the
 email has been attempted (not due any more) or is being attempted (held:
 ``SKIP LOCKED`` leaves it out), so handling it costs its batch one query. This
-path acks nothing and nothing depends on it: a full hand-over queue, an error or
-a stop just leaves the email to its message. Crash-safety is the batch handler's,
-as on the consumer's path (claim, send, record; never resent blind).
+path acks nothing and nothing depends on it: an error just leaves the email to
+its message. Crash-safety is the batch handler's, as on the message's path
+(claim, send, record; never resent blind).
 
-What the dispatcher commits goes to the same outbox relay as the consumer's
-commits, after the ``EmailQueued`` that asked for it, so a subscriber still sees
-an email's events in order.
-
-Off by default. Measured (bench/throughput.py, N=3000, one worker, a quiet 2-core
-machine, provider_max_rate=0): closed loop, accept 675 emails/s against 1,325
-without it and the full path 284 against 346; open loop at 200 emails/s, accept
-p50/p99 24/50 ms against 11/29 ms and the full path 76/130 ms against 48/117 ms.
-One process has one interpreter lock: the two threads take turns on it, and the
-dispatcher's smaller batches cost more per email.
+On by default. Measured (bench/throughput.py, N=3000, one worker, a quiet 2-core
+machine, provider_max_rate=0): see bench/README.md. An earlier version ran this
+on a thread of its own beside the consumer: worse on every figure (closed loop,
+accept 675 emails/s against 1,325 without it; open loop at 200 emails/s, accept
+p99 50 against 29 ms), as the two threads took turns on one interpreter lock and
+the dispatcher's batches were smaller.
 """
 
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,8 +49,8 @@ BatchHandler = Callable[[list[tuple[Any, MessageContext]], AbstractUnitOfWork], 
 DISPATCH = DispatchEmail.type_name()
 
 
-class LocalDispatcher(threading.Thread):
-    """``offer`` the messages a commit wrote (and published); the thread dispatches their DispatchEmails."""
+class LocalDispatch:
+    """Called with what a commit wrote, once handed to the relay: dispatches its DispatchEmails now."""
 
     def __init__(
         self,
@@ -57,49 +58,39 @@ class LocalDispatcher(threading.Thread):
         uow_factory: Callable[[], AbstractUnitOfWork],
         publish_committed: Callable[[Sequence[OutgoingMessage]], bool],
         input_queue: str,
+        batch_in_hand: Callable[[], int],
         batch_size: int,
-        stop: threading.Event,
-        capacity: int = 10_000,
     ) -> None:
-        super().__init__(name="local-dispatch", daemon=True)
         self.batch = batch
         self.uow_factory = uow_factory
         self.publish_committed = publish_committed
         self.input_queue = input_queue
+        self.batch_in_hand = batch_in_hand
         self.batch_size = batch_size
-        self.stop = stop
-        self._waiting: queue.Queue[tuple[DispatchEmail, MessageContext]] = queue.Queue(capacity)
+        self._load = 0.0
+        """The consumer's batches, how full on average (recent ones weigh most)."""
 
-    def offer(self, written: Sequence[OutgoingMessage]) -> None:
-        """Take the DispatchEmails to this endpoint among ``written`` (if full: left to their messages)."""
-        for message in written:
-            if message.message_type != DISPATCH or message.destination != self.input_queue:
-                continue
-            command = DispatchEmail.model_construct(email_id=json.loads(message.body)["email_id"])
-            context = MessageContext(message.message_id, message.message_type, dict(message.headers))
-            try:
-                self._waiting.put_nowait((command, context))
-            except queue.Full:
-                return
+    def backlog(self) -> bool:
+        """The consumer's batches have lately been half full or more: messages are waiting."""
+        self._load = 0.75 * self._load + 0.25 * self.batch_in_hand()
+        return 2 * self._load >= self.batch_size
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                first = self._waiting.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            items = [first]
-            while len(items) < self.batch_size:
-                try:
-                    items.append(self._waiting.get_nowait())
-                except queue.Empty:
-                    break
-            self._dispatch(items)
-
-    def _dispatch(self, items: list[tuple[DispatchEmail, MessageContext]]) -> None:
+    def __call__(self, written: Sequence[OutgoingMessage]) -> None:
+        if self.backlog():
+            return  # acceptance first: the messages come round once the backlog is taken in
+        items = [
+            (
+                DispatchEmail.model_construct(email_id=json.loads(message.body)["email_id"]),
+                MessageContext(message.message_id, message.message_type, dict(message.headers)),
+            )
+            for message in written
+            if message.message_type == DISPATCH and message.destination == self.input_queue
+        ]
+        if not items:
+            return
         uow = self.uow_factory()
         try:
-            errors = self.batch(list(items), uow)
+            errors = self.batch(items, uow)
         except Exception as exc:  # noqa: BLE001 - their messages will dispatch them
             log.warning("local_dispatch.failed", size=len(items), error=redaction.describe(exc))
             errors = []

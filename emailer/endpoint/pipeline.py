@@ -144,6 +144,8 @@ class MessagePipeline(Generic[D]):
         self._lock = threading.Lock()
         self.after_publish: Callable[[Sequence[OutgoingMessage]], None] | None = None
         """Given what a commit wrote once it is published (the worker's local dispatch)."""
+        self.batch_in_hand = 0
+        """How many deliveries the batch being handled has (a full batch: a backlog is waiting)."""
 
     # ------------------------------------------------------------ from the bus
 
@@ -151,6 +153,7 @@ class MessagePipeline(Generic[D]):
         """Handle, settle and relay; raises ``InfrastructureUnavailable`` (after the rest of the batch)
         if a dependency was down: the deliveries it left unsettled are to be handed over again."""
         self._outage = None
+        self.batch_in_hand = len(deliveries)
         decoded: list[tuple[D, Decoded]] = []
         for delivery in deliveries:
             abandoned = delivery.redelivered and delivery.message_id not in self._seen

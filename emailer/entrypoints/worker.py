@@ -15,7 +15,7 @@ from emailer.adapters.persistence.blob_refs import PurgeRules, purge_attachments
 from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_events
 from emailer.adapters.persistence.reconnect import with_reconnect
 from emailer.bootstrap import App
-from emailer.endpoint.local_dispatch import DISPATCH, LocalDispatcher
+from emailer.endpoint.local_dispatch import DISPATCH, LocalDispatch
 from emailer.endpoint.scheduler import schedule_due
 from emailer.infrastructure import unavailable_dependency
 from handlers.ports import lookup_of
@@ -89,10 +89,7 @@ class Worker:
                 "attachment-purge", s.attachment_purge_interval, self.purge_attachments_once, self.stopping
             ),
         ]
-        local = self._local_dispatcher()
-        if local is not None:
-            self.threads.append(local)
-            self.app.pipeline.after_publish = local.offer
+        self.app.pipeline.after_publish = self._local_dispatch()
         if self.app.policy.resend_needs_lookup:
             self.threads.append(
                 Ticker("reconciler", s.reconcile_interval, self.reconcile_once, self.stopping)
@@ -119,7 +116,7 @@ class Worker:
                 )
                 self.stopping.wait(1.0)
 
-    def _local_dispatcher(self) -> LocalDispatcher | None:
+    def _local_dispatch(self) -> LocalDispatch | None:
         """EMAILER_DISPATCH_LOCALLY (``emailer.endpoint.local_dispatch``); off where dispatching is made to
         fail on purpose (EMAILER_FAIL_HANDLING=DispatchEmail: recoverability must see every attempt)."""
         s = self.app.settings
@@ -127,13 +124,13 @@ class Worker:
         if not s.dispatch_locally or s.fail_handling == DISPATCH or route is None or route.batch is None:
             return None
         assert self.relay is not None
-        return LocalDispatcher(
+        return LocalDispatch(
             route.batch,
             self.app.new_uow,
             self.relay.publish_committed,  # after the EmailQueued the consumer handed over: in order
             s.input_queue,
-            s.batch_size,
-            self.stopping,
+            batch_in_hand=lambda: self.app.pipeline.batch_in_hand,
+            batch_size=s.batch_size,
         )
 
     def schedule_once(self) -> int:

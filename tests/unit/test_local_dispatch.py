@@ -1,15 +1,14 @@
-"""The worker's local dispatch: the DispatchEmails a commit wrote are dispatched at once beside the consumer.
+"""The worker's local dispatch: the DispatchEmails a commit wrote are dispatched at once, on the consumer.
 
 The message still comes round through the broker; these tests check that it
 then finds nothing left to do (one provider call in all), that only our own
-DispatchEmails are taken, and that a full hand-over leaves them to their messages.
+DispatchEmails are taken, that what the dispatch committed goes to the relay
+after what the accepting commit wrote, and that a consumer with a backlog
+leaves the emails to their messages.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from contracts import DispatchEmail
 from contracts.wire import ENDPOINT, H
 from emailer.domain import EmailStatus, RetryPolicy
-from emailer.endpoint.local_dispatch import LocalDispatcher
+from emailer.endpoint.local_dispatch import LocalDispatch
 from handlers.dispatch_email import Dispatch, dispatch_emails
 from handlers.ports import MessageContext, OutgoingMessage
 from handlers.send_email import send_email as handle_send_email
@@ -26,14 +25,16 @@ from tests.factories import send_email
 from tests.fakes import FakeBlobStore, FakeClock, FakeRelay, FakeUnitOfWork, RecordingProvider, _Store
 
 POLICY = RetryPolicy(jitter=0.0, first_delay=timedelta(seconds=5))
+BATCH = 50
 
 
 class Setup:
     def __init__(self) -> None:
         self.clock, self.store, self.blobs = FakeClock(), _Store(), FakeBlobStore()
-        self.provider, self.relay, self.stop = RecordingProvider(), FakeRelay(), threading.Event()
-        self.local = LocalDispatcher(
-            self.batch, self.new_uow, self.relay.publish_committed, ENDPOINT, 50, self.stop, capacity=3
+        self.provider, self.relay = RecordingProvider(), FakeRelay()
+        self.in_hand = 1
+        self.local = LocalDispatch(
+            self.batch, self.new_uow, self.relay.publish_committed, ENDPOINT, lambda: self.in_hand, BATCH
         )
 
     def new_uow(self) -> FakeUnitOfWork:
@@ -46,7 +47,7 @@ class Setup:
         return dispatch_emails(dispatches, uow, self.blobs, self.provider, self.clock, POLICY)
 
     def accept(self, n: int) -> tuple[list[str], list[OutgoingMessage]]:
-        """n SendEmails accepted in one commit: their ids and what the commit wrote."""
+        """n SendEmails accepted in one commit, handed to the relay: their ids and what the commit wrote."""
         uow, ids = self.new_uow(), []
         with uow:
             for i in range(n):
@@ -55,32 +56,25 @@ class Setup:
                 handle_send_email(command, uow, self.blobs, self.clock, POLICY)
                 uow.collect()
                 ids.append(command.email_id)
-            return ids, uow.commit()
-
-    def wait_sent(self, count: int) -> None:
-        deadline = time.monotonic() + 10
-        while len(self.provider.sent) < count or self.relay.publisher.calls < 1:
-            assert time.monotonic() < deadline, f"{len(self.provider.sent)} of {count} sent"
-            time.sleep(0.01)
+            written = uow.commit()
+        self.relay.publish_committed(written)
+        return ids, written
 
 
 @pytest.fixture
-def setup() -> Iterator[Setup]:
-    s = Setup()
-    yield s
-    s.stop.set()
-    if s.local.is_alive():
-        s.local.join(5)
+def setup() -> Setup:
+    return Setup()
 
 
 def test_an_accepted_email_is_dispatched_at_once_and_its_message_then_finds_nothing_to_do(
     setup: Setup,
 ) -> None:
     ids, written = setup.accept(2)
-    setup.local.start()
-    setup.local.offer(written)
-    setup.wait_sent(2)
-    assert sorted(m.message_type for m in setup.relay.publisher.published) == ["EmailDeliveryStarted"] * 2
+    setup.local(written)
+    assert len(setup.provider.sent) == 2
+    types = [m.message_type for m in setup.relay.publisher.published]
+    assert types[-2:] == ["EmailDeliveryStarted"] * 2  # after the accepting commit's EmailQueued
+    assert types.index("EmailQueued") < types.index("EmailDeliveryStarted")
     # The DispatchEmail messages come round through the broker: nothing is sent again.
     dispatches = [
         Dispatch(DispatchEmail(email_id=email_id), MessageContext(f"d-{n}", "DispatchEmail"))
@@ -92,15 +86,29 @@ def test_an_accepted_email_is_dispatched_at_once_and_its_message_then_finds_noth
     assert all(setup.store.emails[i].status is EmailStatus.ACCEPTED for i in ids)
 
 
-def test_only_our_own_dispatch_commands_are_taken_and_a_full_hand_over_leaves_the_rest(setup: Setup) -> None:
-    ids, written = setup.accept(5)
-    elsewhere = [m for m in written if m.message_type == "DispatchEmail"][:1]
+def test_only_our_own_dispatch_commands_are_taken(setup: Setup) -> None:
+    ids, written = setup.accept(3)
     setup.local.input_queue = "another-endpoint"
-    setup.local.offer(elsewhere)
+    setup.local(written)
+    assert setup.provider.sent == []
     setup.local.input_queue = ENDPOINT
-    setup.local.offer(written)  # 5 DispatchEmails and 5 EmailQueued; room for 3
-    setup.local.start()
-    setup.wait_sent(3)
-    assert len(setup.provider.sent) == 3
-    queued = [i for i in ids if setup.store.emails[i].status is EmailStatus.QUEUED]
-    assert len(queued) == 2  # left to their messages
+    setup.local([m for m in written if m.message_type != "DispatchEmail" or ids[0] in m.body.decode()])
+    assert [e.email_id for e in setup.provider.sent] == [ids[0]]
+
+
+def test_a_consumer_with_a_backlog_leaves_the_emails_to_their_messages(setup: Setup) -> None:
+    """Batches half full or more, lately: messages wait in the queue, acceptance comes first."""
+    setup.in_hand = BATCH
+    for _ in range(3):  # batches full for a while
+        setup.local([])
+    for _ in range(5):
+        ids, written = setup.accept(2)
+        setup.local(written)
+    assert setup.provider.sent == []
+    assert all(setup.store.emails[i].status is EmailStatus.QUEUED for i in ids)
+    setup.in_hand = 2  # the backlog is taken in: batches are small again
+    for _ in range(8):
+        setup.local([])
+    ids, written = setup.accept(1)
+    setup.local(written)
+    assert [e.email_id for e in setup.provider.sent] == ids
