@@ -35,6 +35,9 @@ class SqlProviderState(ProviderStateChanges):
     def __init__(self, engine: Engine, now: Callable[[], datetime]) -> None:
         """``now`` stamps ``updated_at``."""
         self.engine = engine
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        """For a plain read: one statement, no transaction (no BEGIN, no ROLLBACK: one round trip, not
+        three)."""
         self._now = now
 
     # ------------------------------------------------------------------ port
@@ -52,14 +55,14 @@ class SqlProviderState(ProviderStateChanges):
         return self._change(provider, step)
 
     def read(self, provider: str) -> ProviderState:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             query = select(provider_state).where(provider_state.c.provider == provider)
             row = conn.execute(query).mappings().first()
         return _state(provider, row)
 
     def read_all(self) -> list[ProviderState]:
         """Every provider's row (for ``/readyz``)."""
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             rows = conn.execute(select(provider_state).order_by(provider_state.c.provider)).mappings().all()
         return [_state(r["provider"], r) for r in rows]
 
