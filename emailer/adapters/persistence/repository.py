@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, select, update
 
 from emailer.adapters.persistence.bulk import among, insert_rows, update_from_arrays
 from emailer.adapters.persistence.mapping import (
@@ -170,22 +170,24 @@ class SqlEmailRepository:
         self._new = []
 
     def _insert_new(self, new: list[Email]) -> None:
+        """The new emails, their recipients and their attachments: a statement each (``insert_rows``:
+        on PostgreSQL the rows' JSON as one parameter, where an executemany had SQLAlchemy process, and
+        the ``json`` module encode, every row's content and metadata one by one)."""
         for email in new:
             email.version = 1
-        self.conn.execute(insert(emails), [email_row(e) for e in new])
+        insert_rows(self.conn, emails, [email_row(e) for e in new])
         recipient_rows = [
             {"email_id": e.id, "position": i, **recipient_row(r)}
             for e in new
             for i, r in enumerate(e.recipients)
         ]
-        self.conn.execute(insert(recipients), recipient_rows)
+        insert_rows(self.conn, recipients, recipient_rows)
         attachment_rows = [
             {"email_id": e.id, "position": i, **attachment_row(a)}
             for e in new
             for i, a in enumerate(e.attachments)
         ]
-        if attachment_rows:
-            self.conn.execute(insert(attachments), attachment_rows)
+        insert_rows(self.conn, attachments, attachment_rows)
 
     def _update(self, changed: list[Email]) -> None:
         """Every changed email of the transaction in one statement (an executemany on SQLite), each
