@@ -18,6 +18,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from emailer.adapters.persistence.engine import single_statements
 from emailer.adapters.persistence.tables import provider_state
 from emailer.adapters.providers.gate import (
     Admission,
@@ -35,9 +36,9 @@ class SqlProviderState(ProviderStateChanges):
     def __init__(self, engine: Engine, now: Callable[[], datetime]) -> None:
         """``now`` stamps ``updated_at``."""
         self.engine = engine
-        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
-        """For a plain read: one statement, no transaction (no BEGIN, no ROLLBACK: one round trip, not
-        three)."""
+        self._reads = single_statements(engine)
+        """For a plain read: one statement, no transaction on PostgreSQL (no BEGIN, no ROLLBACK: one
+        round trip, not three)."""
         self._now = now
 
     # ------------------------------------------------------------------ port
