@@ -80,6 +80,14 @@ def among(conn: Connection, column: ColumnElement[Any], values: Collection[Any])
     return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
+def among_keys(conn: Connection, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``among`` for a statement made once and run many times: the list is the parameter ``name``, given
+    at execution (one array on PostgreSQL, an expanding ``IN`` elsewhere)."""
+    if conn.dialect.name != "postgresql":
+        return column.in_(bindparam(name, expanding=True))
+    return column == any_(bindparam(name, type_=ARRAY(column.type)))
+
+
 def update_from_arrays(
     conn: Connection, table: Table, where: dict[str, str], rows: Sequence[dict[str, Any]]
 ) -> int:

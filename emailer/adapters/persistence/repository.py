@@ -10,13 +10,13 @@ ones updated with a version check (a concurrent change raises
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, select, update
 
-from emailer.adapters.persistence.bulk import among, insert_rows, update_from_arrays
+from emailer.adapters.persistence.bulk import among, among_keys, insert_rows, update_from_arrays
 from emailer.adapters.persistence.mapping import (
     Row,
     attachment_row,
@@ -70,13 +70,7 @@ class SqlEmailRepository:
         wanted = sorted(set(email_ids))
         if not wanted:
             return []
-        query = (
-            select(emails)
-            .where(among(self.conn, emails.c.id, wanted))
-            .order_by(emails.c.id)
-            .with_for_update(skip_locked=True)
-        )
-        return self._load_many(query)
+        return self._load_many(_statement(self.conn, "claim"), {"ids": wanted})
 
     def keep(self, emails: Iterable[Email]) -> None:
         for email in emails:
@@ -122,23 +116,17 @@ class SqlEmailRepository:
         ).mappings()
         return self._build(row, recipient_rows, attachment_rows)
 
-    def _load_many(self, query: Select[Any]) -> list[Email]:
+    def _load_many(self, query: Select[Any], parameters: dict[str, Any] | None = None) -> list[Email]:
         """The emails ``query`` selects (rows of ``emails``), with all their recipients and attachments in
         one query each; an email already loaded in this transaction is kept as it is."""
-        rows = self.conn.execute(query).mappings().all()
+        rows = self.conn.execute(query, parameters).mappings().all()
         fresh = [row["id"] for row in rows if row["id"] not in self._identity]
         by_email: dict[str, list[Row]] = defaultdict(list)
         attached: dict[str, list[Row]] = defaultdict(list)
         if fresh:
-            ordered = (recipients.c.email_id, recipients.c.position)
-            for r in self.conn.execute(
-                select(recipients).where(among(self.conn, recipients.c.email_id, fresh)).order_by(*ordered)
-            ):
+            for r in self.conn.execute(_statement(self.conn, "recipients"), {"ids": fresh}):
                 by_email[r.email_id].append(r._mapping)
-            ordered = (attachments.c.email_id, attachments.c.position)
-            for a in self.conn.execute(
-                select(attachments).where(among(self.conn, attachments.c.email_id, fresh)).order_by(*ordered)
-            ):
+            for a in self.conn.execute(_statement(self.conn, "attachments"), {"ids": fresh}):
                 attached[a.email_id].append(a._mapping)
         return [
             self._identity.get(row["id"]) or self._build(row, by_email[row["id"]], attached[row["id"]])
@@ -238,6 +226,38 @@ class SqlEmailRepository:
             recipients.c.position == bindparam("b_position"),
         )
         self.conn.execute(statement, rows)
+
+
+def _statement(conn: Connection, name: str) -> Select[Any]:
+    """The statement ``name`` for ``conn``'s dialect, made once (its keys a parameter, ``ids``): built per
+    call, each cost its construction and its cache key (SQLAlchemy memoizes a statement's key on it)."""
+    key = (conn.dialect.name, name)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        statement = _STATEMENTS[key] = _BUILDERS[name](conn)
+    return statement
+
+
+_STATEMENTS: dict[tuple[str, str], Select[Any]] = {}
+_BUILDERS: dict[str, Callable[[Connection], Select[Any]]] = {
+    # The claim: the emails locked, skipping those another transaction holds, in id order.
+    "claim": lambda conn: (
+        select(emails)
+        .where(among_keys(conn, emails.c.id, "ids"))
+        .order_by(emails.c.id)
+        .with_for_update(skip_locked=True)
+    ),
+    "recipients": lambda conn: (
+        select(recipients)
+        .where(among_keys(conn, recipients.c.email_id, "ids"))
+        .order_by(recipients.c.email_id, recipients.c.position)
+    ),
+    "attachments": lambda conn: (
+        select(attachments)
+        .where(among_keys(conn, attachments.c.email_id, "ids"))
+        .order_by(attachments.c.email_id, attachments.c.position)
+    ),
+}
 
 
 RECIPIENT_STATE = (
