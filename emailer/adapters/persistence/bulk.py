@@ -16,7 +16,7 @@ naive datetime is still refused), a JSON column's value nests in the document
 as it is (stored as ``jsonb``, it reads back the same), and each field is read
 back as its column's type: a row reads back the same either way.
 
-``update_from_arrays``: many rows updated by key in one statement (PostgreSQL),
+``update_from_rows``: many rows updated by key in one statement (PostgreSQL),
 the rows as one JSON parameter too.
 
 ``among``: ``column IN (...)`` for a list of thousands of keys. SQLAlchemy
@@ -88,7 +88,7 @@ def among_keys(conn: Connection, column: ColumnElement[Any], name: str) -> Colum
     return column == any_(bindparam(name, type_=ARRAY(column.type)))
 
 
-def update_from_arrays(
+def update_from_rows(
     conn: Connection, table: Table, where: dict[str, str], rows: Sequence[dict[str, Any]]
 ) -> int:
     """PostgreSQL: update many rows of ``table`` in one statement; how many rows it updated.
@@ -110,7 +110,7 @@ def update_from_arrays(
 
 
 _UPDATES: dict[tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...]], TextClause] = {}
-"""``update_from_arrays``'s statements, made once per table, key and columns (a handful in all)."""
+"""``update_from_rows``'s statements, made once per table, key and columns (a handful in all)."""
 
 
 def _update_statement(

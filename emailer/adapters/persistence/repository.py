@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, select, update
 
-from emailer.adapters.persistence.bulk import among, among_keys, insert_rows, update_from_arrays
+from emailer.adapters.persistence.bulk import among, among_keys, insert_rows, update_from_rows
 from emailer.adapters.persistence.mapping import (
     Row,
     attachment_row,
@@ -187,7 +187,7 @@ class SqlEmailRepository:
             email.version = expected + 1
             rows.append({"b_id": email.id, "b_version": expected, **email_changes_row(email)})
         if self.conn.dialect.name == "postgresql":
-            updated = update_from_arrays(self.conn, emails, {"id": "b_id", "version": "b_version"}, rows)
+            updated = update_from_rows(self.conn, emails, {"id": "b_id", "version": "b_version"}, rows)
         else:
             statement = update(emails).where(
                 emails.c.id == bindparam("b_id"), emails.c.version == bindparam("b_version")
@@ -205,9 +205,9 @@ class SqlEmailRepository:
 
     def _update_recipients(self, loaded: list[Email]) -> None:
         """Every changed recipient of the transaction in one statement (its email's version was checked):
-        on PostgreSQL one UPDATE from arrays of the columns a recipient's state changes, elsewhere an
-        executemany (psycopg's is one UPDATE per recipient, a tenth of the worker's time in
-        bench/webhooks.py)."""
+        on PostgreSQL one UPDATE from the rows (one JSON parameter) of the columns a recipient's state
+        changes, elsewhere an executemany (psycopg's is one UPDATE per recipient, a tenth of the
+        worker's time in bench/webhooks.py)."""
         rows = []
         for email in loaded:
             for position, r in enumerate(email.recipients):
@@ -219,7 +219,7 @@ class SqlEmailRepository:
         if self.conn.dialect.name == "postgresql":
             keys = {"email_id": "b_email_id", "position": "b_position"}
             state = [{k: row[k] for k in (*keys.values(), *RECIPIENT_STATE)} for row in rows]
-            update_from_arrays(self.conn, recipients, keys, state)
+            update_from_rows(self.conn, recipients, keys, state)
             return
         statement = update(recipients).where(
             recipients.c.email_id == bindparam("b_email_id"),
