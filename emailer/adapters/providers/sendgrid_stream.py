@@ -128,4 +128,3 @@ class _Written:
         """Close the attachment streams a request left half-read (a failure mid-body)."""
         if self._chunks is not None:
             self._chunks.close()
-
