@@ -108,6 +108,8 @@ class KeptConnections:
         timeouts above: what the client adds on top (a cookie jar fed by every answer, redirects,
         auth, default headers, event hooks) is nothing a provider call uses, and cost about a third of
         the client's CPU per request. Failures are httpx's own exceptions, as from the client.
+        ``Client._transport_for_url`` is httpx's own routing (private, unchanged since 0.18; the
+        sandbox tests and tests/integration/test_sendgrid_connections.py go through it).
         """
         request = httpx.Request("POST", url, headers=headers, content=content)
         request.extensions["timeout"] = self._timeouts
