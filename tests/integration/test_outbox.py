@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from contracts.wire import H
 from emailer.adapters.persistence import outbox as outbox_rows
+from emailer.adapters.persistence.bulk import COPY_FROM_ROWS
 from emailer.adapters.persistence.inbox import purge_inbox, purge_provider_events
 from emailer.adapters.persistence.outbox import Outbox
 from emailer.adapters.persistence.tables import inbox, outbox
@@ -26,9 +27,6 @@ from handlers.ports import OutgoingMessage
 from tests.fakes import FakeClock, RecordingPublisher
 
 WAIT = 10.0  # seconds: the longest any condition below may take
-
-MANY_ROWS = 25
-"""More rows than one or two: one statement of many rows on PostgreSQL (``bulk.py``)."""
 
 
 def message(n: int) -> OutgoingMessage:
@@ -125,13 +123,14 @@ def test_the_sweep_publishes_pending_rows_once_as_they_were_written(engine: Engi
     assert publisher.published == written and sweeper.pending_count() == 0
 
 
-def test_a_commit_of_many_rows_reads_back_as_written(engine: Engine) -> None:
-    """Many rows in one JSON parameter on PostgreSQL (``bulk.py``): the same rows as an executemany writes,
+@pytest.mark.parametrize("rows", [25, COPY_FROM_ROWS + 5], ids=["json", "copy"])
+def test_a_commit_of_many_rows_reads_back_as_written(engine: Engine, rows: int) -> None:
+    """Many rows, as JSON and by COPY on PostgreSQL (``bulk.py``): the same rows as an executemany writes,
     a quote, a tab, a backslash, a newline and non-ASCII in a header or body included."""
     clock, publisher = FakeClock(), RecordingPublisher()
     sweeper = Outbox(engine, publisher, clock)
     odd = 'a "b"\tc\\d\ne \u00e9\u2603'
-    written = [message(n) for n in range(MANY_ROWS)]
+    written = [message(n) for n in range(rows)]
     written[3] = replace(written[3], headers={**written[3].headers, "X-Odd": odd})
     written[7] = replace(written[7], body=json.dumps({"email_id": odd}).encode())
     with engine.begin() as conn:

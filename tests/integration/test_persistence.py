@@ -16,6 +16,7 @@ from sqlalchemy import Engine, Table, func, select
 
 from contracts.wire import H
 from emailer.adapters.persistence import schema
+from emailer.adapters.persistence.bulk import COPY_FROM_ROWS
 from emailer.adapters.persistence.queries import email_view
 from emailer.adapters.persistence.tables import emails, inbox, metadata, outbox
 from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
@@ -27,9 +28,6 @@ from tests.factories import send_email
 from tests.fakes import FakeClock
 
 POLICY = RetryPolicy(jitter=0.0)
-
-MANY_ROWS = 25
-"""More rows than one or two: one statement of many rows on PostgreSQL (``bulk.py``)."""
 
 
 def count(engine: Engine, table: Table) -> int:
@@ -159,21 +157,22 @@ def test_due_emails_and_the_read_side(engine: Engine) -> None:
     assert email_view(engine, "nope") is None
 
 
-def test_many_timeline_steps_of_one_transaction_read_back_in_order(engine: Engine) -> None:
-    """Many steps in one JSON parameter on PostgreSQL (``bulk.py``): read back as an executemany writes."""
+@pytest.mark.parametrize("rows", [25, COPY_FROM_ROWS + 5], ids=["json", "copy"])
+def test_many_timeline_steps_of_one_transaction_read_back_in_order(engine: Engine, rows: int) -> None:
+    """Many steps, as JSON and by COPY on PostgreSQL (``bulk.py``): read back as an executemany writes."""
     clock = FakeClock()
     email = add_email(engine, clock, to=[{"email": "ann@example.com"}], cc=[], bcc=[])
     with SqlUnitOfWork(engine, clock) as uow:
         loaded = uow.emails.get(email.id)
         assert loaded is not None
-        for n in range(MANY_ROWS):
+        for n in range(rows):
             clock.advance(1)
             loaded._record(clock.now(), "note", {"n": n, "text": 'a "quote"\ttab\\ \u00e9'})
         uow.commit()
     view = email_view(engine, email.id)
     assert view is not None
     notes = [step for step in view["timeline"] if step["kind"] == "note"]
-    assert [s["n"] for s in notes] == list(range(MANY_ROWS))
+    assert [s["n"] for s in notes] == list(range(rows))
     assert {s["text"] for s in notes} == {'a "quote"\ttab\\ \u00e9'}
     assert notes[-1]["at"] == clock.now().isoformat()
 
