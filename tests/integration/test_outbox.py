@@ -123,13 +123,14 @@ def test_the_sweep_publishes_pending_rows_once_as_they_were_written(engine: Engi
     assert publisher.published == written and sweeper.pending_count() == 0
 
 
-def test_a_commit_of_many_rows_reads_back_as_written(engine: Engine) -> None:
-    """Enough rows for a COPY on PostgreSQL (``bulk.py``): the same rows as an executemany writes,
+@pytest.mark.parametrize("rows", [25, COPY_FROM_ROWS + 5], ids=["json", "copy"])
+def test_a_commit_of_many_rows_reads_back_as_written(engine: Engine, rows: int) -> None:
+    """Many rows, as JSON and by COPY on PostgreSQL (``bulk.py``): the same rows as an executemany writes,
     a quote, a tab, a backslash, a newline and non-ASCII in a header or body included."""
     clock, publisher = FakeClock(), RecordingPublisher()
     sweeper = Outbox(engine, publisher, clock)
     odd = 'a "b"\tc\\d\ne \u00e9\u2603'
-    written = [message(n) for n in range(COPY_FROM_ROWS + 5)]
+    written = [message(n) for n in range(rows)]
     written[3] = replace(written[3], headers={**written[3].headers, "X-Odd": odd})
     written[7] = replace(written[7], body=json.dumps({"email_id": odd}).encode())
     with engine.begin() as conn:

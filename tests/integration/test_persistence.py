@@ -157,21 +157,22 @@ def test_due_emails_and_the_read_side(engine: Engine) -> None:
     assert email_view(engine, "nope") is None
 
 
-def test_many_timeline_steps_of_one_transaction_read_back_in_order(engine: Engine) -> None:
-    """Enough steps for a COPY on PostgreSQL (``bulk.py``): read back as an executemany writes them."""
+@pytest.mark.parametrize("rows", [25, COPY_FROM_ROWS + 5], ids=["json", "copy"])
+def test_many_timeline_steps_of_one_transaction_read_back_in_order(engine: Engine, rows: int) -> None:
+    """Many steps, as JSON and by COPY on PostgreSQL (``bulk.py``): read back as an executemany writes."""
     clock = FakeClock()
     email = add_email(engine, clock, to=[{"email": "ann@example.com"}], cc=[], bcc=[])
     with SqlUnitOfWork(engine, clock) as uow:
         loaded = uow.emails.get(email.id)
         assert loaded is not None
-        for n in range(COPY_FROM_ROWS + 5):
+        for n in range(rows):
             clock.advance(1)
             loaded._record(clock.now(), "note", {"n": n, "text": 'a "quote"\ttab\\ \u00e9'})
         uow.commit()
     view = email_view(engine, email.id)
     assert view is not None
     notes = [step for step in view["timeline"] if step["kind"] == "note"]
-    assert [s["n"] for s in notes] == list(range(COPY_FROM_ROWS + 5))
+    assert [s["n"] for s in notes] == list(range(rows))
     assert {s["text"] for s in notes} == {'a "quote"\ttab\\ \u00e9'}
     assert notes[-1]["at"] == clock.now().isoformat()
 

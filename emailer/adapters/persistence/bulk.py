@@ -1,18 +1,24 @@
-"""Many rows in one statement: inserted with COPY on PostgreSQL, picked by a list of keys as one array.
+"""Many rows in one statement: written and updated from one JSON parameter, picked by keys as one array.
 
-``insert_rows``: many rows into one table inside the caller's transaction,
-COPY on PostgreSQL, an executemany elsewhere.
+``insert_rows``: many rows into one table inside the caller's transaction; on
+PostgreSQL ``INSERT ... SELECT`` from ``json_to_recordset`` of the rows' JSON
+(a few dozen rows: a dispatch slice), ``COPY`` from ``COPY_FROM_ROWS`` rows (a
+delivery-report batch), an executemany elsewhere.
 
-A delivery-report batch writes thousands of timeline and outbox rows. As an
-executemany, psycopg sends one INSERT per row (pipelined) and SQLAlchemy
+As an executemany, psycopg sends one INSERT per row (pipelined) and SQLAlchemy
 processes every parameter of every row: about 28 us of CPU per outbox row.
-``COPY ... FROM STDIN`` streams them as one command: about 11 us
-(bench/webhooks.py). The values are bound as the columns' types bind them
-(``TypeDecorator.process_bind_param``, JSON as ``jsonb``), so a row reads back
-the same either way. Being part of the transaction, a COPY is rolled back with
-it.
+``COPY ... FROM STDIN`` costs about 5 us a row, in Python (``write_row``), and
+two round trips (the COPY, then its end). The rows' JSON, encoded by
+pydantic-core in one call, is one parameter and one round trip, about 4 us of
+CPU a row, but the server takes about twice as long to read a row from it as
+from COPY: fewer rows, JSON; many, COPY (``COPY_FROM_ROWS``). Every value is
+bound as its column's type binds it (``TypeDecorator.process_bind_param``: a
+naive datetime is still refused), a JSON column's value nests in the document
+as it is or goes as ``jsonb`` to COPY, and each field is read as its column's
+type: a row reads back the same either way.
 
-``update_from_arrays``: many rows updated by key in one statement (PostgreSQL).
+``update_from_rows``: many rows updated by key in one statement (PostgreSQL),
+the rows as one JSON parameter too.
 
 ``among``: ``column IN (...)`` for a list of thousands of keys. SQLAlchemy
 expands the list into one parameter per key, and psycopg then parses a new
@@ -28,23 +34,41 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 from pydantic_core import to_json
-from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam, insert, text
+from sqlalchemy import JSON, ColumnElement, Connection, Table, TextClause, any_, bindparam, insert, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeDecorator
 
-COPY_FROM_ROWS = 20
-"""Fewer rows than this go as an executemany (a COPY costs a round trip of its own to set up)."""
+COPY_FROM_ROWS = 64
+"""From this many rows, ``insert_rows`` goes by COPY on PostgreSQL: the server reads a row of COPY in
+about half the time it takes to read it from JSON (bench: ~1 KB outbox rows, 1024 a transaction, 8
+against 16 us a row, wall), which outweighs COPY's extra round trip and its Python per row (5 against 4
+us of CPU) once the rows are many; below, the JSON is cheaper every way (32 rows: 10 against 13-16 us
+of CPU a row, the same wall time)."""
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``rows`` (every one with the same keys) into ``table``."""
     if not rows:
         return
-    if conn.dialect.name != "postgresql" or len(rows) < COPY_FROM_ROWS:
+    if conn.dialect.name != "postgresql":
         conn.execute(insert(table), list(rows))
         return
-    names = list(rows[0])
-    binders = [_binder(conn, table, name) for name in names]
+    names = tuple(rows[0])
+    if len(rows) >= COPY_FROM_ROWS:
+        _copy(conn, table, names, rows)
+        return
+    binders = [(name, _binder(conn, table, name)) for name in names]
+    bound = [(name, bind) for name, bind in binders if bind is not _same]
+    values: Sequence[dict[str, Any]] = rows
+    if bound:
+        values = [{**row, **{name: bind(row[name]) for name, bind in bound}} for row in rows]
+    statement = _insert_statement(conn, table, names)
+    conn.execute(statement, {"rows": to_json(values).decode()})
+
+
+def _copy(conn: Connection, table: Table, names: tuple[str, ...], rows: Sequence[dict[str, Any]]) -> None:
+    """``COPY ... FROM STDIN`` in the caller's transaction (rolled back with it)."""
+    binders = [_jsonb if isinstance(table.c[n].type, JSON) else _binder(conn, table, n) for n in names]
     quote = conn.dialect.identifier_preparer.quote
     statement = f"COPY {quote(table.name)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
     raw = conn.connection.driver_connection
@@ -54,6 +78,25 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
             copy.write_row([bind(row[name]) for name, bind in zip(names, binders, strict=True)])
 
 
+_INSERTS: dict[tuple[str, str, tuple[str, ...]], TextClause] = {}
+"""``insert_rows``' statements, made once per table and columns (a handful in all)."""
+
+
+def _insert_statement(conn: Connection, table: Table, names: tuple[str, ...]) -> TextClause:
+    cache_key = (conn.dialect.name, table.name, names)
+    statement = _INSERTS.get(cache_key)
+    if statement is None:
+        quote = conn.dialect.identifier_preparer.quote
+        columns = ", ".join(quote(name) for name in names)
+        record = ", ".join(f"{quote(name)} {table.c[name].type.compile(conn.dialect)}" for name in names)
+        statement = text(
+            f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns}"
+            f" FROM json_to_recordset(CAST(:rows AS json)) AS v({record})"
+        )
+        _INSERTS[cache_key] = statement
+    return statement
+
+
 def among(conn: Connection, column: ColumnElement[Any], values: Collection[Any]) -> ColumnElement[bool]:
     """``column`` is one of ``values``: one array parameter on PostgreSQL, an ``IN`` list elsewhere."""
     if conn.dialect.name != "postgresql":
@@ -61,45 +104,76 @@ def among(conn: Connection, column: ColumnElement[Any], values: Collection[Any])
     return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
-def update_from_arrays(
+def among_keys(conn: Connection, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``among`` for a statement made once and run many times: the list is the parameter ``name``, given
+    at execution (one array on PostgreSQL, an expanding ``IN`` elsewhere)."""
+    if conn.dialect.name != "postgresql":
+        return column.in_(bindparam(name, expanding=True))
+    return column == any_(bindparam(name, type_=ARRAY(column.type)))
+
+
+def update_from_rows(
     conn: Connection, table: Table, where: dict[str, str], rows: Sequence[dict[str, Any]]
 ) -> int:
     """PostgreSQL: update many rows of ``table`` in one statement; how many rows it updated.
 
     ``where`` maps a column to the key of ``rows`` holding the value it must have
     (the primary key, a version); every other key of a row is a column to set.
-    Each goes as one array parameter: ``UPDATE ... FROM unnest(...)``, where an
-    executemany would be one UPDATE per row.
+    The rows go as ONE parameter, their JSON (``UPDATE ... FROM
+    json_to_recordset(...)``, each field read back as its column's type), where
+    an executemany would be one UPDATE per row. Arrays, one a column, were what
+    this did first: psycopg dumps a list parameter element by element in Python,
+    about 5 % of a worker's samples in dispatch; pydantic-core encodes the whole
+    batch at once.
     """
-    names = [name for name in rows[0] if name not in where.values()]
-    keys = list(where.items())
-    quote = conn.dialect.identifier_preparer.quote
-    arrays = [f"CAST(:{key} AS {table.c[column].type.compile(conn.dialect)}[])" for column, key in keys] + [
-        f"CAST(:{name} AS {table.c[name].type.compile(conn.dialect)}[])" for name in names
-    ]
-    aliases = [f"w_{i}" for i in range(len(keys))] + [f"s_{i}" for i in range(len(names))]
-    statement = (
-        f"UPDATE {quote(table.name)} AS t SET "
-        + ", ".join(f"{quote(name)} = v.s_{i}" for i, name in enumerate(names))
-        + f" FROM unnest({', '.join(arrays)}) AS v({', '.join(aliases)}) WHERE "
-        + " AND ".join(f"t.{quote(column)} = v.w_{i}" for i, (column, _) in enumerate(keys))
-    )
-    parameters = {key: [row[key] for row in rows] for key in (*where.values(), *names)}
-    return int(conn.execute(text(statement), parameters).rowcount)
+    names = tuple(name for name in rows[0] if name not in where.values())
+    statement = _update_statement(conn, table, tuple(where.items()), names)
+    fields = (*where.values(), *names)
+    values = [{key: row[key] for key in fields} for row in rows]
+    return int(conn.execute(statement, {"rows": to_json(values).decode()}).rowcount)
+
+
+_UPDATES: dict[tuple[str, str, tuple[tuple[str, str], ...], tuple[str, ...]], TextClause] = {}
+"""``update_from_rows``'s statements, made once per table, key and columns (a handful in all)."""
+
+
+def _update_statement(
+    conn: Connection, table: Table, keys: tuple[tuple[str, str], ...], names: tuple[str, ...]
+) -> TextClause:
+    cache_key = (conn.dialect.name, table.name, keys, names)
+    statement = _UPDATES.get(cache_key)
+    if statement is None:
+        quote = conn.dialect.identifier_preparer.quote
+        fields = [(key, table.c[column].type) for column, key in keys] + [
+            (name, table.c[name].type) for name in names
+        ]
+        record = ", ".join(f"{quote(field)} {kind.compile(conn.dialect)}" for field, kind in fields)
+        statement = text(
+            f"UPDATE {quote(table.name)} AS t SET "
+            + ", ".join(f"{quote(name)} = v.{quote(name)}" for name in names)
+            + f" FROM json_to_recordset(CAST(:rows AS json)) AS v({record}) WHERE "
+            + " AND ".join(f"t.{quote(column)} = v.{quote(key)}" for column, key in keys)
+        )
+        _UPDATES[cache_key] = statement
+    return statement
 
 
 def _binder(conn: Connection, table: Table, name: str) -> Callable[[Any], Any]:
     column_type = table.c[name].type
     if isinstance(column_type, JSON):
-        return lambda value: None if value is None else Jsonb(value, dumps=_json_text)
+        return _same  # nested in the rows' JSON as it is (None: SQL NULL, as json_to_recordset reads it)
     if isinstance(column_type, TypeDecorator):
         dialect = conn.dialect
         return lambda value: column_type.process_bind_param(value, dialect)
     return _same
 
 
+def _jsonb(value: Any) -> Jsonb | None:
+    """A JSON column's value for COPY: ``jsonb``, encoded by pydantic-core (as in the rows' JSON)."""
+    return None if value is None else Jsonb(value, dumps=_json_text)
+
+
 def _json_text(value: Any) -> str:
-    """JSON for a ``jsonb`` column, encoded by pydantic-core (the column keeps values, not text)."""
     return to_json(value).decode()
 
 

@@ -34,6 +34,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+def single_statements(engine: Engine) -> Engine:
+    """``engine`` for work of ONE statement, atomic on its own: on PostgreSQL outside a transaction
+    (AUTOCOMMIT: no BEGIN and COMMIT or ROLLBACK round trips around it); elsewhere ``engine`` itself
+    (SQLite's connections issue their own BEGIN IMMEDIATE, and SQLAlchemy's AUTOCOMMIT reset on
+    return would undo that set-up)."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
     """WAL for concurrent readers; BEGIN IMMEDIATE so writers queue instead of deadlocking."""
 

@@ -18,6 +18,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from emailer.adapters.persistence.engine import single_statements
 from emailer.adapters.persistence.tables import provider_state
 from emailer.adapters.providers.gate import (
     Admission,
@@ -35,6 +36,9 @@ class SqlProviderState(ProviderStateChanges):
     def __init__(self, engine: Engine, now: Callable[[], datetime]) -> None:
         """``now`` stamps ``updated_at``."""
         self.engine = engine
+        self._reads = single_statements(engine)
+        """For a plain read: one statement, no transaction on PostgreSQL (no BEGIN, no ROLLBACK: one
+        round trip, not three)."""
         self._now = now
 
     # ------------------------------------------------------------------ port
@@ -52,14 +56,14 @@ class SqlProviderState(ProviderStateChanges):
         return self._change(provider, step)
 
     def read(self, provider: str) -> ProviderState:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             query = select(provider_state).where(provider_state.c.provider == provider)
             row = conn.execute(query).mappings().first()
         return _state(provider, row)
 
     def read_all(self) -> list[ProviderState]:
         """Every provider's row (for ``/readyz``)."""
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             rows = conn.execute(select(provider_state).order_by(provider_state.c.provider)).mappings().all()
         return [_state(r["provider"], r) for r in rows]
 

@@ -10,13 +10,13 @@ ones updated with a version check (a concurrent change raises
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, select, update
 
-from emailer.adapters.persistence.bulk import among, insert_rows, update_from_arrays
+from emailer.adapters.persistence.bulk import among, among_keys, insert_rows, update_from_rows
 from emailer.adapters.persistence.mapping import (
     Row,
     attachment_row,
@@ -70,13 +70,7 @@ class SqlEmailRepository:
         wanted = sorted(set(email_ids))
         if not wanted:
             return []
-        query = (
-            select(emails)
-            .where(among(self.conn, emails.c.id, wanted))
-            .order_by(emails.c.id)
-            .with_for_update(skip_locked=True)
-        )
-        return self._load_many(query)
+        return self._load_many(_statement(self.conn, "claim"), {"ids": wanted})
 
     def keep(self, emails: Iterable[Email]) -> None:
         for email in emails:
@@ -122,23 +116,17 @@ class SqlEmailRepository:
         ).mappings()
         return self._build(row, recipient_rows, attachment_rows)
 
-    def _load_many(self, query: Select[Any]) -> list[Email]:
+    def _load_many(self, query: Select[Any], parameters: dict[str, Any] | None = None) -> list[Email]:
         """The emails ``query`` selects (rows of ``emails``), with all their recipients and attachments in
         one query each; an email already loaded in this transaction is kept as it is."""
-        rows = self.conn.execute(query).mappings().all()
+        rows = self.conn.execute(query, parameters).mappings().all()
         fresh = [row["id"] for row in rows if row["id"] not in self._identity]
         by_email: dict[str, list[Row]] = defaultdict(list)
         attached: dict[str, list[Row]] = defaultdict(list)
         if fresh:
-            ordered = (recipients.c.email_id, recipients.c.position)
-            for r in self.conn.execute(
-                select(recipients).where(among(self.conn, recipients.c.email_id, fresh)).order_by(*ordered)
-            ):
+            for r in self.conn.execute(_statement(self.conn, "recipients"), {"ids": fresh}):
                 by_email[r.email_id].append(r._mapping)
-            ordered = (attachments.c.email_id, attachments.c.position)
-            for a in self.conn.execute(
-                select(attachments).where(among(self.conn, attachments.c.email_id, fresh)).order_by(*ordered)
-            ):
+            for a in self.conn.execute(_statement(self.conn, "attachments"), {"ids": fresh}):
                 attached[a.email_id].append(a._mapping)
         return [
             self._identity.get(row["id"]) or self._build(row, by_email[row["id"]], attached[row["id"]])
@@ -170,22 +158,24 @@ class SqlEmailRepository:
         self._new = []
 
     def _insert_new(self, new: list[Email]) -> None:
+        """The new emails, their recipients and their attachments: a statement each (``insert_rows``:
+        on PostgreSQL the rows' JSON as one parameter, where an executemany had SQLAlchemy process, and
+        the ``json`` module encode, every row's content and metadata one by one)."""
         for email in new:
             email.version = 1
-        self.conn.execute(insert(emails), [email_row(e) for e in new])
+        insert_rows(self.conn, emails, [email_row(e) for e in new])
         recipient_rows = [
             {"email_id": e.id, "position": i, **recipient_row(r)}
             for e in new
             for i, r in enumerate(e.recipients)
         ]
-        self.conn.execute(insert(recipients), recipient_rows)
+        insert_rows(self.conn, recipients, recipient_rows)
         attachment_rows = [
             {"email_id": e.id, "position": i, **attachment_row(a)}
             for e in new
             for i, a in enumerate(e.attachments)
         ]
-        if attachment_rows:
-            self.conn.execute(insert(attachments), attachment_rows)
+        insert_rows(self.conn, attachments, attachment_rows)
 
     def _update(self, changed: list[Email]) -> None:
         """Every changed email of the transaction in one statement (an executemany on SQLite), each
@@ -197,7 +187,7 @@ class SqlEmailRepository:
             email.version = expected + 1
             rows.append({"b_id": email.id, "b_version": expected, **email_changes_row(email)})
         if self.conn.dialect.name == "postgresql":
-            updated = update_from_arrays(self.conn, emails, {"id": "b_id", "version": "b_version"}, rows)
+            updated = update_from_rows(self.conn, emails, {"id": "b_id", "version": "b_version"}, rows)
         else:
             statement = update(emails).where(
                 emails.c.id == bindparam("b_id"), emails.c.version == bindparam("b_version")
@@ -215,9 +205,9 @@ class SqlEmailRepository:
 
     def _update_recipients(self, loaded: list[Email]) -> None:
         """Every changed recipient of the transaction in one statement (its email's version was checked):
-        on PostgreSQL one UPDATE from arrays of the columns a recipient's state changes, elsewhere an
-        executemany (psycopg's is one UPDATE per recipient, a tenth of the worker's time in
-        bench/webhooks.py)."""
+        on PostgreSQL one UPDATE from the rows (one JSON parameter) of the columns a recipient's state
+        changes, elsewhere an executemany (psycopg's is one UPDATE per recipient, a tenth of the
+        worker's time in bench/webhooks.py)."""
         rows = []
         for email in loaded:
             for position, r in enumerate(email.recipients):
@@ -229,13 +219,45 @@ class SqlEmailRepository:
         if self.conn.dialect.name == "postgresql":
             keys = {"email_id": "b_email_id", "position": "b_position"}
             state = [{k: row[k] for k in (*keys.values(), *RECIPIENT_STATE)} for row in rows]
-            update_from_arrays(self.conn, recipients, keys, state)
+            update_from_rows(self.conn, recipients, keys, state)
             return
         statement = update(recipients).where(
             recipients.c.email_id == bindparam("b_email_id"),
             recipients.c.position == bindparam("b_position"),
         )
         self.conn.execute(statement, rows)
+
+
+def _statement(conn: Connection, name: str) -> Select[Any]:
+    """The statement ``name`` for ``conn``'s dialect, made once (its keys a parameter, ``ids``): built per
+    call, each cost its construction and its cache key (SQLAlchemy memoizes a statement's key on it)."""
+    key = (conn.dialect.name, name)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        statement = _STATEMENTS[key] = _BUILDERS[name](conn)
+    return statement
+
+
+_STATEMENTS: dict[tuple[str, str], Select[Any]] = {}
+_BUILDERS: dict[str, Callable[[Connection], Select[Any]]] = {
+    # The claim: the emails locked, skipping those another transaction holds, in id order.
+    "claim": lambda conn: (
+        select(emails)
+        .where(among_keys(conn, emails.c.id, "ids"))
+        .order_by(emails.c.id)
+        .with_for_update(skip_locked=True)
+    ),
+    "recipients": lambda conn: (
+        select(recipients)
+        .where(among_keys(conn, recipients.c.email_id, "ids"))
+        .order_by(recipients.c.email_id, recipients.c.position)
+    ),
+    "attachments": lambda conn: (
+        select(attachments)
+        .where(among_keys(conn, attachments.c.email_id, "ids"))
+        .order_by(attachments.c.email_id, attachments.c.position)
+    ),
+}
 
 
 RECIPIENT_STATE = (

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from email.message import Message
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -199,11 +198,12 @@ def activity_answer(body: bytes | str | None) -> LookupAnswer:
 def outcome_for_status(
     status: int,
     body: bytes | None,
-    headers: Message | None,
+    headers: Mapping[str, str] | None,
     redact: Callable[[str], str] = str,
 ) -> SendOutcome:
     """Map SendGrid's answer to the port's outcome (see ``Outcome`` for what each one means).
 
+    ``headers`` are looked up by name whatever its case (``httpx.Headers``, as the answer has them).
     ``redact`` scrubs secrets from SendGrid's error text before it becomes a reason.
     """
     if 200 <= status < 300:
@@ -267,7 +267,7 @@ def _error_messages(body: bytes | None) -> str:
     return summary[:MAX_REASON_CHARS]
 
 
-def _retry_after(headers: Message | None) -> timedelta | None:
+def _retry_after(headers: Mapping[str, str] | None) -> timedelta | None:
     """Retry-After in seconds or as an HTTP date; else SendGrid's X-RateLimit-Reset (epoch)."""
     if headers is None:
         return None

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import replace
-from email.message import Message
 
 import httpx
 
@@ -45,7 +44,7 @@ MAIL_SEND_PATH = "/v3/mail/send"
 
 BodyEncoder = Callable[[OutgoingEmail], bytes]
 """The non-streamed builder: the whole JSON body of an email (``sendgrid.py``'s, passed in)."""
-StatusMapper = Callable[[int, bytes | None, Message | None, Callable[[str], str]], SendOutcome]
+StatusMapper = Callable[[int, bytes | None, Mapping[str, str] | None, Callable[[str], str]], SendOutcome]
 """SendGrid's answer to an outcome (``sendgrid.outcome_for_status``, passed in)."""
 
 
@@ -54,6 +53,8 @@ def mail_send_body(email: OutgoingEmail, encode: BodyEncoder) -> StreamedBody:
 
     Raises what ``encode`` raises (NaN, a value JSON cannot carry).
     """
+    if not email.attachments:  # nothing to stream in: the body as it is, in one piece
+        return StreamedBody.around(encode(email), [], [])
     replaced, markers = stand_ins(email.attachments)
     return StreamedBody.around(encode(replace(email, attachments=replaced)), markers, email.attachments)
 
@@ -69,7 +70,7 @@ class StreamedMailSend:
         encode: BodyEncoder,
         outcome_for_status: StatusMapper,
     ) -> None:
-        self.url = f"{base_url.rstrip('/')}{MAIL_SEND_PATH}"
+        self.url = httpx.URL(f"{base_url.rstrip('/')}{MAIL_SEND_PATH}")  # parsed once, not a request
         self._connections = connections
         self._encode = encode
         self._outcome_for_status = outcome_for_status
@@ -84,8 +85,7 @@ class StreamedMailSend:
         writing = _Written(body)
         headers = {**self._headers, "Content-Length": str(body.length)}
         try:
-            with self._connections.client() as http:
-                response = http.post(self.url, content=writing.chunks(), headers=headers)
+            response = self._connections.post(self.url, headers, writing.chunks())
         except BLOB_FAILURES as exc:  # raised by the body while it was written: the request was cut short
             return outcome_for_blob_failure(exc)
         except httpx.TransportError as err:
@@ -95,8 +95,7 @@ class StreamedMailSend:
             return SendOutcome(outcome, reason=redact(f"sent, but no answer came: {describe(err)}"))
         finally:
             writing.close()
-        answer = (response.status_code, response.content, _as_message(response.headers))
-        return self._outcome_for_status(*answer, redact)
+        return self._outcome_for_status(response.status_code, response.content, response.headers, redact)
 
 
 class _Written:
@@ -129,11 +128,3 @@ class _Written:
         """Close the attachment streams a request left half-read (a failure mid-body)."""
         if self._chunks is not None:
             self._chunks.close()
-
-
-def _as_message(headers: httpx.Headers) -> Message:
-    """The answer's headers as ``outcome_for_status`` reads them (an ``email.message.Message``)."""
-    message = Message()
-    for name, value in headers.multi_items():
-        message[name] = value
-    return message
