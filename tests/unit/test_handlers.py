@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from handlers.errors import ConcurrencyConflict, InvalidMessage
 from handlers.ports import MessageContext, Outcome, Provider, SendOutcome
 from handlers.record_delivery_reports import record_delivery_reports
 from handlers.send_email import send_email as handle_send_email
-from handlers.unit_of_work import event_message_id
+from handlers.unit_of_work import EVENT_ID_NAMESPACE, event_message_id
 from tests.factories import send_email
 from tests.fakes import FakeBlobStore, FakeClock, FakeUnitOfWork, RecordingProvider
 
@@ -408,3 +409,11 @@ def test_a_request_the_provider_cannot_build_fails_the_email_before_any_attempt(
     assert json.loads(failed.body)["reason"] == email.last_error
     assert provider.sent == [] and "attempt_started" not in uow.store.timeline[email_id]
     assert schedule_due(uow, clock, POLICY) == 0  # nothing left to retry
+
+
+@pytest.mark.parametrize("email_id", ["order-42", "wh-1a2b-7", "ünïcode ✓", "x" * 300])
+@pytest.mark.parametrize("sequence", [1, 2, 10, 12345])
+def test_an_event_message_id_is_the_uuid5_of_the_email_and_its_sequence(email_id: str, sequence: int) -> None:
+    """Ids already published stay the same: subscribers dedupe by them across versions."""
+    expected = uuid.uuid5(EVENT_ID_NAMESPACE, f"{email_id}/{sequence}")
+    assert event_message_id(email_id, sequence) == str(expected)

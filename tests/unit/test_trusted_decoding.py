@@ -48,6 +48,10 @@ def test_what_the_ingress_encodes_decodes_to_the_same_reports_either_way() -> No
 
     assert trusted.model_dump() == validated(message.body).model_dump()
     assert trusted.reports == reports()
+    assert [r.model_fields_set for r in trusted.reports] == [
+        r.model_fields_set for r in validated(message.body).reports
+    ]
+    assert [r.model_dump_json() for r in trusted.reports] == [r.model_dump_json() for r in reports()]
     assert all(isinstance(r.kind, ReportKind) and r.occurred_at.tzinfo for r in trusted.reports)
 
 
@@ -59,7 +63,10 @@ def test_fields_from_another_version_of_emailer_are_read_as_the_contract_reads_t
         del item["machine_open"], item["attempt"]
     body = json.dumps(data).encode()
 
-    assert record_delivery_reports(body).model_dump() == validated(body).model_dump()
+    trusted, checked = record_delivery_reports(body), validated(body)
+    assert trusted.model_dump() == checked.model_dump()
+    assert trusted.reports == checked.reports
+    assert [r.model_fields_set for r in trusted.reports] == [r.model_fields_set for r in checked.reports]
 
 
 @pytest.mark.parametrize(
@@ -91,3 +98,14 @@ def test_a_value_it_cannot_take_as_it_is_is_refused_for_the_validating_decode(fi
     data["reports"][0][field] = value
     with pytest.raises(ValueError):
         record_delivery_reports(json.dumps(data).encode())
+
+
+def test_a_report_built_without_validation_behaves_as_a_validated_one() -> None:
+    """Frozen, hashable as the contract's models are, and copied the pydantic way."""
+    message = record_reports_message(reports()[:1], T0, "emailer", Signer.generated())
+    [report] = record_delivery_reports(message.body).reports
+
+    with pytest.raises(ValueError):
+        report.email_id = "another"  # type: ignore[misc]
+    assert report.model_copy(update={"attempt": 7}).attempt == 7
+    assert report.model_extra is None

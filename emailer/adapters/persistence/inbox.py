@@ -62,6 +62,9 @@ class SeenIds:
         return self._checked[key]
 
     def record(self, key: Key, **columns: Any) -> None:
+        if key in self._written:  # a claim inserted it in this transaction: only remember it is seen
+            self._checked[key] = True
+            return
         row = dict(zip((c.name for c in self.key_columns), key, strict=True))
         self.staged[key] = {**row, **columns, self.stamp_column: self.clock.now()}
 
