@@ -194,6 +194,8 @@ class BatchPublisher:
         """Write the batch (one socket write: ``coalesce.py``); in confirm mode await every confirm."""
         channel = self._publishing_channel()
         confirms = self._confirms
+        if confirms is not None:
+            confirms.poll()  # once a batch: ``confirms.publish`` does not read (py-amqp's did, per message)
         with one_write(channel):
             for first in batch:
                 for where, item in ((route(first, self._events_exchange), first), *self._copies(first)):
