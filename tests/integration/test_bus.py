@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from amqp import spec as amqp_spec
 from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.message import Message
@@ -690,8 +691,11 @@ class FakeChannel:
     def confirm_select(self) -> None:
         self.confirm_selected += 1
 
-    def basic_publish(self, message: Any, *, exchange: str, routing_key: str, mandatory: bool) -> None:
-        self.published.append((message, exchange, routing_key, mandatory))
+    def send_method(self, sig: Any, argsig: str, args: tuple[Any, ...], content: Any) -> None:
+        assert (sig, argsig) == (amqp_spec.Basic.Publish, "Bssbb")  # what py-amqp's basic_publish sends
+        _ticket, exchange, routing_key, mandatory, immediate = args
+        assert not immediate
+        self.published.append((content, exchange, routing_key, mandatory))
 
     def drain_events(self, timeout: float) -> None:
         if not self.answers:
@@ -741,7 +745,7 @@ def test_the_tracker_honours_multiple_and_acks_taken_in_while_publishing() -> No
     tracker = ConfirmTracker(channel)
 
     publish_fake(tracker, 1, 2, 3)
-    channel.send(ack(2, multiple=True))  # py-amqp reads it while publishing the next one
+    channel.send(ack(2, multiple=True))  # read by a poll between two batches
     assert tracker.unconfirmed == 1
     publish_fake(tracker, 4, 5)
     channel.answers = [ack(4), ack(5, multiple=True)]

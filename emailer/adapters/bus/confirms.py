@@ -18,20 +18,30 @@ The protocol (RabbitMQ's confirm extension, as py-amqp 5 delivers it):
   done with it). A return carries no delivery tag, so it is matched by the
   ``message_id`` property every message of ours carries.
 * py-amqp calls ``channel.events['basic_ack' | 'basic_nack' | 'basic_return']``
-  callbacks from whatever reads the socket: ``wait`` below, and also
-  ``basic_publish`` itself (with the ``connection.blocked`` capability it polls
-  the socket before each publish), so confirms are taken in while publishing.
+  callbacks from whatever reads the socket: ``poll`` and ``wait`` below.
+  py-amqp's own ``basic_publish`` polls the socket before *every* message (with
+  the ``connection.blocked`` capability: two ``settimeout`` calls and a ``recv``
+  that ends in ``socket.timeout``); ``publish`` writes the ``basic.publish``
+  frames itself and the batch polls once, before its first message, which takes
+  in the same frames (``connection.blocked`` included) a batch earlier or later.
 * Confirms still outstanding when a channel is lost are lost with it: the
   caller publishes again on a new channel (and a new tracker).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from itertools import takewhile
 from typing import Any
 
+from amqp import spec
+from amqp.exceptions import RecoverableConnectionError
+
 from emailer.adapters.bus.errors import PublishFailed, PublishNotConfirmed
+
+_PUBLISH = spec.Basic.Publish
+_PUBLISH_ARGS = "Bssbb"  # ticket, exchange, routing key, mandatory, immediate
 
 
 class ConfirmTimeout(Exception):
@@ -66,9 +76,23 @@ class ConfirmTracker:
         """How many published messages the broker has not answered yet."""
         return len(self._unconfirmed)
 
+    def poll(self) -> None:
+        """Take in what the broker sent meanwhile (confirms, returns, ``connection.blocked``); never waits."""
+        connection = self.channel.connection
+        if connection is None:
+            raise RecoverableConnectionError("publish: connection closed")
+        with contextlib.suppress(TimeoutError):  # socket.timeout: nothing to read
+            connection.drain_events(timeout=0)
+
     def publish(self, message: Any, *, label: str, exchange: str, routing_key: str, mandatory: bool) -> None:
-        """Send one message without waiting; ``label`` names it in errors."""
-        self.channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+        """Send one message without waiting or reading; ``label`` names it in errors.
+
+        py-amqp's ``Channel._basic_publish`` without its per-message poll (the
+        caller ``poll``s once a batch): the same ``basic.publish`` method, header
+        and body frames through the connection's frame writer.
+        """
+        arguments = (0, exchange, routing_key, mandatory, False)
+        self.channel.send_method(_PUBLISH, _PUBLISH_ARGS, arguments, message)
         self._last_tag += 1
         self._unconfirmed[self._last_tag] = label
 

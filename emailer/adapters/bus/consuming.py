@@ -41,6 +41,7 @@ from kombu.messaging import Consumer
 
 from emailer import redaction
 from emailer.adapters.bus.delivery import Delivery
+from emailer.adapters.bus.reads import buffered_reads
 from emailer.infrastructure import InfrastructureUnavailable
 from emailer.retries import broker_reconnect_retrying, dependency_pause
 
@@ -112,6 +113,7 @@ class BatchConsumer:
         """One channel's life: returns when asked to stop, raises when the connection is lost."""
         connection = self._connection
         connection.ensure_connection(max_retries=0, timeout=self._connect_timeout)
+        buffered_reads(getattr(connection.connection, "transport", None))  # a delivery: 1-2 recv, not 9
         channel = connection.channel()
         if hasattr(channel, "auto_decode"):
             channel.auto_decode = False  # py-amqp would turn utf-8 bodies into str

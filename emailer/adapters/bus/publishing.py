@@ -27,6 +27,7 @@ from emailer.adapters.bus.coalesce import one_write
 from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker
 from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, short, short_or
 from emailer.adapters.bus.errors import BusUnavailable, PublishFailed
+from emailer.adapters.bus.reads import buffered_reads
 from emailer.redaction import describe
 from emailer.retries import publish_retrying
 from handlers.ports import OutgoingMessage
@@ -194,6 +195,8 @@ class BatchPublisher:
         """Write the batch (one socket write: ``coalesce.py``); in confirm mode await every confirm."""
         channel = self._publishing_channel()
         confirms = self._confirms
+        if confirms is not None:
+            confirms.poll()  # once a batch: ``confirms.publish`` does not read (py-amqp's did, per message)
         with one_write(channel):
             for first in batch:
                 for where, item in ((route(first, self._events_exchange), first), *self._copies(first)):
@@ -234,6 +237,8 @@ class BatchPublisher:
         if self._channel is None:
             self._connection.ensure_connection(max_retries=0, timeout=self._connect_timeout)
             channel = self._connection.channel()
+            if self._amqp:
+                buffered_reads(getattr(channel.connection, "transport", None))  # confirms: fewer recv
             if self._confirm:
                 self._confirms = ConfirmTracker(channel)  # confirm.select on this channel
             elif self._amqp:  # without a listener py-amqp raises a return at some later read
