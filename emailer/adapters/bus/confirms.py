@@ -72,6 +72,11 @@ class ConfirmTracker:
         self._last_tag += 1
         self._unconfirmed[self._last_tag] = label
 
+    def written(self, label: str) -> None:
+        """Count one message its caller wrote on this channel itself (``publishing.py``: its own frames)."""
+        self._last_tag += 1
+        self._unconfirmed[self._last_tag] = label
+
     def wait(self, timeout: float) -> None:
         """Read the connection until every message published so far is confirmed.
 
