@@ -20,7 +20,9 @@ The protocol (RabbitMQ's confirm extension, as py-amqp 5 delivers it):
 * py-amqp calls ``channel.events['basic_ack' | 'basic_nack' | 'basic_return']``
   callbacks from whatever reads the socket: ``wait`` below, and also
   ``basic_publish`` itself (with the ``connection.blocked`` capability it polls
-  the socket before each publish), so confirms are taken in while publishing.
+  the socket before each publish) or ``publishing.py``, which writes its own
+  frames (``frames.py``, counted here by ``written``) and reads the socket after
+  each write, so confirms are taken in while publishing.
 * Confirms still outstanding when a channel is lost are lost with it: the
   caller publishes again on a new channel (and a new tracker).
 """

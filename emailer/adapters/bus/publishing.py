@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from amqp.exceptions import RecoverableConnectionError
 from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
@@ -220,6 +221,8 @@ class BatchPublisher:
         each write the broker's answers so far are read, as py-amqp does before every publish.
         """
         connection = channel.connection
+        if connection is None:  # as py-amqp's basic_publish says it: a connection error, so reconnect
+            raise RecoverableConnectionError("publish: connection closed")
         transport = connection.transport
         channel_id, frame_max = channel.channel_id, connection.frame_max
         pending: list[bytes] = []
