@@ -49,6 +49,10 @@ def _shortstr(value: str) -> bytes | None:
     return None if len(raw) > 255 else bytes((len(raw),)) + raw
 
 
+_few_shortstr = functools.lru_cache(maxsize=256)(_shortstr)
+"""For values that repeat (content type and encoding, message type)."""
+
+
 @functools.lru_cache(maxsize=1024)
 def _table_key(name: str) -> bytes | None:
     """A header name as a table key followed by the long-string type tag (names repeat: remembered)."""
@@ -106,8 +110,8 @@ def publish_frames(
     """
     method = method_frame(channel_id, exchange, routing_key, mandatory)
     table = header_table(headers)
-    content_type_raw = _shortstr(content_type)
-    encoding_raw = _shortstr(content_encoding)
+    content_type_raw = _few_shortstr(content_type)
+    encoding_raw = _few_shortstr(content_encoding)
     message_id_raw = _shortstr(message_id)
     if method is None or table is None or content_type_raw is None or encoding_raw is None:
         return None
@@ -125,7 +129,7 @@ def publish_frames(
         properties.append(correlation_raw)
     properties += (message_id_raw, _LONGLONG.pack(timestamp))
     if message_type:
-        type_raw = _shortstr(message_type)
+        type_raw = _few_shortstr(message_type)
         if type_raw is None:
             return None
         flags |= _TYPE

@@ -85,15 +85,10 @@ def amqp_properties(message: OutgoingMessage, timestamp: int) -> dict[str, Any]:
     }
     if message.message_type:
         properties["type"] = short(message.message_type)
-    correlation_id = _correlation_id(message)
-    if correlation_id:
-        properties["correlation_id"] = correlation_id
-    return properties
-
-
-def _correlation_id(message: OutgoingMessage) -> str | None:
     correlation_id = message.headers.get(H.CORRELATION_ID)
-    return short(correlation_id) if correlation_id else None
+    if correlation_id:
+        properties["correlation_id"] = short(correlation_id)
+    return properties
 
 
 def content_encoding(content_type: str) -> str:
@@ -236,14 +231,16 @@ class BatchPublisher:
                     routing_key=where.routing_key,
                     mandatory=where.mandatory,
                     body=item.body,
-                    content_type=short_or(item.content_type, FALLBACK_CONTENT_TYPE),
+                    # As they are: one over 255 bytes makes it None, and ``_write`` then
+                    # publishes it with ``amqp_properties``' hashed stand-ins.
+                    content_type=item.content_type,
                     content_encoding=content_encoding(item.content_type),
                     headers=item.headers,
                     delivery_mode=PERSISTENT,
-                    message_id=short(item.message_id),
+                    message_id=item.message_id,
                     timestamp=timestamp,
-                    message_type=short(item.message_type) if item.message_type else None,
-                    correlation_id=_correlation_id(item),
+                    message_type=item.message_type or None,
+                    correlation_id=item.headers.get(H.CORRELATION_ID) or None,
                 )
                 if frames is None:
                     if pending:
