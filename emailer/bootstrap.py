@@ -194,6 +194,7 @@ def bootstrap(
     blobs: BlobStore | None = None,
     clock: Clock | None = None,
 ) -> App:
+    from emailer.adapters.bus.delivery import ack_all
     from emailer.adapters.clock import SystemClock
     from emailer.adapters.persistence.engine import make_engine
     from emailer.adapters.persistence.outbox import Outbox
@@ -275,6 +276,7 @@ def bootstrap(
             signer=signer,
             recoverability=recoverability_policy(settings),
             fail_handling=settings.fail_handling,
+            ack_all=ack_all,
         ),
         signer=signer,
         provider_state=provider_state,

@@ -122,8 +122,12 @@ class MessagePipeline(Generic[D]):
         signer: Signer | None = None,
         recoverability: RecoverabilityPolicy | None = None,
         fail_handling: str | None = None,
+        ack_all: Callable[[Sequence[D]], None] | None = None,
     ) -> None:
         """``signer`` verifies internal commands; without one every internal command is refused.
+
+        ``ack_all`` acks the deliveries a commit settled, in order (the bus's, to send their acks
+        together); without it each is acked in turn.
 
         ``fail_handling`` (tests only): a message type whose every handling raises (``faults.py``).
         """
@@ -134,6 +138,7 @@ class MessagePipeline(Generic[D]):
         self._outage: InfrastructureUnavailable | None = None
         self.signer = signer
         self.uow_factory = uow_factory
+        self._ack_all = ack_all or _ack_each
         self.relay = relay
         self.errors = errors
         self.crash_at = crash_at
@@ -301,8 +306,8 @@ class MessagePipeline(Generic[D]):
 
     def _after_commit(self, deliveries: list[D], written: list[OutgoingMessage]) -> None:
         crash_point(AFTER_COMMIT_BEFORE_PUBLISH, self.crash_at)
-        for delivery in deliveries:
-            delivery.ack()
+        if deliveries:
+            self._ack_all(deliveries)
         if self.relay.publish_committed(written) and written and self.after_publish is not None:
             self.after_publish(written)
 
@@ -397,6 +402,11 @@ class MessagePipeline(Generic[D]):
             log.warning(
                 "pipeline.requeue_failed", message_id=delivery.message_id, error=redaction.describe(lost)
             )
+
+
+def _ack_each(deliveries: Sequence[Settleable]) -> None:
+    for delivery in deliveries:
+        delivery.ack()
 
 
 def _spent(headers: Mapping[str, str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ Waits are bounded polls on a real condition, never a sleep.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -633,6 +634,20 @@ def test_a_connection_dropped_mid_batch_republishes_the_whole_batch(
                     _drop(bus._publisher)
 
             first_channel.events["basic_ack"].add(drop_once)
+            # The publisher can write the whole 8 MB into the socket's buffers before the broker
+            # confirms its beginning (on a busy machine it did), leaving no mid-batch to drop at.
+            # So on the first connection, after each write, wait (bounded) for the broker's next
+            # answer: its first confirm then comes while the rest of the batch is still unwritten.
+            connection = first_channel.connection
+            sendall = vars(connection.transport)["_write"]
+
+            def write_then_read_an_answer(data: bytes) -> None:
+                sendall(data)
+                if not dropped_at:
+                    with contextlib.suppress(TimeoutError):
+                        connection.drain_events(timeout=5)
+
+            connection.transport._write = write_then_read_an_answer
             bus.publish(batch)  # reconnects, publishes the batch again, confirmed
 
             assert dropped_at, "the connection was not dropped"

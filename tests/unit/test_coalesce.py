@@ -77,3 +77,28 @@ def test_a_large_batch_leaves_in_writes_of_bounded_size() -> None:
             transport.write(frame)
     assert b"".join(transport.sent) == frame * 100
     assert 2 <= len(transport.sent) <= 3
+
+
+class _Message:
+    """Shaped as a kombu message on py-amqp: its ack writes a ``basic.ack`` frame on its channel."""
+
+    def __init__(self, channel: SimpleNamespace, tag: int) -> None:
+        self.channel = channel
+        self.tag = tag
+
+    def ack(self) -> None:
+        self.channel.connection.transport.write(b"ack-%d;" % self.tag)
+
+
+def test_the_acks_of_a_batch_leave_in_one_write_in_their_order() -> None:
+    from emailer.adapters.bus.delivery import Delivery, ack_all
+
+    transport = Transport()
+    channel = channel_on(transport)
+    deliveries = [
+        Delivery(f"m-{n}", "SendEmail", {}, b"{}", redelivered=False, _message=_Message(channel, n))
+        for n in range(3)
+    ]
+    ack_all(deliveries)
+    assert transport.sent == [b"ack-0;ack-1;ack-2;"]
+    assert all(d.state == "acked" for d in deliveries)

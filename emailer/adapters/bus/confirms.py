@@ -18,12 +18,12 @@ The protocol (RabbitMQ's confirm extension, as py-amqp 5 delivers it):
   done with it). A return carries no delivery tag, so it is matched by the
   ``message_id`` property every message of ours carries.
 * py-amqp calls ``channel.events['basic_ack' | 'basic_nack' | 'basic_return']``
-  callbacks from whatever reads the socket: ``poll`` and ``wait`` below.
-  py-amqp's own ``basic_publish`` polls the socket before *every* message (with
-  the ``connection.blocked`` capability: two ``settimeout`` calls and a ``recv``
-  that ends in ``socket.timeout``); ``publish`` writes the ``basic.publish``
-  frames itself and the batch polls once, before its first message, which takes
-  in the same frames (``connection.blocked`` included) a batch earlier or later.
+  callbacks from whatever reads the socket: ``poll`` and ``wait`` below, and
+  ``publishing.py``, which writes its own frames (``frames.py``, counted here by
+  ``written``) and reads the socket after each write, so confirms are taken in
+  while publishing. py-amqp's own ``basic_publish`` polls the socket before
+  *every* message; where it is still used (``publish`` below writes the
+  ``basic.publish`` frames itself) the batch polls once, before its first message.
 * Confirms still outstanding when a channel is lost are lost with it: the
   caller publishes again on a new channel (and a new tracker).
 """
@@ -93,6 +93,11 @@ class ConfirmTracker:
         """
         arguments = (0, exchange, routing_key, mandatory, False)
         self.channel.send_method(_PUBLISH, _PUBLISH_ARGS, arguments, message)
+        self._last_tag += 1
+        self._unconfirmed[self._last_tag] = label
+
+    def written(self, label: str) -> None:
+        """Count one message its caller wrote on this channel itself (``publishing.py``: its own frames)."""
         self._last_tag += 1
         self._unconfirmed[self._last_tag] = label
 

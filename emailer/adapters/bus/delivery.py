@@ -10,11 +10,12 @@ keeps a private handle to settle it; a fake bus can build one without it
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from contracts.wire import H, type_name
+from emailer.adapters.bus.coalesce import one_write
 from emailer.adapters.bus.errors import DeliveryAlreadySettled
 
 DeliveryState = Literal["pending", "acked", "requeued"]
@@ -87,6 +88,23 @@ class Delivery:
                 f"delivery {self.message_id} already {self._state}, cannot be {state}"
             )
         self._state = state
+
+
+def ack_all(deliveries: Sequence[Delivery]) -> None:
+    """``ack`` each, in order, with their ``basic.ack`` frames in one socket write (``coalesce.py``).
+
+    A batch of 50 committed together was 50 writes, each running the broker's TCP
+    receive path on loopback. Deliveries of one batch share their consumer's channel;
+    an ack that raises leaves the later ones pending, and the earlier ones are still sent.
+    """
+    channel = next((d._message.channel for d in deliveries if d._message is not None), None)
+    if channel is None:
+        for delivery in deliveries:
+            delivery.ack()
+        return
+    with one_write(channel):
+        for delivery in deliveries:
+            delivery.ack()
 
 
 def body_hash_id(body: bytes) -> str:
