@@ -7,6 +7,7 @@ in how many rounds).
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta
 
@@ -321,3 +322,40 @@ def test_the_next_slice_is_claimed_and_the_last_one_recorded_while_calls_are_in_
     ]
     assert provider.seen == [True, True]
     assert [e.email_id for e in provider.sent] == [first, second]
+
+
+class SlowFirstAnswer(RecordingProvider):
+    """The first call answers once a second call has started, or after 0.5 s: calls that go together
+    are all under way before the first answer, as against a real provider."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = 0
+        self.lock = threading.Lock()
+
+    def send(self, email: OutgoingEmail) -> SendOutcome:
+        with self.lock:
+            self.started += 1
+            first = self.started == 1
+        deadline = time.monotonic() + 0.5
+        while first and self.started == 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return super().send(email)
+
+
+def test_until_the_provider_has_answered_a_batch_first_call_goes_alone(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore
+) -> None:
+    """Slow start: a worker's first batch against a refused key costs one request, not a wave of them;
+    once the provider has answered, a batch's calls go together."""
+    ids = accepted_emails(uow, clock, 8, blobs)
+    provider = SlowFirstAnswer()
+    provider.outcomes.append(SendOutcome(Outcome.MISCONFIGURED, reason="HTTP 401", status=401))
+    gate = ProviderGate(provider, FakeProviderState(), clock, concurrency=8)
+    assert dispatch_emails(batch_of(ids[:4]), uow, blobs, gate, clock, POLICY) == [None] * 4
+    assert len(provider.sent) == 1  # the rest waited for the answer, and then for the pause
+    assert all(uow.store.emails[i].status is EmailStatus.QUEUED for i in ids[:4])
+    gate = ProviderGate(provider, FakeProviderState(), clock, concurrency=8)  # a corrected key, restarted
+    assert dispatch_emails(batch_of(ids[4:]), uow, blobs, gate, clock, POLICY) == [None] * 4
+    assert len(provider.sent) == 5
+    assert all(uow.store.emails[i].status is EmailStatus.ACCEPTED for i in ids[4:])

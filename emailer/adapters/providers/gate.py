@@ -282,6 +282,9 @@ class ProviderGate:
         self.jitter = jitter
         self.lookup: MessageLookup | None = lookup_of(provider)
         """Passed through: asking the provider what it holds is no send (no pause or rate applies)."""
+        self._proven = False
+        """The provider has taken or refused a request of this process since it started or was last
+        paused: until then a batch's first call goes alone (see ``_calls``)."""
 
     def __repr__(self) -> str:
         return f"ProviderGate({self.provider!r}, rate={self.rate.per_second:g}/s)"
@@ -317,14 +320,22 @@ class ProviderGate:
         return outcomes
 
     def _calls(self, emails: Sequence[OutgoingEmail], halt: _Halt) -> list[SendOutcome]:
-        """The provider's answers, up to ``concurrency`` calls in flight (the provider is thread-safe)."""
+        """The provider's answers, up to ``concurrency`` calls in flight (the provider is thread-safe).
+
+        Slow start: until the provider has answered this process with a send's result (after a start or
+        a pause), a batch's first call goes alone and the rest follow its answer. A refused API key or a
+        429 then costs one request, and the rest of the batch waits for the pause, instead of a whole
+        wave of calls in flight answered the same way."""
         if len(emails) <= 1 or self.concurrency <= 1:
             return [self._call(e, halt) for e in emails]
+        first: list[SendOutcome] = []
+        if not self._proven:
+            first, emails = [self._call(emails[0], halt)], emails[1:]
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="provider")
             pool = self._pool
-        return list(pool.map(lambda e: self._call(e, halt), emails))
+        return first + list(pool.map(lambda e: self._call(e, halt), emails))
 
     def _call(self, email: OutgoingEmail, halt: _Halt) -> SendOutcome:
         """One provider call, unless an answer in this batch already paused the provider as a whole (a
@@ -346,6 +357,8 @@ class ProviderGate:
             )
             return SendOutcome(Outcome.UNKNOWN, reason=f"the provider call raised {type(exc).__name__}")
         wait = self._pause_of(outcome)
+        if wait is not None or outcome.outcome in ANSWERED:
+            self._proven = wait is None
         if wait is not None:
             halt.set(self.clock.now() + wait, f"{self.name} paused: {outcome.reason or outcome.status}")
         return outcome
