@@ -115,9 +115,8 @@ def dispatch_emails(
     slices = [batch[start : start + size] for start in range(0, len(batch), size)]
     if len(slices) == 1:
         claimed = _claimed_slice(batch, uow, blobs, provider, clock, policy)
-        return _record_slice(
-            claimed, _sent(claimed, provider, after_provider_call), uow, provider, clock, policy
-        )
+        answers = _answers(claimed, lambda: send_many(provider, claimed.requests), after_provider_call)
+        return _record_slice(claimed, answers, uow, provider, clock, policy)
     errors: list[Exception | None] = []
     with ThreadPoolExecutor(1, thread_name_prefix="dispatch-send") as sender:
         sending: tuple[_Claimed, Future[list[SendOutcome]]] | None = None
@@ -125,14 +124,13 @@ def dispatch_emails(
             claimed = _claimed_slice(part, uow, blobs, provider, clock, policy)  # the last slice in flight
             answered = None
             if sending is not None:
-                answered = sending[0], _answers(sending, after_provider_call)
+                answered = sending[0], _answers(sending[0], sending[1].result, after_provider_call)
             sending = claimed, sender.submit(send_many, provider, claimed.requests)
             if answered is not None:  # recorded while this slice's calls are in flight
                 errors += _record_slice(*answered, uow, provider, clock, policy)
         assert sending is not None
-        errors += _record_slice(
-            sending[0], _answers(sending, after_provider_call), uow, provider, clock, policy
-        )
+        answers = _answers(sending[0], sending[1].result, after_provider_call)
+        errors += _record_slice(sending[0], answers, uow, provider, clock, policy)
     return errors
 
 
@@ -163,29 +161,21 @@ def _claimed_slice(
         return _Claimed([exc] * len(batch), [])
 
 
-def _sent(
-    claimed: _Claimed, provider: Provider, after_provider_call: Callable[[], None] | None
-) -> list[SendOutcome] | Exception:
-    """A slice's calls made here (a slice alone has nothing to overlap with)."""
-    future: Future[list[SendOutcome]] = Future()
-    try:
-        future.set_result(send_many(provider, claimed.requests) if claimed.attempts else [])
-    except Exception as exc:  # noqa: BLE001 - see _answers
-        future.set_exception(exc)
-    return _answers((claimed, future), after_provider_call)
-
-
 def _answers(
-    sending: tuple[_Claimed, Future[list[SendOutcome]]], after_provider_call: Callable[[], None] | None
+    claimed: _Claimed,
+    sent: Callable[[], list[SendOutcome]],
+    after_provider_call: Callable[[], None] | None,
 ) -> list[SendOutcome] | Exception:
-    """What the provider said to a slice, or what its calls raised (only a provider without the gate
-    raises: the gate turns a raising call into an unknown outcome)."""
-    claimed, future = sending
+    """What the provider said to a slice (``sent``: its calls, or the wait for them), or what its calls
+    raised (only a provider without the gate raises: the gate turns a raising call into an unknown
+    outcome)."""
+    if not claimed.attempts:
+        return []
     try:
-        outcomes = future.result()
+        outcomes = sent()
     except Exception as exc:  # noqa: BLE001 - their attempts stay unsettled; their messages are retried
         return exc
-    if after_provider_call is not None and claimed.attempts:
+    if after_provider_call is not None:
         after_provider_call()  # a test's crash point: the provider may have them, and nothing is recorded
     return outcomes
 

@@ -44,6 +44,13 @@ _PUBLISH = spec.Basic.Publish
 _PUBLISH_ARGS = "Bssbb"  # ticket, exchange, routing key, mandatory, immediate
 
 
+def take_in(connection: Any) -> None:
+    """Read what the broker has sent so far (confirms, returns, heartbeats, ``connection.blocked``);
+    never waits. A lost connection raises."""
+    with contextlib.suppress(TimeoutError):  # socket.timeout: nothing to read
+        connection.drain_events(timeout=0)
+
+
 class ConfirmTimeout(Exception):
     """The broker did not confirm every message in time (neither ack nor nack)."""
 
@@ -81,8 +88,7 @@ class ConfirmTracker:
         connection = self.channel.connection
         if connection is None:
             raise RecoverableConnectionError("publish: connection closed")
-        with contextlib.suppress(TimeoutError):  # socket.timeout: nothing to read
-            connection.drain_events(timeout=0)
+        take_in(connection)
 
     def publish(self, message: Any, *, label: str, exchange: str, routing_key: str, mandatory: bool) -> None:
         """Send one message without waiting or reading; ``label`` names it in errors.

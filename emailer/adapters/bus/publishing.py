@@ -12,7 +12,6 @@ message that reaches the bus twice is deduped by its receivers.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from kombu.exceptions import OperationalError
 
 from contracts.wire import H
 from emailer.adapters.bus.coalesce import FLUSH_BYTES, one_write
-from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker
+from emailer.adapters.bus.confirms import ConfirmTimeout, ConfirmTracker, take_in
 from emailer.adapters.bus.error_copy import FALLBACK_CONTENT_TYPE, short, short_or
 from emailer.adapters.bus.errors import BusUnavailable, PublishFailed
 from emailer.adapters.bus.frames import publish_frames
@@ -171,8 +170,7 @@ class BatchPublisher:
         if self._channel is None:
             return
         try:
-            with contextlib.suppress(TimeoutError):  # socket.timeout: nothing to read
-                self._connection.drain_events(timeout=0)
+            take_in(self._connection)
             self._connection.heartbeat_check()
         except self._connection_errors as exc:
             _log.warning("bus.publisher.connection_lost", url=self._safe_url, error=describe(exc))
@@ -258,7 +256,7 @@ class BatchPublisher:
                 if size >= FLUSH_BYTES:
                     _send(connection, transport, pending)
                     pending, size = [], 0
-                    _take_confirms(connection)
+                    take_in(connection)  # confirms taken in while a large batch is still being written
         if pending:
             _send(connection, transport, pending)
 
@@ -326,13 +324,6 @@ def _send(connection: Any, transport: Any, frames: list[bytes]) -> None:
     """One write of whole publishes (py-amqp's ``transport.write``: its error handling on send)."""
     transport.write(b"".join(frames))
     connection.bytes_sent += len(frames)  # what py-amqp's heartbeat check counts (one per publish)
-
-
-def _take_confirms(connection: Any) -> None:
-    """Read what the broker answered so far (as py-amqp's ``basic_publish`` does before each message):
-    confirms are taken in while a large batch is still being written, and a lost connection shows."""
-    with contextlib.suppress(TimeoutError):  # socket.timeout: nothing to read yet
-        connection.drain_events(timeout=0)
 
 
 def _log_return(exc: BaseException, exchange: str, routing_key: str, message: Any) -> None:
