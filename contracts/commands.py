@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from contracts.base import Command
@@ -35,6 +44,8 @@ MAX_RECIPIENTS = 1000
 MAX_HEADERS = 100
 MAX_CATEGORIES = 10
 MAX_METADATA_ENTRIES = 50
+MAX_DISPATCH_IDS = 1000
+"""At most this many emails woken by one ``DispatchEmail`` (``email_id`` and ``more_email_ids``)."""
 MAX_CUSTOM_ARGS_BYTES = 10_000
 """SendGrid's limit on ``custom_args``, which carry the metadata and the email id."""
 RESERVED_HEADERS = frozenset(
@@ -193,9 +204,29 @@ class CancelEmail(Command):
 
 
 class DispatchEmail(Command):
-    """Internal: hand a stored email to the provider now. Emailer sends it to itself."""
+    """Internal: hand stored emails to the provider now. Emailer sends it to itself.
+
+    One message wakes the emails one transaction made due (an accepting batch, a scheduler pass):
+    ``email_id`` and ``more_email_ids``, in that order. A message written before there was
+    ``more_email_ids`` wakes its one email, as it always did.
+    """
 
     email_id: EmailId
+    more_email_ids: tuple[EmailId, ...] = Field(default=(), max_length=MAX_DISPATCH_IDS - 1)
+    """A tuple, not a list with a default factory: ``model_construct`` asks a factory for its signature
+    (``inspect.signature``) every time, and a packed message builds one per email it wakes."""
+
+    def email_ids(self) -> list[str]:
+        """Every email this message wakes, ``email_id`` first."""
+        return [self.email_id, *self.more_email_ids]
+
+    @model_serializer(mode="wrap")
+    def _without_empty_more(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A message of one email is written as it always was: no ``more_email_ids``."""
+        data: dict[str, Any] = handler(self)
+        if not self.more_email_ids:
+            data.pop("more_email_ids", None)
+        return data
 
 
 class RecordDeliveryReports(Command):

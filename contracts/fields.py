@@ -82,7 +82,7 @@ def content_id(value: str) -> str:
 def file_name(value: str) -> str:
     header_safe(value)
     if any(c in value for c in '/\\"') or value in (".", ".."):
-        raise ValueError('must be a bare file name, without a path or \'"\'')
+        raise ValueError("must be a bare file name, without a path or '\"'")
     return value
 
 
@@ -235,6 +235,4 @@ Reason = Annotated[str, Field(max_length=500), _pattern(HEADER_SAFE_PATTERN), Af
 MetadataKey = Annotated[
     str, Field(min_length=1, max_length=100), _pattern(STORABLE_PATTERN), AfterValidator(storable)
 ]
-MetadataValue = Annotated[
-    str, Field(max_length=8192), _pattern(STORABLE_PATTERN), AfterValidator(storable)
-]
+MetadataValue = Annotated[str, Field(max_length=8192), _pattern(STORABLE_PATTERN), AfterValidator(storable)]

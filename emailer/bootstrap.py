@@ -23,7 +23,7 @@ from handlers import record_delivery_reports as record_delivery_reports_module
 from handlers import send_email as send_email_module
 from handlers.attachments import AttachmentLimits
 from handlers.cancel_email import cancel_email
-from handlers.dispatch_email import Dispatch, dispatch_email, dispatch_emails
+from handlers.dispatch_email import dispatch_email, dispatch_messages
 from handlers.ports import BlobStore, Clock, Provider, lookup_of
 from handlers.record_delivery_reports import record_delivery_reports
 from handlers.send_email import send_email
@@ -242,8 +242,8 @@ def bootstrap(
                 DispatchEmail,
                 lambda m, uow: dispatch_email(m, uow, blobs, gate, clock, policy, after_call),
                 transactional=False,
-                batch=lambda items, uow: dispatch_emails(
-                    [Dispatch(m, c) for m, c in items],
+                batch=lambda items, uow: dispatch_messages(
+                    items,
                     uow,
                     blobs,
                     gate,

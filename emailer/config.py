@@ -333,6 +333,7 @@ class Settings(BaseSettings):
         if "://" in value or "/" in value.rstrip("/"):
             raise ValueError("give host:port only (TLS is EMAILER_S3_SECURE), e.g. minio.internal:9000")
         return value.rstrip("/")
+
     @model_validator(mode="after")
     def _grace_outlasts_a_call(self) -> Settings:
         # A "none" inside the time a request may still be on its way must never allow a resend.

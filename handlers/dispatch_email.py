@@ -1,7 +1,8 @@
 """DispatchEmail: hand stored emails to the provider and record what it said, a batch at a time.
 
-The DispatchEmail commands of one consumer batch are handled together, in
-three steps around the provider calls:
+The DispatchEmail commands of one consumer batch are handled together (a
+message may wake several emails: ``DispatchEmail.more_email_ids``, one message
+for what one transaction made due), in three steps around the provider calls:
 
 1. **claim**: ONE short transaction loads the batch's emails (``claim``: locked,
    ``SKIP LOCKED``, so an email the scheduler, a callback or another worker is
@@ -82,11 +83,44 @@ def dispatch_email(
     policy: RetryPolicy,
     after_provider_call: Callable[[], None] | None = None,
 ) -> None:
-    """One DispatchEmail (a batch of one); raises what stopped it."""
-    batch = [Dispatch(command, uow.context)]
-    error = dispatch_emails(batch, uow, blobs, provider, clock, policy, after_provider_call)[0]
+    """One DispatchEmail message (a batch of one); raises what stopped it."""
+    messages = [(command, uow.context)]
+    error = dispatch_messages(messages, uow, blobs, provider, clock, policy, after_provider_call)[0]
     if error is not None:
         raise error
+
+
+def dispatch_messages(
+    messages: Sequence[tuple[DispatchEmail, MessageContext]],
+    uow: AbstractUnitOfWork,
+    blobs: BlobStore,
+    provider: Provider,
+    clock: Clock,
+    policy: RetryPolicy,
+    after_provider_call: Callable[[], None] | None = None,
+    in_flight: int | None = None,
+) -> list[Exception | None]:
+    """The emails of every message as one batch (``dispatch_emails``); for each message, in order: None
+    (done: settle it) or the first exception that stopped one of its emails (retry the message: the
+    emails it did attempt are not due any more, so a retry attempts only the others)."""
+    batch: list[Dispatch] = []
+    owners: list[int] = []
+    for index, (command, context) in enumerate(messages):
+        if not command.more_email_ids:
+            batch.append(Dispatch(command, context))
+            owners.append(index)
+            continue
+        for email_id in command.email_ids():
+            batch.append(
+                Dispatch(DispatchEmail.model_construct(email_id=email_id, more_email_ids=()), context)
+            )
+            owners.append(index)
+    errors: list[Exception | None] = [None] * len(messages)
+    found = dispatch_emails(batch, uow, blobs, provider, clock, policy, after_provider_call, in_flight)
+    for owner, error in zip(owners, found, strict=True):
+        if error is not None and errors[owner] is None:
+            errors[owner] = error
+    return errors
 
 
 def dispatch_emails(

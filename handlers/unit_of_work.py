@@ -11,6 +11,13 @@ message carries the headers of the message that caused it.
 
 Every command it sends (to Emailer itself) is signed with ``signer``
 (``emailer.signing``): without one, the pipeline refuses the internal ones.
+
+The ``DispatchEmail``s one commit asks for (an accepting batch, a scheduler
+pass: one per email made due) go out packed, up to ``DISPATCH_PACK`` emails a
+message (``email_id`` then ``more_email_ids``), at the place of the first: one
+outbox row, one publish, one delivery to consume, one signature and one decode
+for the lot, instead of one each. A pack carries the headers of its first
+email's message (each email's own events still carry its own correlation ids).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self
 
-from contracts import Command, Event, Message
+from contracts import Command, DispatchEmail, Event, Message
 from contracts.wire import ENDPOINT, H, wire_time
 from emailer.domain import Email
 from emailer.signing import Signer
@@ -38,6 +45,8 @@ from handlers.ports import (
     Suppressions,
 )
 
+DISPATCH_PACK = 200
+"""At most this many emails in one packed ``DispatchEmail`` (a scheduler pass wakes up to 200)."""
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b8e-9a51-2f0e7e5b1c11")
 
 
@@ -70,6 +79,10 @@ class AbstractUnitOfWork(abc.ABC):
         self.signer = signer
         self.context: MessageContext = MessageContext.originating()
         self._staged: list[OutgoingMessage] = []
+        self._dispatches: list[tuple[str, MessageContext]] = []
+        """The emails this transaction asked to dispatch, each under its context: packed at commit."""
+        self._dispatches_at = 0
+        """Where in ``_staged`` the first of them was asked for."""
         self.committed: list[OutgoingMessage] = []
         """Everything this unit of work's commits wrote to the outbox, for the relay to publish."""
         self._open = False
@@ -78,6 +91,7 @@ class AbstractUnitOfWork(abc.ABC):
 
     def __enter__(self) -> Self:
         self._staged = []
+        self._dispatches = []
         self._begin()
         self._open = True
         return self
@@ -94,6 +108,7 @@ class AbstractUnitOfWork(abc.ABC):
     def commit(self) -> list[OutgoingMessage]:
         """Save the aggregates and the outbox rows atomically; return what the outbox got."""
         self.collect()
+        self._pack_dispatches()
         written = self._staged
         self._flush(written)
         self._commit()
@@ -108,16 +123,40 @@ class AbstractUnitOfWork(abc.ABC):
 
     def rollback(self) -> None:
         self._staged = []
+        self._dispatches = []
         self._open = False
         self._rollback()
 
     # ---------------------------------------------------------------- outbox
 
     def send(self, command: Command, destination: str | None = None) -> None:
-        """Stage a command (to our own input queue unless told otherwise), signed."""
+        """Stage a command (to our own input queue unless told otherwise), signed. A ``DispatchEmail`` of
+        one email to our own queue is packed with the others of this transaction at commit."""
+        if type(command) is DispatchEmail and destination is None and not command.more_email_ids:
+            if not self._dispatches:
+                self._dispatches_at = len(self._staged)
+            self._dispatches.append((command.email_id, self.context))
+            return
+        self._staged.append(self._signed(command, self.context, destination))
+
+    def _pack_dispatches(self) -> None:
+        """The asked-for dispatches as ``DispatchEmail`` messages of up to ``DISPATCH_PACK`` emails,
+        where the first was asked for (see the module's docstring)."""
+        if not self._dispatches:
+            return
+        asked, self._dispatches = self._dispatches, []
+        packs = []
+        for start in range(0, len(asked), DISPATCH_PACK):
+            chunk = asked[start : start + DISPATCH_PACK]
+            ids = [email_id for email_id, _ in chunk]  # the emails' own ids, validated when they were stored
+            command = DispatchEmail.model_construct(email_id=ids[0], more_email_ids=tuple(ids[1:]))
+            packs.append(self._signed(command, chunk[0][1], None))
+        self._staged[self._dispatches_at : self._dispatches_at] = packs
+
+    def _signed(self, command: Command, context: MessageContext, destination: str | None) -> OutgoingMessage:
         message = outgoing(
             command,
-            self.context,
+            context,
             message_id=str(uuid.uuid4()),
             now=self.clock.now(),
             reply_to=self.input_queue,
@@ -128,7 +167,7 @@ class AbstractUnitOfWork(abc.ABC):
                 message.headers, message.message_id, message.message_type, message.body
             )
             message = dataclasses.replace(message, headers=headers)
-        self._staged.append(message)
+        return message
 
     def collect(self) -> None:
         """Stage the commands and events the touched aggregates produced, each under its email's context."""

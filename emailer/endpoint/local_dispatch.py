@@ -80,7 +80,7 @@ class LocalDispatch:
             return  # acceptance first: the messages come round once the backlog is taken in
         items = [
             (
-                DispatchEmail.model_construct(email_id=json.loads(message.body)["email_id"]),
+                _written(message.body),
                 MessageContext(message.message_id, message.message_type, dict(message.headers)),
             )
             for message in written
@@ -98,3 +98,11 @@ class LocalDispatch:
         left = sum(error is not None for error in errors)
         if left:
             log.info("local_dispatch.left_to_messages", count=left)
+
+
+def _written(body: bytes) -> DispatchEmail:
+    """A DispatchEmail this process just wrote (packed: ``email_id``, ``more_email_ids``)."""
+    fields = json.loads(body)
+    return DispatchEmail.model_construct(
+        email_id=fields["email_id"], more_email_ids=tuple(fields.get("more_email_ids", ()))
+    )

@@ -203,9 +203,7 @@ class MessagePipeline(Generic[D]):
                 for delivery, decoded in items:
                     self._failed(delivery, exc, decoded.route.name)
             else:
-                log.info(
-                    "pipeline.batch_failed_one_by_one", size=len(items), error=redaction.describe(exc)
-                )
+                log.info("pipeline.batch_failed_one_by_one", size=len(items), error=redaction.describe(exc))
                 for pair in items:
                     self._handle_together([pair])
             return

@@ -7,18 +7,29 @@ in how many rounds).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
-from contracts import DispatchEmail
+from contracts import DispatchEmail, SendEmail
+from contracts.commands import MAX_DISPATCH_IDS
 from contracts.wire import H
 from emailer.adapters.providers.gate import Admission, DrainRate, ProviderGate
 from emailer.domain import EmailStatus, RetryPolicy
-from handlers.dispatch_email import Dispatch, dispatch_emails
-from handlers.ports import MessageContext, Outcome, OutgoingEmail, SendOutcome
+from handlers import unit_of_work
+from handlers.dispatch_email import Dispatch, dispatch_emails, dispatch_messages
+from handlers.ports import (
+    BlobStoreUnavailable,
+    MessageContext,
+    Outcome,
+    OutgoingEmail,
+    OutgoingMessage,
+    SendOutcome,
+)
 from handlers.send_email import send_email as handle_send_email
 from tests.factories import send_email
 from tests.fakes import FakeBlobStore, FakeClock, FakeProviderState, FakeUnitOfWork, RecordingProvider
@@ -359,3 +370,95 @@ def test_until_the_provider_has_answered_a_batch_first_call_goes_alone(
     assert dispatch_emails(batch_of(ids[4:]), uow, blobs, gate, clock, POLICY) == [None] * 4
     assert len(provider.sent) == 5
     assert all(uow.store.emails[i].status is EmailStatus.ACCEPTED for i in ids[4:])
+
+
+# ----------------------------------------------------------- packed DispatchEmails
+
+
+def accepted_together(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, commands: list[SendEmail]
+) -> list[OutgoingMessage]:
+    """The commands accepted in ONE commit (a consumer batch): what it wrote."""
+    with uow:
+        for i, command in enumerate(commands):
+            uow.context = MessageContext(f"send-{i}", "SendEmail", {H.CORRELATION_ID: f"corr-{i}"})
+            handle_send_email(command, uow, blobs, clock, POLICY)
+            uow.collect()
+        return uow.commit()
+
+
+def test_one_commit_writes_one_dispatch_message_for_every_email_it_made_due(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore
+) -> None:
+    commands = [send_email() for _ in range(3)]
+    written = accepted_together(uow, clock, blobs, commands)
+    # Where the first email's DispatchEmail was asked for, before the events.
+    assert [m.message_type for m in written] == ["DispatchEmail", *["EmailQueued"] * 3]
+    body = json.loads(written[0].body)
+    assert body == {"email_id": commands[0].email_id, "more_email_ids": [c.email_id for c in commands[1:]]}
+    assert written[0].headers[H.CORRELATION_ID] == "corr-0"  # the first email's message's
+    assert DispatchEmail.model_validate_json(written[0].body).email_ids() == [c.email_id for c in commands]
+
+
+def test_a_commit_of_one_email_writes_the_dispatch_message_as_it_always_was(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore
+) -> None:
+    command = send_email()
+    written = accepted_together(uow, clock, blobs, [command])
+    [dispatch] = [m for m in written if m.message_type == "DispatchEmail"]
+    assert json.loads(dispatch.body) == {"email_id": command.email_id}
+
+
+def test_a_commit_that_wakes_more_than_a_pack_writes_several_in_order(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(unit_of_work, "DISPATCH_PACK", 2)
+    commands = [send_email() for _ in range(5)]
+    written = accepted_together(uow, clock, blobs, commands)
+    packs = [DispatchEmail.model_validate_json(m.body) for m in written if m.message_type == "DispatchEmail"]
+    assert [p.email_ids() for p in packs] == [[c.email_id for c in commands[i : i + 2]] for i in (0, 2, 4)]
+
+
+def test_a_rolled_back_transaction_asks_for_no_dispatch(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore
+) -> None:
+    with pytest.raises(RuntimeError), uow:
+        handle_send_email(send_email(), uow, blobs, clock, POLICY)
+        uow.collect()
+        raise RuntimeError("the batch failed")
+    command = send_email()
+    written = accepted_together(uow, clock, blobs, [command])
+    [dispatch] = [m for m in written if m.message_type == "DispatchEmail"]
+    assert json.loads(dispatch.body) == {"email_id": command.email_id}
+
+
+def test_a_packed_message_dispatches_every_email_and_a_retry_only_those_not_attempted(
+    uow: FakeUnitOfWork, clock: FakeClock, blobs: FakeBlobStore, provider: RecordingProvider
+) -> None:
+    """One email of the pack cannot be built now (its blob store does not answer): the message is
+    retried; the emails it did attempt are not due any more, so the retry sends only that one."""
+    with_attachment, plain = send_email(), [send_email(attachments=[]) for _ in range(2)]
+    written = accepted_together(uow, clock, blobs, [plain[0], with_attachment, plain[1]])
+    [message] = [m for m in written if m.message_type == "DispatchEmail"]
+    pack = (
+        DispatchEmail.model_validate_json(message.body),
+        MessageContext(message.message_id, "DispatchEmail"),
+    )
+    single = (DispatchEmail(email_id=send_email().email_id), MessageContext("other", "DispatchEmail"))
+    blobs.unavailable = True
+    errors = dispatch_messages([pack, single], uow, blobs, provider, clock, POLICY)
+    assert isinstance(errors[0], BlobStoreUnavailable)
+    assert errors[1] is None  # not stored: nothing to do, settled
+    assert sorted(e.email_id for e in provider.sent) == sorted(c.email_id for c in plain)
+    blobs.unavailable = False
+    assert dispatch_messages([pack], uow, blobs, provider, clock, POLICY) == [None]
+    assert sorted(e.email_id for e in provider.sent) == sorted(c.email_id for c in [*plain, with_attachment])
+    assert all(uow.store.emails[c.email_id].status is EmailStatus.ACCEPTED for c in [*plain, with_attachment])
+
+
+def test_more_email_ids_are_email_ids_and_a_pack_has_a_bound() -> None:
+    with pytest.raises(ValidationError):
+        DispatchEmail.model_validate({"email_id": "a", "more_email_ids": ["not an id!"]})
+    with pytest.raises(ValidationError):
+        DispatchEmail.model_validate({"email_id": "a", "more_email_ids": ["b"] * MAX_DISPATCH_IDS})
+    assert DispatchEmail.model_validate({"email_id": "a"}).email_ids() == ["a"]

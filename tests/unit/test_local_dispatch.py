@@ -9,6 +9,7 @@ leaves the emails to their messages.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from contracts import DispatchEmail
 from contracts.wire import ENDPOINT, H
 from emailer.domain import EmailStatus, RetryPolicy
 from emailer.endpoint.local_dispatch import LocalDispatch
-from handlers.dispatch_email import Dispatch, dispatch_emails
+from handlers.dispatch_email import Dispatch, dispatch_emails, dispatch_messages
 from handlers.ports import MessageContext, OutgoingMessage
 from handlers.send_email import send_email as handle_send_email
 from handlers.unit_of_work import AbstractUnitOfWork
@@ -43,8 +44,7 @@ class Setup:
     def batch(
         self, items: list[tuple[DispatchEmail, MessageContext]], uow: AbstractUnitOfWork
     ) -> list[Exception | None]:
-        dispatches = [Dispatch(m, c) for m, c in items]
-        return dispatch_emails(dispatches, uow, self.blobs, self.provider, self.clock, POLICY)
+        return dispatch_messages(items, uow, self.blobs, self.provider, self.clock, POLICY)
 
     def accept(self, n: int) -> tuple[list[str], list[OutgoingMessage]]:
         """n SendEmails accepted in one commit, handed to the relay: their ids and what the commit wrote."""
@@ -92,8 +92,15 @@ def test_only_our_own_dispatch_commands_are_taken(setup: Setup) -> None:
     setup.local(written)
     assert setup.provider.sent == []
     setup.local.input_queue = ENDPOINT
-    setup.local([m for m in written if m.message_type != "DispatchEmail" or ids[0] in m.body.decode()])
-    assert [e.email_id for e in setup.provider.sent] == [ids[0]]
+    elsewhere = [
+        replace(m, destination="another-endpoint") if m.message_type == "DispatchEmail" else m
+        for m in written
+    ]
+    setup.local(elsewhere)
+    assert setup.provider.sent == []
+    setup.local(written)  # one DispatchEmail for the commit's three emails
+    assert [m.message_type for m in written].count("DispatchEmail") == 1
+    assert sorted(e.email_id for e in setup.provider.sent) == sorted(ids)
 
 
 def test_a_consumer_with_a_backlog_leaves_the_emails_to_their_messages(setup: Setup) -> None:

@@ -177,7 +177,6 @@ class BatchConsumer:
             # A batch that fails at once again would otherwise spin hot.
             _pause(idle_timeout, should_stop)
 
-
     def _until_dependencies_answer(
         self, on_batch: OnBatch, deliveries: list[Delivery], should_stop: Callable[[], bool]
     ) -> None:

@@ -174,7 +174,6 @@ def purge_inbox(engine: Engine, handled_before: datetime) -> int:
     return int(result.rowcount)
 
 
-
 def purge_provider_events(engine: Engine, received_before: datetime) -> int:
     """Delete provider event ids received before ``received_before`` (EMAILER_PROVIDER_EVENT_RETENTION)."""
     with engine.begin() as conn:

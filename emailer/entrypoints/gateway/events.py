@@ -15,7 +15,6 @@ events are those the outbox still holds (``EMAILER_OUTBOX_RETENTION``); older
 ones are in the timeline of ``GET /v1/emails/{email_id}``.
 """
 
-
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
