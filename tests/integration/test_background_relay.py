@@ -117,3 +117,40 @@ def test_the_consumer_waits_once_depth_batches_are_waiting(engine: Engine) -> No
     assert third_handed.wait(WAIT)
     assert relay.close(WAIT)
     assert [m.message_id for m in publisher.published] == ["msg-0", "msg-1", "msg-2"]
+
+
+class MarkingOutbox(Outbox):
+    """Records each publish and each marking, in the order the relay made them."""
+
+    def __init__(self, engine: Engine, publisher: RecordingPublisher, clock: FakeClock) -> None:
+        super().__init__(engine, publisher, clock)
+        self.steps: list[tuple[str, list[str]]] = []
+
+    def publish_only(self, messages: Sequence[OutgoingMessage]) -> bool:
+        published = super().publish_only(messages)
+        self.steps.append(("publish", [m.message_id for m in messages]))
+        return published
+
+    def mark_sent(self, message_ids: list[str]) -> bool:
+        self.steps.append(("mark", list(message_ids)))
+        return super().mark_sent(message_ids)
+
+
+def test_what_was_committed_during_a_round_is_published_before_that_round_is_marked(engine: Engine) -> None:
+    """Marking is a database round trip no subscriber waits for: the next round does not wait behind it,
+    and the rows of both rounds are marked sent in one statement."""
+    clock, publisher = FakeClock(), GatedPublisher()
+    outbox = MarkingOutbox(engine, publisher, clock)
+    relay = BackgroundRelay(outbox)
+    written = write(engine, clock, 3)
+    relay.publish_committed(written[:1])
+    assert publisher.entered.wait(WAIT)  # the first round is out, waiting for the broker
+    relay.publish_committed(written[1:])
+    publisher.gate.set()
+    assert relay.close(WAIT)
+    assert outbox.steps == [
+        ("publish", ["msg-0"]),
+        ("publish", ["msg-1", "msg-2"]),
+        ("mark", ["msg-0", "msg-1", "msg-2"]),
+    ]
+    assert pending(engine) == set()

@@ -16,6 +16,13 @@ an inline publish. While the relay holds rows, this process's sweep leaves
 them alone (``Outbox.hold``), so a relay running behind is not a second
 publish. At most ``depth`` batches wait: beyond that ``publish_committed``
 blocks, and the relay sets the pace.
+
+Marking rows sent is a database round trip that no subscriber waits for: what
+was committed while a round was being published goes out first, and the rows
+of several rounds are marked in one statement once nothing waits (at most
+``MARK_AFTER`` rows wait to be marked). A crash before the marking leaves
+published rows pending, which the sweep publishes again: at least once, with
+the same message ids, as the outbox always promised.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ log = structlog.get_logger(__name__)
 
 DEPTH = 2
 """Committed batches that may wait for the relay before the consumer waits for it."""
+MARK_AFTER = 2000
+"""Published rows are marked sent once nothing waits to be published, or once this many wait to be
+marked (a bound on what a crash leaves for the sweep to publish again)."""
 
 
 class BackgroundRelay:
@@ -62,25 +72,52 @@ class BackgroundRelay:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        unmarked: list[str] = []
+        """Published and confirmed, not marked sent yet (held until they are)."""
         stopping = False
-        while not stopping:
-            batch = self._batches.get()
-            if batch is None:
-                return
-            # What was committed meanwhile goes in the same round, in commit order: one confirm wait
-            # and one marking for all of it, and no batch waits behind the marking of the one before.
-            while True:
+        while True:
+            batch, stop = self._waiting(block=not unmarked and not stopping)
+            stopping = stopping or stop
+            if batch:
                 try:
-                    more = self._batches.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch += more
+                    published = self.outbox.publish_only(batch)  # never raises for a failed publish
+                except Exception as exc:  # noqa: BLE001 - the thread must outlive any surprise
+                    log.error("outbox.relay_failed", count=len(batch), error=redaction.describe(exc))
+                    published = False
+                ids = [m.message_id for m in batch]
+                if published:
+                    unmarked += ids
+                else:
+                    self.outbox.release(ids)  # pending: the sweep publishes them
+                if len(unmarked) < MARK_AFTER:
+                    continue  # what was committed meanwhile is published before the marking
+            if unmarked:
+                try:
+                    self.outbox.mark_sent(unmarked)  # a failure leaves them to the sweep (deduped)
+                except Exception as exc:  # noqa: BLE001 - the thread must outlive any surprise
+                    log.error("outbox.relay_failed", count=len(unmarked), error=redaction.describe(exc))
+                finally:
+                    self.outbox.release(unmarked)
+                    unmarked = []
+            if stopping:
+                return
+
+    def _waiting(self, block: bool) -> tuple[list[OutgoingMessage], bool]:
+        """What was handed over (waiting for it if ``block``), all of it in one round, in commit order:
+        one confirm wait for all of it; and whether ``close`` asked to stop."""
+        batch: list[OutgoingMessage] = []
+        try:
+            first = self._batches.get(block=block)
+        except queue.Empty:
+            return batch, False
+        if first is None:
+            return batch, True
+        batch += first
+        while True:
             try:
-                self.outbox.publish_committed(batch)  # never raises for a failed publish: left for the sweep
-            except Exception as exc:  # noqa: BLE001 - the thread must outlive any surprise
-                log.error("outbox.relay_failed", count=len(batch), error=redaction.describe(exc))
-            finally:
-                self.outbox.release([m.message_id for m in batch])
+                more = self._batches.get_nowait()
+            except queue.Empty:
+                return batch, False
+            if more is None:
+                return batch, True
+            batch += more

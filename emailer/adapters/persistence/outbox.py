@@ -121,6 +121,11 @@ class Outbox:
         """Publish right after the commit; True if all were confirmed and marked sent."""
         if not messages:
             return True
+        return self.publish_only(messages) and self.mark_sent([m.message_id for m in messages])
+
+    def publish_only(self, messages: Sequence[OutgoingMessage]) -> bool:
+        """Publish committed rows without marking them (``mark_sent`` does, later); True once the broker
+        confirmed every one. A failed publish leaves them pending, for the sweep."""
         try:
             self.publisher.publish(messages)
         except Exception as exc:  # noqa: BLE001 - the rows stay pending: the sweep will publish them
@@ -128,7 +133,7 @@ class Outbox:
                 "outbox.publish_failed_left_for_sweep", count=len(messages), error=redaction.describe(exc)
             )
             return False
-        return self._mark_sent([m.message_id for m in messages])
+        return True
 
     # ------------------------------------------------------------- the sweep
 
@@ -146,7 +151,7 @@ class Outbox:
         except Exception:
             self._release(claim)
             raise
-        self._mark_sent(claim.message_ids)
+        self.mark_sent(claim.message_ids)
         log.info("outbox.swept", count=len(claim.messages))
         return len(claim.messages)
 
@@ -200,7 +205,7 @@ class Outbox:
         except Exception as exc:  # noqa: BLE001 - the rows come back when the lease ends
             log.warning("outbox.release_failed", count=len(claim.messages), error=redaction.describe(exc))
 
-    def _mark_sent(self, message_ids: list[str]) -> bool:
+    def mark_sent(self, message_ids: list[str]) -> bool:
         """Mark confirmed rows sent; if even the retries fail, the sweep publishes them again."""
         now = self.clock.now()
 
