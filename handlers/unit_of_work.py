@@ -26,6 +26,7 @@ import abc
 import dataclasses
 import hashlib
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self
@@ -85,6 +86,10 @@ class AbstractUnitOfWork(abc.ABC):
         """Where in ``_staged`` the first of them was asked for."""
         self.committed: list[OutgoingMessage] = []
         """Everything this unit of work's commits wrote to the outbox, for the relay to publish."""
+        self.relay_each_commit: Callable[[list[OutgoingMessage]], object] | None = None
+        """If set, what each commit wrote goes to it at once (the relay), instead of into ``committed``:
+        a handler that commits many times (a dispatch batch, a slice at a time) has its first events
+        published while it goes on, not all at its end."""
         self._open = False
 
     # ------------------------------------------------------------ transaction
@@ -114,7 +119,10 @@ class AbstractUnitOfWork(abc.ABC):
         self._commit()
         self._open = False
         self._staged = []
-        self.committed.extend(written)
+        if self.relay_each_commit is not None:
+            self.relay_each_commit(written)
+        else:
+            self.committed.extend(written)
         return written
 
     def take_committed(self) -> list[OutgoingMessage]:

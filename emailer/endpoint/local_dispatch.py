@@ -89,12 +89,12 @@ class LocalDispatch:
         if not items:
             return
         uow = self.uow_factory()
+        uow.relay_each_commit = self.publish_committed  # each slice's events as it is recorded
         try:
             errors = self.batch(items, uow)
         except Exception as exc:  # noqa: BLE001 - their messages will dispatch them
             log.warning("local_dispatch.failed", size=len(items), error=redaction.describe(exc))
             errors = []
-        self.publish_committed(uow.take_committed())
         left = sum(error is not None for error in errors)
         if left:
             log.info("local_dispatch.left_to_messages", count=left)

@@ -269,11 +269,13 @@ class MessagePipeline(Generic[D]):
                     self._failed(delivery, exc, item.route.name)
 
     def _handle_batch_alone(self, group: list[tuple[D, Decoded]]) -> None:
-        """One call of the route's ``batch`` handler; then one publish round for all it committed, the
+        """One call of the route's ``batch`` handler, each of its commits handed to the relay as it is made
+        (packed DispatchEmails: a batch may be thousands of emails, recorded a slice at a time); then the
         acks of what it finished, and recoverability for each message it could not."""
         route = group[0][1].route
         assert route.batch is not None
         uow = self.uow_factory()
+        uow.relay_each_commit = self.relay.publish_committed  # a slice's events go out as it is recorded
         with structlog.contextvars.bound_contextvars(message_type=route.message_type.type_name()):
             try:
                 failure_point(group[0][1].context.message_type, self.fail_handling)

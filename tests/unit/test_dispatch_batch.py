@@ -462,3 +462,45 @@ def test_more_email_ids_are_email_ids_and_a_pack_has_a_bound() -> None:
     with pytest.raises(ValidationError):
         DispatchEmail.model_validate({"email_id": "a", "more_email_ids": ["b"] * MAX_DISPATCH_IDS})
     assert DispatchEmail.model_validate({"email_id": "a"}).email_ids() == ["a"]
+
+
+def test_a_big_batch_has_its_first_events_published_while_it_goes_on(
+    clock: FakeClock, blobs: FakeBlobStore
+) -> None:
+    """A consumer batch of packed messages may hold thousands of emails: each slice's outcomes go to the
+    relay as they are recorded, not all once the batch is over."""
+    from emailer.endpoint.pipeline import MessagePipeline
+    from emailer.endpoint.registry import Registry, Route
+    from emailer.signing import Signer
+    from tests.fakes import FakeRelay, _Store
+    from tests.unit.test_pipeline import FakeDelivery, FakeErrorQueue, signed
+
+    store, signer, relay = _Store(), Signer.generated(), FakeRelay()
+    ids = accepted_emails(FakeUnitOfWork(clock, store), clock, 3, blobs)
+    started_before_last_call: list[int] = []
+
+    class Watching(RecordingProvider):
+        def send(self, email: OutgoingEmail) -> SendOutcome:
+            if email.email_id == ids[2]:
+                published = relay.publisher.published
+                started_before_last_call.append(
+                    sum(m.message_type == "EmailDeliveryStarted" for m in published)
+                )
+            return super().send(email)
+
+    provider = Watching()
+    route = Route(
+        DispatchEmail,
+        lambda m, u: None,  # never used: the batch handler takes them
+        transactional=False,
+        batch=lambda items, u: dispatch_messages(items, u, blobs, provider, clock, POLICY, in_flight=1),
+    )
+    pipeline: MessagePipeline[FakeDelivery] = MessagePipeline(
+        Registry([route]), lambda: FakeUnitOfWork(clock, store), relay, FakeErrorQueue(), signer=signer
+    )
+    pack = signed(signer, "d0", "DispatchEmail", {"email_id": ids[0], "more_email_ids": ids[1:]})
+    pipeline.handle_batch([pack])
+    assert pack.acked and len(provider.sent) == 3
+    # At least the first slice's: recorded (while the second was out) before the third was sent.
+    assert len(started_before_last_call) == 1 and started_before_last_call[0] >= 1
+    assert sum(m.message_type == "EmailDeliveryStarted" for m in relay.publisher.published) == 3
