@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, delete, insert, or_, select, text, tuple_
+from sqlalchemy import Connection, Engine, Table, and_, delete, or_, select, text, tuple_
 
+from emailer.adapters.persistence.bulk import among, insert_rows
 from emailer.adapters.persistence.tables import INBOX_ID_CHARS, inbox, provider_events
 from handlers.ports import Clock
 
@@ -80,14 +81,13 @@ class SeenIds:
 
     def flush(self) -> None:
         rows = [row for key, row in self.staged.items() if key not in self._written]
-        if rows:
-            self.conn.execute(insert(self.table), rows)
+        insert_rows(self.conn, self.table, rows)  # one statement (an executemany was one INSERT a row)
         self._checked.update(dict.fromkeys(self.staged, True))
         self.staged = {}
 
     def _among(self, keys: set[Key]) -> Any:
-        if len(self.key_columns) == 1:
-            return self.key_columns[0].in_([key[0] for key in keys])
+        if len(self.key_columns) == 1:  # one array parameter: the same statement text for any batch
+            return among(self.conn, self.key_columns[0], [key[0] for key in keys])
         if len(keys) == 1:
             (key,) = keys
             return and_(*(column == value for column, value in zip(self.key_columns, key, strict=True)))

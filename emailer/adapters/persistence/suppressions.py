@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from emailer.adapters.persistence.bulk import among
 from emailer.adapters.persistence.tables import suppressions
 from emailer.domain.suppression import Suppression, SuppressionReason, normalize
 
@@ -42,7 +43,9 @@ class SqlSuppressions:
             for entry in map(
                 _suppression,
                 self.conn.execute(
-                    select(suppressions).where(suppressions.c.address.in_(sorted(addresses)))
+                    # One array parameter: an IN list was a new statement text for every batch
+                    # (rendered, then parsed by psycopg), 12 ms of CPU for 100 addresses.
+                    select(suppressions).where(among(self.conn, suppressions.c.address, sorted(addresses)))
                 ).mappings(),
             )
         }
