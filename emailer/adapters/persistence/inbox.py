@@ -98,7 +98,7 @@ class SeenIds:
             by_first: dict[str, list[str]] = {}
             for a, b in sorted(keys):
                 by_first.setdefault(a, []).append(b)
-            return or_(*(and_(first == a, second.in_(bs)) for a, bs in by_first.items()))
+            return or_(*(and_(first == a, among(self.conn, second, bs)) for a, bs in by_first.items()))
         return tuple_(*self.key_columns).in_(sorted(keys))
 
 
