@@ -29,13 +29,16 @@ goes as one array parameter (``= ANY(...)``, served by the same index).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
 
+import psycopg
 from psycopg.types.json import Jsonb
 from pydantic_core import to_json
 from sqlalchemy import JSON, ColumnElement, Connection, Table, TextClause, any_, bindparam, insert, text
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
 COPY_FROM_ROWS = 64
@@ -47,14 +50,16 @@ of CPU a row, the same wall time)."""
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (every one with the same keys) into ``table``."""
+    """Insert ``rows`` (every one with the same keys) into ``table``; inside ``deferred_inserts``, at its
+    end (PostgreSQL)."""
     if not rows:
         return
     if conn.dialect.name != "postgresql":
         conn.execute(insert(table), list(rows))
         return
     names = tuple(rows[0])
-    if len(rows) >= COPY_FROM_ROWS:
+    deferred: list[tuple[str, str]] | None = conn.info.get(_DEFERRED)
+    if deferred is None and len(rows) >= COPY_FROM_ROWS:
         _copy(conn, table, names, rows)
         return
     binders = [(name, _binder(conn, table, name)) for name in names]
@@ -62,8 +67,66 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     values: Sequence[dict[str, Any]] = rows
     if bound:
         values = [{**row, **{name: bind(row[name]) for name, bind in bound}} for row in rows]
-    statement = _insert_statement(conn, table, names)
-    conn.execute(statement, {"rows": to_json(values).decode()})
+    statement, parameter = _insert_statement(conn, table, names), to_json(values).decode()
+    if deferred is not None:
+        deferred.append((statement, parameter))
+        return
+    with raw_cursor(conn) as cursor:
+        cursor.execute(statement, (parameter,))
+
+
+@contextmanager
+def deferred_inserts(conn: Connection) -> Iterator[None]:
+    """PostgreSQL: the ``insert_rows`` made inside go to the server together at the end, in order, in one
+    round trip (psycopg's pipeline mode; JSON, never COPY, which a pipeline cannot carry). For the
+    writes of a commit, which read nothing back: an accepting transaction's emails, recipients,
+    timeline, inbox and outbox rows were five round trips and five statements through SQLAlchemy. An
+    error (a duplicate key, the server gone) is raised at the end, as ``raw_cursor`` raises it.
+    Elsewhere (SQLite) each insert is made at once, as always."""
+    if conn.dialect.name != "postgresql" or _DEFERRED in conn.info:
+        yield
+        return
+    deferred: list[tuple[str, str]] = []
+    conn.info[_DEFERRED] = deferred
+    try:
+        yield
+    finally:
+        del conn.info[_DEFERRED]
+    if not deferred:
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None  # an open SQLAlchemy connection has its DBAPI connection
+    with raw_cursor(conn) as cursor:
+        if len(deferred) == 1:
+            cursor.execute(deferred[0][0], (deferred[0][1],))
+            return
+        with raw.pipeline():
+            for statement, parameter in deferred:
+                cursor.execute(statement, (parameter,))
+
+
+@contextmanager
+def raw_cursor(conn: Connection) -> Iterator[Any]:
+    """A psycopg cursor on ``conn``'s connection, in its transaction, skipping SQLAlchemy's per-statement
+    work (for statements made once, with one parameter). psycopg's errors come out as SQLAlchemy's
+    (``DBAPIError.instance``: an ``OperationalError`` for a server that is gone, an ``IntegrityError``
+    for a duplicate key), a lost connection invalidated, as SQLAlchemy's own execute would do: the
+    worker tells a database outage from a message's failure by them (``emailer.infrastructure``)."""
+    raw = conn.connection.driver_connection
+    assert raw is not None  # an open SQLAlchemy connection has its DBAPI connection
+    try:
+        with raw.cursor() as cursor:
+            yield cursor
+    except psycopg.Error as exc:
+        gone = conn.dialect.is_disconnect(cast(Any, exc), conn.connection.dbapi_connection, None)
+        if gone:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            None, None, exc, psycopg.Error, connection_invalidated=gone, dialect=conn.dialect
+        ) from exc
+
+
+_DEFERRED = "emailer.deferred_inserts"
 
 
 def _copy(conn: Connection, table: Table, names: tuple[str, ...], rows: Sequence[dict[str, Any]]) -> None:
@@ -71,27 +134,26 @@ def _copy(conn: Connection, table: Table, names: tuple[str, ...], rows: Sequence
     binders = [_jsonb if isinstance(table.c[n].type, JSON) else _binder(conn, table, n) for n in names]
     quote = conn.dialect.identifier_preparer.quote
     statement = f"COPY {quote(table.name)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
-    raw = conn.connection.driver_connection
-    assert raw is not None  # an open SQLAlchemy connection has its DBAPI connection
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+    with raw_cursor(conn) as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([bind(row[name]) for name, bind in zip(names, binders, strict=True)])
 
 
-_INSERTS: dict[tuple[str, str, tuple[str, ...]], TextClause] = {}
-"""``insert_rows``' statements, made once per table and columns (a handful in all)."""
+_INSERTS: dict[tuple[str, tuple[str, ...]], str] = {}
+"""``insert_rows``' statements (psycopg's own ``%s`` placeholder), made once per table and columns (a
+handful in all)."""
 
 
-def _insert_statement(conn: Connection, table: Table, names: tuple[str, ...]) -> TextClause:
-    cache_key = (conn.dialect.name, table.name, names)
+def _insert_statement(conn: Connection, table: Table, names: tuple[str, ...]) -> str:
+    cache_key = (table.name, names)
     statement = _INSERTS.get(cache_key)
     if statement is None:
         quote = conn.dialect.identifier_preparer.quote
         columns = ", ".join(quote(name) for name in names)
         record = ", ".join(f"{quote(name)} {table.c[name].type.compile(conn.dialect)}" for name in names)
-        statement = text(
+        statement = (
             f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns}"
-            f" FROM json_to_recordset(CAST(:rows AS json)) AS v({record})"
+            f" FROM json_to_recordset(CAST(%s AS json)) AS v({record})"
         )
         _INSERTS[cache_key] = statement
     return statement

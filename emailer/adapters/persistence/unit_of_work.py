@@ -6,6 +6,7 @@ from sqlalchemy import Connection, Engine
 
 from emailer.adapters.persistence import outbox
 from emailer.adapters.persistence.blob_refs import SqlBlobReferences
+from emailer.adapters.persistence.bulk import deferred_inserts
 from emailer.adapters.persistence.inbox import SqlInbox, SqlProviderEvents
 from emailer.adapters.persistence.repository import SqlEmailRepository
 from emailer.adapters.persistence.suppressions import SqlSuppressions
@@ -42,11 +43,15 @@ class SqlUnitOfWork(AbstractUnitOfWork):
         return self.emails.touched()
 
     def _flush(self, messages: list[OutgoingMessage]) -> None:
+        """The transaction's writes; the inserts among them go to the server together at the end, in one
+        round trip (``bulk.deferred_inserts``; the version-checked updates, which must read their row
+        counts, are made at once)."""
         assert self._conn is not None
-        self.emails.flush()
-        self.inbox.flush()
-        self.provider_events.flush()
-        outbox.write(self._conn, messages, self.clock.now())
+        with deferred_inserts(self._conn):
+            self.emails.flush()
+            self.inbox.flush()
+            self.provider_events.flush()
+            outbox.write(self._conn, messages, self.clock.now())
 
     def _commit(self) -> None:
         assert self._conn is not None

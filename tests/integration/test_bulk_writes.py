@@ -1,0 +1,76 @@
+"""``bulk.deferred_inserts`` and ``bulk.raw_cursor`` on a real PostgreSQL.
+
+A commit's inserts reach the server together at the end (one pipeline), and
+whatever psycopg raises on the way comes out as SQLAlchemy's error, so that the
+worker tells a database outage (pause, no retry spent) from a message's own
+failure: a duplicate key is an ``IntegrityError``, a server that is gone an
+``OperationalError`` on an invalidated connection.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from emailer.adapters.persistence.bulk import COPY_FROM_ROWS, deferred_inserts, insert_rows
+from emailer.adapters.persistence.tables import inbox
+from emailer.infrastructure import DATABASE, unavailable_dependency
+
+pytestmark = pytest.mark.postgres
+
+
+def rows(*ids: str) -> list[dict[str, object]]:
+    return [{"message_id": i, "message_type": "SendEmail", "handled_at": datetime.now(UTC)} for i in ids]
+
+
+def count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(inbox)).scalar_one())
+
+
+def test_inserts_made_inside_reach_the_server_together_at_the_end(pg_engine: Engine) -> None:
+    with pg_engine.begin() as conn:
+        with deferred_inserts(conn):
+            insert_rows(conn, inbox, rows("a", "b"))
+            insert_rows(conn, inbox, rows("c"))
+            # Not sent yet: the transaction itself does not see them.
+            assert conn.execute(select(func.count()).select_from(inbox)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(inbox)).scalar_one() == 3
+    assert count(pg_engine) == 3
+
+
+def test_a_duplicate_key_among_them_is_sqlalchemys_integrity_error_and_rolls_back(pg_engine: Engine) -> None:
+    with pg_engine.begin() as conn:
+        insert_rows(conn, inbox, rows("a"))
+    with pytest.raises(IntegrityError), pg_engine.begin() as conn, deferred_inserts(conn):
+        insert_rows(conn, inbox, rows("b"))
+        insert_rows(conn, inbox, rows("a"))
+    assert count(pg_engine) == 1  # "b" rolled back with the rest
+    with pg_engine.begin() as conn:  # the pooled connection is usable again
+        insert_rows(conn, inbox, rows("c"))
+    assert count(pg_engine) == 2
+
+
+@pytest.mark.parametrize(
+    ("deferred", "many"), [(True, 2), (False, 2), (False, COPY_FROM_ROWS)], ids=["pipelined", "json", "copy"]
+)
+def test_a_server_that_is_gone_is_a_database_outage_not_the_messages_failure(
+    pg_engine: Engine, deferred: bool, many: int
+) -> None:
+    """The connection's backend is terminated (as a restart or a cut would end it) before the inserts."""
+    ids = [f"m-{n}" for n in range(many)]
+    with pytest.raises(OperationalError) as raised, pg_engine.begin() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with pg_engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        if deferred:
+            with deferred_inserts(conn):
+                insert_rows(conn, inbox, rows(*ids))
+        else:
+            insert_rows(conn, inbox, rows(*ids))
+    assert raised.value.connection_invalidated
+    assert unavailable_dependency(raised.value) == DATABASE
+    assert count(pg_engine) == 0  # and the pool hands out a live connection again
