@@ -12,9 +12,10 @@ Every outcome must be ACCEPTED.
 
 With ``--gate`` the provider is called as a worker calls it: behind its circuit
 breaker and the provider gate (an in-memory shared state, no drain rate), with
-as many kept connections as calls in flight, one thread handing the gate a slice
-of ``--concurrency`` emails at a time (``send_many``, as the worker's
-dispatch-send thread does), so the gate's own hand-offs are in the figure.
+as many kept connections as calls in flight, one thread preparing a slice of
+``--concurrency`` emails and handing it to the gate (``send_many``), as the
+worker's claim and dispatch-send thread do, so the gate's own hand-offs and the
+request's build at the claim are in the figure.
 
 Options: --n (2000), --concurrency (8), --gate.
 """
@@ -116,6 +117,8 @@ def run(python: str, n: int, concurrency: int, gate: bool = False) -> dict[str, 
                 def send_slices(share: list[Any]) -> None:
                     for start in range(0, len(share), concurrency):
                         t0 = time.monotonic()
+                        for email in share[start : start + concurrency]:
+                            guarded.prepare(email)  # as the worker's claim does, before the calls
                         outcomes = guarded.send_many(share[start : start + concurrency])
                         latencies.append(time.monotonic() - t0)
                         failed.extend(str(o.reason) for o in outcomes if o.outcome is not Outcome.ACCEPTED)

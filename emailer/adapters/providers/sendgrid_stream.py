@@ -76,12 +76,16 @@ class StreamedMailSend:
         self._encode = encode
         self._outcome_for_status = outcome_for_status
 
-    def send(self, email: OutgoingEmail, redact: Callable[[str], str] = str) -> SendOutcome:
-        try:
-            body = mail_send_body(email, self._encode)
-        except Exception as exc:  # noqa: BLE001 - nothing was sent: a refusal with the reason
-            reason = f"cannot build the request: {type(exc).__name__}: {exc}"
-            return SendOutcome(Outcome.REJECTED, reason=redact(reason))
+    def send(
+        self, email: OutgoingEmail, redact: Callable[[str], str] = str, body: StreamedBody | None = None
+    ) -> SendOutcome:
+        """``body``: the email's, already built (``mail_send_body``); else it is built here."""
+        if body is None:
+            try:
+                body = mail_send_body(email, self._encode)
+            except Exception as exc:  # noqa: BLE001 - nothing was sent: a refusal with the reason
+                reason = f"cannot build the request: {type(exc).__name__}: {exc}"
+                return SendOutcome(Outcome.REJECTED, reason=redact(reason))
         writing = _Written(body)
         try:
             response = self._connections.post(self._endpoint, body.length, writing.chunks())
