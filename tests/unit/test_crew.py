@@ -106,14 +106,19 @@ def test_batches_from_several_callers_share_the_crew() -> None:
     assert sorted(results) == [[10, 20, 30], [40]]
 
 
+def crew_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("test-crew-close")]
+
+
 def test_close_ends_the_threads_and_one_call_needs_none() -> None:
     crew = Crew(3, "test-crew-close")
     assert crew.map(lambda x: x + 1, [1]) == [2]  # the caller's thread alone
-    assert not [t for t in threading.enumerate() if t.name.startswith("test-crew-close")]
+    assert crew_threads() == []
     assert crew.map(lambda x: x + 1, [1, 2, 3]) == [2, 3, 4]
-    assert len([t for t in threading.enumerate() if t.name.startswith("test-crew-close")]) == 2
+    assert len(crew_threads()) == 2
     crew.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("test-crew-close")]
+    assert crew_threads() == []
     assert crew.map(lambda x: x, []) == []
-    with pytest.raises(RuntimeError, match="closed"):
-        crew.map(lambda x: x, [1, 2])
+    assert crew.map(lambda x: x * 2, [1, 2]) == [2, 4]  # used again: its threads made again
+    crew.close()
+    assert crew_threads() == []

@@ -59,8 +59,8 @@ class _Batch(Generic[T, R]):
 
 class Crew:
     """Up to ``size`` calls of a batch at once: the caller's thread and up to ``size - 1`` of its own
-    (made on first use, kept idle between batches; ``close`` ends them). Thread-safe: batches from
-    several callers share the threads."""
+    (made when first needed, kept idle between batches; ``close`` ends them, and a later batch makes
+    them again). Thread-safe: batches from several callers share the threads."""
 
     def __init__(self, size: int, name: str) -> None:
         if size < 1:
@@ -70,7 +70,6 @@ class Crew:
         self._work: queue.SimpleQueue[_Batch[object, object] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._closed = False
 
     def map(self, call: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[call(item) for item in items]``, up to ``size`` at once; in the order of ``items``. If a
@@ -88,9 +87,8 @@ class Crew:
         return batch.results  # type: ignore[return-value]  # every item has its result now
 
     def close(self) -> None:
-        """End the threads once the batches handed to them are done (the crew is not used afterwards)."""
+        """End the threads once the batches handed to them are done."""
         with self._lock:
-            self._closed = True
             threads, self._threads = self._threads, []
         for _ in threads:
             self._work.put(None)
@@ -102,8 +100,6 @@ class Crew:
         if wanted <= 0:
             return 0
         with self._lock:
-            if self._closed:
-                raise RuntimeError("the crew is closed")
             while len(self._threads) < wanted:
                 thread = threading.Thread(
                     target=self._serve, name=f"{self._name}_{len(self._threads)}", daemon=True
