@@ -4,13 +4,20 @@
 What the provider's HTTP client costs per email, without the rest of the path
 (no broker, no database, no gate): N ~1 KB emails (the benchmark's) sent by C
 threads through one provider, as a worker's dispatch threads do, to an
-``emailer sandbox`` child process. Printed: sends/s, p50/p99 of one send, the
+``emailer sandbox`` child process. Printed: sends/s, p50/p99 of one send (of a slice with ``--gate``), the
 CPU of this process per send (the client's cost) and of the sandbox, and the
 TCP connections the sandbox accepted (from the kernel's table of this
 process's sockets to the sandbox port: a new connection per email shows as N).
 Every outcome must be ACCEPTED.
 
-Options: --n (2000), --concurrency (8).
+With ``--gate`` the provider is called as a worker calls it: behind its circuit
+breaker and the provider gate (an in-memory shared state, no drain rate), with
+as many kept connections as calls in flight, one thread preparing a slice of
+``--concurrency`` emails and handing it to the gate (``send_many``), as the
+worker's claim and dispatch-send thread do, so the gate's own hand-offs and the
+request's build at the claim are in the figure.
+
+Options: --n (2000), --concurrency (8), --gate.
 """
 
 from __future__ import annotations
@@ -57,8 +64,40 @@ def connections_to(port: int) -> set[int]:
     return found
 
 
-def run(python: str, n: int, concurrency: int) -> dict[str, Any]:
-    from emailer.adapters.providers.sendgrid import SendGridProvider
+def gated(provider: Any, concurrency: int) -> Any:
+    """``provider`` as the worker holds it: breaker inside the gate, state in memory (no drain rate)."""
+    import threading as _threading
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    from emailer.adapters.clock import SystemClock
+    from emailer.adapters.providers.circuit_breaker import CircuitBreaker
+    from emailer.adapters.providers.gate import ProviderGate, ProviderState, ProviderStateChanges
+
+    T = TypeVar("T")
+
+    class MemoryState(ProviderStateChanges):
+        def __init__(self) -> None:
+            self.states: dict[str, ProviderState] = {}
+            self._lock = _threading.Lock()
+
+        def _change(self, name: str, step: Callable[[ProviderState], tuple[T, ProviderState]]) -> T:
+            with self._lock:
+                result, self.states[name] = step(self.read(name))
+            return result
+
+        def read(self, name: str) -> ProviderState:
+            return self.states.get(name) or ProviderState(name)
+
+        def read_all(self) -> list[ProviderState]:
+            return list(self.states.values())
+
+    clock = SystemClock()
+    return ProviderGate(CircuitBreaker(provider, clock), MemoryState(), clock, concurrency=concurrency)
+
+
+def run(python: str, n: int, concurrency: int, gate: bool = False) -> dict[str, Any]:
+    from emailer.adapters.providers.sendgrid import DEFAULT_POOL_SIZE, SendGridProvider
     from handlers.ports import Outcome
 
     api_key = f"SG.{secrets.token_urlsafe(24)}"
@@ -67,10 +106,24 @@ def run(python: str, n: int, concurrency: int) -> dict[str, Any]:
         sandbox = Sandbox(python, Path(workdir), {**os.environ, "EMAILER_SANDBOX_API_KEY": api_key})
         port = int(sandbox.url.rsplit(":", 1)[1])
         try:
-            provider = SendGridProvider(api_key=api_key, base_url=sandbox.url)
+            pool_size = concurrency if gate else DEFAULT_POOL_SIZE
+            provider = SendGridProvider(api_key=api_key, base_url=sandbox.url, pool_size=pool_size)
             latencies: list[float] = []
             failed: list[str] = []
             lock = threading.Lock()
+            if gate:
+                guarded = gated(provider, concurrency)
+
+                def send_slices(share: list[Any]) -> None:
+                    for start in range(0, len(share), concurrency):
+                        t0 = time.monotonic()
+                        for email in share[start : start + concurrency]:
+                            guarded.prepare(email)  # as the worker's claim does, before the calls
+                        outcomes = guarded.send_many(share[start : start + concurrency])
+                        latencies.append(time.monotonic() - t0)
+                        failed.extend(str(o.reason) for o in outcomes if o.outcome is not Outcome.ACCEPTED)
+
+                workers = [threading.Thread(target=send_slices, args=(emails,))]
 
             def send(share: list[Any]) -> None:
                 for email in share:
@@ -82,9 +135,9 @@ def run(python: str, n: int, concurrency: int) -> dict[str, Any]:
                             failed.append(str(outcome.reason))
 
             before = connections_to(port)
-            threads = [
+            threads = workers if gate else [
                 threading.Thread(target=send, args=(emails[i::concurrency],)) for i in range(concurrency)
-            ]
+            ]  # fmt: skip
             cpu0, own0, t0 = process_cpu_seconds(sandbox.proc.pid), time.process_time(), time.monotonic()
             for t in threads:
                 t.start()
@@ -93,6 +146,8 @@ def run(python: str, n: int, concurrency: int) -> dict[str, Any]:
             elapsed, cpu1 = time.monotonic() - t0, process_cpu_seconds(sandbox.proc.pid)
             own = time.process_time() - own0
             opened = len(connections_to(port) - before)
+            if gate:
+                guarded.close()
         finally:
             sandbox.stop()
     if failed:
@@ -112,11 +167,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--gate", action="store_true", help="through the breaker and the gate, in slices")
     args = ap.parse_args()
-    r = run(sys.executable, args.n, args.concurrency)
+    r = run(sys.executable, args.n, args.concurrency, args.gate)
+    c = r["concurrency"]
+    what = f"gate slices of {c}" if args.gate else f"provider alone: {c} threads"
     print(
-        f"provider alone: {r['sends_per_s']:.1f} sends/s with {r['concurrency']} threads, "
-        f"p50 {r['lat_p50_ms']:.1f} ms p99 {r['lat_p99_ms']:.1f} ms, CPU a send: client "
+        f"{what}: {r['sends_per_s']:.1f} sends/s, "
+        f"{'a slice' if args.gate else 'a send'} p50 {r['lat_p50_ms']:.1f} ms p99 {r['lat_p99_ms']:.1f} ms, "
+        f"CPU a send: client "
         f"{r['client_cpu_us_per_send']} us, sandbox {r['sandbox_cpu_us_per_send']} us; "
         f"{r['connections']} TCP connection(s) for {r['n']} sends"
     )

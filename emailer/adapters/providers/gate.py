@@ -32,7 +32,6 @@ import math
 import random
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
@@ -40,6 +39,7 @@ from typing import Protocol, TypeVar
 import structlog
 
 from emailer import redaction
+from emailer.adapters.providers.crew import Crew
 from handlers.ports import Clock, MessageLookup, Outcome, OutgoingEmail, Provider, SendOutcome, lookup_of
 
 log = structlog.get_logger(__name__)
@@ -267,12 +267,11 @@ class ProviderGate:
         jitter: timedelta = timedelta(seconds=1),
         concurrency: int = 1,
     ) -> None:
-        """``concurrency``: provider calls in flight at once for one ``send_many`` (threads, made on first
-        use; ``close`` ends them)."""
+        """``concurrency``: provider calls in flight at once for one ``send_many`` (the caller's thread
+        and a crew of threads made on first use; ``close`` ends them)."""
         self.provider = provider
         self.concurrency = concurrency
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._crew = Crew(concurrency, "provider")
         self.name = provider.name
         self.store = store
         self.clock = clock
@@ -331,11 +330,7 @@ class ProviderGate:
         first: list[SendOutcome] = []
         if not self._proven:
             first, emails = [self._call(emails[0], halt)], emails[1:]
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="provider")
-            pool = self._pool
-        return first + list(pool.map(lambda e: self._call(e, halt), emails))
+        return first + self._crew.map(lambda e: self._call(e, halt), emails)
 
     def _call(self, email: OutgoingEmail, halt: _Halt) -> SendOutcome:
         """One provider call, unless an answer in this batch already paused the provider as a whole (a
@@ -372,10 +367,7 @@ class ProviderGate:
         return None
 
     def close(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        self._crew.close()
 
     def _answered(self, outcome: SendOutcome, probe: bool) -> SendOutcome:
         """What an answer says about the provider as a whole (a pause, a configuration error, its end)."""

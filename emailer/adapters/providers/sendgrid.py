@@ -34,7 +34,9 @@ import sendgrid
 
 from contracts import Address
 from emailer.adapters.providers.http_client import KeptConnections
+from emailer.adapters.providers.prepared import PreparedBodies
 from emailer.adapters.providers.sendgrid_stream import StreamedMailSend, mail_send_body
+from emailer.adapters.providers.streamed_body import StreamedBody
 from handlers.ports import (
     LookupAnswer,
     MessageLookup,
@@ -88,6 +90,7 @@ class SendGridProvider:
         self._mail_send = StreamedMailSend(
             self._connections, client.host, self._headers, _encoded, outcome_for_status
         )
+        self._prepared: PreparedBodies[StreamedBody] = PreparedBodies()
 
     def __repr__(self) -> str:
         return f"SendGridProvider(base_url={self.base_url!r})"
@@ -95,13 +98,14 @@ class SendGridProvider:
     def prepare(self, email: OutgoingEmail) -> None:
         """Build the Mail Send body and encode it as it will be sent (strict JSON); raises if it cannot.
 
-        Attachments are not read: their base64 is streamed in by ``send``.
+        Attachments are not read: their base64 is streamed in by ``send``. The body is kept for the
+        ``send`` of this same email object (``prepared``): built once, not twice.
         """
-        mail_send_body(email, _encoded)
+        self._prepared.keep(email, mail_send_body(email, _encoded))
 
     def send(self, email: OutgoingEmail) -> SendOutcome:
         """Every email, whatever its size, goes with its body streamed (``sendgrid_stream``)."""
-        return self._mail_send.send(email, self._redact)
+        return self._mail_send.send(email, self._redact, self._prepared.take(email))
 
     def find_message(self, email_id: str) -> LookupAnswer:
         """Does SendGrid hold a message for ``email_id``? (Email Activity Feed, one request.)"""

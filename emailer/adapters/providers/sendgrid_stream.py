@@ -36,7 +36,7 @@ from dataclasses import replace
 import httpx
 
 from emailer.adapters.providers.blob_failures import BLOB_FAILURES, outcome_for_blob_failure
-from emailer.adapters.providers.http_client import KeptConnections, describe, failure_outcome
+from emailer.adapters.providers.http_client import Endpoint, KeptConnections, describe, failure_outcome
 from emailer.adapters.providers.streamed_body import StreamedBody, stand_ins
 from handlers.ports import Outcome, OutgoingEmail, SendOutcome
 
@@ -70,22 +70,25 @@ class StreamedMailSend:
         encode: BodyEncoder,
         outcome_for_status: StatusMapper,
     ) -> None:
-        self.url = httpx.URL(f"{base_url.rstrip('/')}{MAIL_SEND_PATH}")  # parsed once, not a request
+        self.url = httpx.URL(f"{base_url.rstrip('/')}{MAIL_SEND_PATH}")
+        self._endpoint = Endpoint.of(self.url, {**headers, "Content-Type": "application/json"})  # once
         self._connections = connections
         self._encode = encode
         self._outcome_for_status = outcome_for_status
-        self._headers = {**headers, "Content-Type": "application/json"}
 
-    def send(self, email: OutgoingEmail, redact: Callable[[str], str] = str) -> SendOutcome:
-        try:
-            body = mail_send_body(email, self._encode)
-        except Exception as exc:  # noqa: BLE001 - nothing was sent: a refusal with the reason
-            reason = f"cannot build the request: {type(exc).__name__}: {exc}"
-            return SendOutcome(Outcome.REJECTED, reason=redact(reason))
+    def send(
+        self, email: OutgoingEmail, redact: Callable[[str], str] = str, body: StreamedBody | None = None
+    ) -> SendOutcome:
+        """``body``: the email's, already built (``mail_send_body``); else it is built here."""
+        if body is None:
+            try:
+                body = mail_send_body(email, self._encode)
+            except Exception as exc:  # noqa: BLE001 - nothing was sent: a refusal with the reason
+                reason = f"cannot build the request: {type(exc).__name__}: {exc}"
+                return SendOutcome(Outcome.REJECTED, reason=redact(reason))
         writing = _Written(body)
-        headers = {**self._headers, "Content-Length": str(body.length)}
         try:
-            response = self._connections.post(self.url, headers, writing.chunks())
+            response = self._connections.post(self._endpoint, body.length, writing.chunks())
         except BLOB_FAILURES as exc:  # raised by the body while it was written: the request was cut short
             return outcome_for_blob_failure(exc)
         except httpx.TransportError as err:
