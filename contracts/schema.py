@@ -31,6 +31,7 @@ from contracts.commands import (
 from contracts.fields import (
     HEADER_NAME_PATTERN,
     MAX_JSON_DEPTH,
+    MAX_SAFE_INTEGER,
     MAX_TEMPLATE_DATA_BYTES,
     STORABLE_PATTERN,
 )
@@ -182,7 +183,8 @@ def _template_value(depth: int) -> str:
 def _template_value_defs(ref: _Ref) -> dict[str, Any]:
     """A template data value at each depth: containers down to ``MAX_JSON_DEPTH``, then scalars only."""
     scalar: list[dict[str, Any]] = [
-        {"type": ["null", "boolean", "number"]},
+        {"type": ["null", "boolean"]},
+        {"type": "number", "minimum": -MAX_SAFE_INTEGER, "maximum": MAX_SAFE_INTEGER},
         {"type": "string", "pattern": STORABLE_PATTERN},
     ]
     defs: dict[str, Any] = {_template_value(MAX_JSON_DEPTH + 1): {"anyOf": scalar}}

@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import contracts
+from contracts.commands import _json_bytes_at_most
 from contracts.schema import write_schemas
 from tests.factories import send_email, send_email_payload
 
@@ -76,3 +79,11 @@ def test_schema_files_are_written_for_every_message(tmp_path: Path) -> None:
     assert {p.name for p in paths} == {f"{n}.schema.json" for n in contracts.message_types()}
     schema = json.loads((tmp_path / "SendEmail.schema.json").read_text())
     assert "from" in schema["properties"] and "email_id" in schema["required"]
+
+
+@given(st.dictionaries(st.text(max_size=30), st.text(max_size=60), max_size=12))
+def test_the_custom_args_bound_is_never_below_the_real_size(strings: dict[str, str]) -> None:
+    """SendEmail skips encoding metadata when this bound is within the limit: it must never be under."""
+    assert len(
+        json.dumps(strings, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    ) <= _json_bytes_at_most(strings)
