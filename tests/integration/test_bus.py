@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -478,6 +479,61 @@ def test_bodies_are_delivered_raw_never_decoded_or_auto_acked(bus: KombuBus, bro
         assert all(isinstance(d.body, bytes) for d in round_)
     assert all(d.redelivered for d in second)
     assert broker.depth(broker.topology.input_queue) == 0
+
+
+@pytest.mark.rabbitmq
+def test_odd_headers_and_a_body_over_several_frames_arrive_as_py_amqp_reads_them(
+    rabbitmq_url: str, topology: Topology
+) -> None:
+    """What the consumer reads from the frames itself, or leaves to py-amqp, equals py-amqp's reading."""
+    odd = {
+        "NServiceBus.MessageId": "odd-1",
+        "NServiceBus.EnclosedMessageTypes": "SendEmail",
+        "count": 3,
+        "nested": {"list": [1, "two", Decimal("3.25")], "flag": True},
+        "when": datetime(2026, 1, 2, 3, 4, 5),
+        "raw": b"\x00\xff",
+        "none": None,
+    }
+    usual = {"NServiceBus.MessageId": "usual-1", "Custom.\u00dcn\u00efcode": "v\u00e4lue \u2713"}
+    big = bytes(range(256)) * 1600  # 400 KB: four body frames of RabbitMQ's 128 KiB
+    # An empty body left to kombu (a compression header) comes as '' with kombu's "binary" encoding.
+    empty = {"NServiceBus.MessageId": "empty-1", "compression": "application/x-no-such-codec"}
+    sent = [(b"odd", odd), (big, usual), (b"", empty)]
+    with KombuBus(rabbitmq_url, topology, connect_timeout=3) as bus:
+        broker = Broker(rabbitmq_url, topology)
+        oracle = broker.subscribe(f"{topology.input_queue}.oracle", "Nothing")  # the same, read by py-amqp
+        try:
+            for body, headers in sent:
+                for queue in (topology.input_queue, oracle):
+                    Producer(broker.channel).publish(
+                        body, exchange="", routing_key=queue, headers=headers, message_id="p-1", type="T"
+                    )
+            first = collect_all(bus, 3, settle="requeue")
+            again = collect_all(bus, 3)
+            expected = []
+            for _ in sent:
+                message = broker.channel.basic_get(oracle, no_ack=True)  # py-amqp's own reading, no kombu
+                properties = message.properties
+                expected.append(
+                    Delivery.from_transport(
+                        headers=properties.get("application_headers"),
+                        properties=properties,
+                        body=message.body or b"",  # py-amqp: an empty body is ''
+                        redelivered=False,
+                    )
+                )
+        finally:
+            broker.remove_everything()
+
+    def seen(delivery: Delivery) -> tuple[object, ...]:
+        return (delivery.message_id, delivery.message_type, delivery.headers, delivery.body)
+
+    assert [seen(d) for d in first] == [seen(d) for d in expected] == [seen(d) for d in again]
+    assert first[1].body == big and first[2].body == b""
+    assert first[0].headers["count"] == "3" and first[0].headers["none"] == "None"
+    assert not any(d.redelivered for d in first) and all(d.redelivered for d in again)
+    assert [d.state for d in again] == ["acked"] * 3
 
 
 def test_ping(bus: KombuBus, broker: Broker) -> None:

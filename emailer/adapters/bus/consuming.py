@@ -239,8 +239,8 @@ def _collect(connection: Connection, received: list[Message], max_batch: int, id
 
 def _to_delivery(message: Message) -> Delivery:
     body: Any = message.body
-    if isinstance(body, str):  # a transport that decoded it after all
-        body = body.encode(message.content_encoding or "utf-8")
+    if isinstance(body, str):  # py-amqp's empty body (''), or a transport that decoded it after all
+        body = _encoded(body, message.content_encoding)
     return Delivery.from_transport(
         headers=message.headers,
         properties=message.properties,
@@ -248,6 +248,15 @@ def _to_delivery(message: Message) -> Delivery:
         redelivered=_redelivered(message),
         message=message,
     )
+
+
+def _encoded(body: str, encoding: str | None) -> bytes:
+    if not body:
+        return b""  # kombu's "binary" (its content encoding for bytes bodies) is no codec
+    try:
+        return body.encode(encoding or "utf-8")
+    except LookupError:
+        return body.encode("utf-8", "surrogatepass")
 
 
 def _redelivered(message: Message) -> bool:
