@@ -3,6 +3,8 @@
 
     .venv/bin/python bench/profile_accept.py --n 2000            # needs py-spy in the venv
     .venv/bin/python bench/profile_accept.py --n 10000 --top 40 --no-profile   # only the rate per slice
+    .venv/bin/python bench/profile_accept.py --n 3000 --full --gil --setting provider_max_rate=0
+        # the full path: until every EmailDeliveryStarted too (2N events); --setting NAME=VALUE sets Emailer's
 
 The same stack as a closed-loop round of ``throughput.py`` (its own database,
 queues and sandbox; N SendEmail pre-loaded), one worker process; the phase ends
