@@ -135,7 +135,7 @@ def dispatch_emails(
 ) -> list[Exception | None]:
     """Claim, send, record (see the module's docstring). For each dispatch of ``batch``, in order: None
     (done: settle it) or the exception that stopped it (retry it). What the transactions wrote to the
-    outbox is in ``uow.committed``.
+    outbox is in ``uow.committed``, or went to ``uow.relay_each_commit`` as each committed.
 
     ``in_flight`` (the worker's provider calls in flight) is the size of a slice: a larger batch goes
     claim-send-record a slice at a time, so a crash never leaves a whole consumer batch, most of it not

@@ -282,9 +282,8 @@ class MessagePipeline(Generic[D]):
                 errors = route.batch([(item.message, item.context) for _, item in group], uow)
             except Exception as exc:  # noqa: BLE001 - the handler's own failure is every message's
                 errors = [exc] * len(group)
-        written = uow.take_committed()
         done = [delivery for (delivery, _), error in zip(group, errors, strict=True) if error is None]
-        self._after_commit(done, written)
+        self._after_commit(done, [])  # every commit of the batch went to the relay as it was made
         for (delivery, item), error in zip(group, errors, strict=True):
             if error is not None:
                 self._failed(delivery, error, item.route.name)

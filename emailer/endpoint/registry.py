@@ -29,7 +29,8 @@ class Route:
     batch: Callable[[list[tuple[Any, MessageContext]], Any], list[Exception | None]] | None = None
     """Optional, for a handler that commits on its own: ``batch(items, uow)`` handles the messages of a
     consumer batch together (``(message, context)`` each) and answers, for each, None (done) or the
-    exception that stopped it; what it committed is in ``uow.committed``."""
+    exception that stopped it; the pipeline gives the unit of work its relay (``uow.relay_each_commit``),
+    so what it commits is published as it commits."""
     handler_name: str = ""
     """What ``Emailer.Handler`` names on a failed message (bootstrap binds ``handler`` in a lambda)."""
 
