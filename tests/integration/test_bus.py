@@ -176,13 +176,18 @@ def consuming(bus: KombuBus, on_batch: Callable[[list[Delivery]], None]) -> Iter
 
 
 def collect_all(bus: KombuBus, count: int, settle: str = "ack") -> list[Delivery]:
-    """Consume until ``count`` deliveries arrived, settling each with ``settle``."""
+    """Consume until ``count`` deliveries arrived, then settle each with ``settle``.
+
+    They are settled together once all arrived, so a requeued delivery cannot come
+    back among the first ``count``.
+    """
     seen: list[Delivery] = []
 
     def on_batch(batch: list[Delivery]) -> None:
-        for delivery in batch:
-            getattr(delivery, settle)()
         seen.extend(batch)
+        if len(seen) >= count:
+            for delivery in seen:
+                getattr(delivery, settle)()
 
     bus.consume(on_batch, should_stop=stop_when(lambda: len(seen) >= count), idle_timeout=0.05)
     assert len(seen) == count, [d.message_id for d in seen]
