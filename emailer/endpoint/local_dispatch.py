@@ -9,6 +9,14 @@ emails itself, before it takes its next batch, and hands what that committed to
 the same relay, after the ``EmailQueued`` (a subscriber sees an email's events
 in order).
 
+Before its first provider call it waits (at most ``RELAY_WAIT``) until the
+relay has published what the consumer handed over: the accept's ``EmailQueued``
+go out while this thread waits on the broker, instead of waiting for the
+interpreter lock behind the dispatch. Measured (bench/throughput.py --rate 270,
+N=3000, one worker, alternating with the code before): accept p50/p99 from
+receipt 9.5/22.2 and 9.6/25.7 ms against 11.0/32.0 and 11.1/32.5 ms; full path
+p99 71.3/70.5 against 90.2/84.7 ms (its p50 27.5 -> 31 ms).
+
 Only when the consumer is keeping up: batches lately half full or more mean a
 backlog is waiting in the queue, and then acceptance comes first (a burst is taken in at the accept
 path's speed, which the provider's state does not limit) and the messages
@@ -47,6 +55,8 @@ log = structlog.get_logger(__name__)
 
 BatchHandler = Callable[[list[tuple[Any, MessageContext]], AbstractUnitOfWork], list[Exception | None]]
 DISPATCH = DispatchEmail.type_name()
+RELAY_WAIT = 0.05
+"""Seconds the dispatch waits at most for the relay to publish what the accept committed."""
 
 
 class LocalDispatch:
@@ -60,6 +70,7 @@ class LocalDispatch:
         input_queue: str,
         batch_in_hand: Callable[[], int],
         batch_size: int,
+        wait_relayed: Callable[[float], bool] | None = None,
     ) -> None:
         self.batch = batch
         self.uow_factory = uow_factory
@@ -67,6 +78,7 @@ class LocalDispatch:
         self.input_queue = input_queue
         self.batch_in_hand = batch_in_hand
         self.batch_size = batch_size
+        self.wait_relayed = wait_relayed
         self._load = 0.0
         """The consumer's batches, how full on average (recent ones weigh most)."""
 
@@ -88,6 +100,10 @@ class LocalDispatch:
         ]
         if not items:
             return
+        if self.wait_relayed is not None:
+            # The accept's events first, alone: the relay's publish and confirms are not kept waiting
+            # for the interpreter lock by the dispatch (bounded; the dispatch goes on regardless).
+            self.wait_relayed(RELAY_WAIT)
         uow = self.uow_factory()
         uow.relay_each_commit = self.publish_committed  # each slice's events as it is recorded
         try:

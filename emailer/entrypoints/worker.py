@@ -131,6 +131,7 @@ class Worker:
             s.input_queue,
             batch_in_hand=lambda: self.app.pipeline.batch_in_hand,
             batch_size=s.batch_size,
+            wait_relayed=self.relay.wait_relayed,
         )
 
     def schedule_once(self) -> int:

@@ -154,3 +154,40 @@ def test_what_was_committed_during_a_round_is_published_before_that_round_is_mar
         ("mark", ["msg-0", "msg-1", "msg-2"]),
     ]
     assert pending(engine) == set()
+
+
+def test_wait_relayed_returns_once_what_was_handed_over_is_published_and_is_bounded(engine: Engine) -> None:
+    """The local dispatch steps aside until the accept's events are out; a broker that does not confirm
+    keeps it waiting no longer than its bound."""
+    clock, publisher = FakeClock(), GatedPublisher()
+    relay = BackgroundRelay(Outbox(engine, publisher, clock))
+    written = write(engine, clock, 3)
+    assert relay.wait_relayed(0.0) is True  # nothing handed over: nothing to wait for
+    relay.publish_committed(written[:1])
+    assert publisher.entered.wait(WAIT)
+    relay.publish_committed(written[1:])
+    assert relay.wait_relayed(0.2) is False  # the broker has not confirmed: bounded
+    waited = threading.Event()
+    outcome: list[bool] = []
+
+    def wait() -> None:
+        outcome.append(relay.wait_relayed(WAIT))
+        waited.set()
+
+    threading.Thread(target=wait, daemon=True).start()
+    assert not waited.wait(0.1)
+    publisher.gate.set()
+    assert waited.wait(WAIT) and outcome == [True]
+    assert [m.message_id for m in publisher.published] == ["msg-0", "msg-1", "msg-2"]  # both rounds
+    assert relay.close(WAIT)
+
+
+def test_wait_relayed_also_returns_when_the_broker_refused_the_round(engine: Engine) -> None:
+    clock, publisher = FakeClock(), RecordingPublisher()
+    relay = BackgroundRelay(Outbox(engine, publisher, clock))
+    written = write(engine, clock, 2)
+    publisher.failures = [ConnectionError("broker down")]
+    relay.publish_committed(written)
+    assert relay.wait_relayed(WAIT) is True  # left to the sweep: nothing more to wait for
+    assert publisher.published == [] and pending(engine) == {"msg-0", "msg-1"}
+    assert relay.close(WAIT)

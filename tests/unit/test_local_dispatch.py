@@ -119,3 +119,21 @@ def test_a_consumer_with_a_backlog_leaves_the_emails_to_their_messages(setup: Se
     ids, written = setup.accept(1)
     setup.local(written)
     assert [e.email_id for e in setup.provider.sent] == ids
+
+
+def test_the_dispatch_first_lets_the_relay_publish_what_the_accept_committed(setup: Setup) -> None:
+    """It waits (bounded) for the relay before its first provider call, and not at all when it has
+    nothing to dispatch."""
+    waits: list[tuple[float, int]] = []
+
+    def wait_relayed(timeout: float) -> bool:
+        waits.append((timeout, len(setup.provider.sent)))
+        return False  # even a relay that did not finish in time does not stop the dispatch
+
+    setup.local.wait_relayed = wait_relayed
+    setup.local([])
+    assert waits == []
+    _, written = setup.accept(2)
+    setup.local(written)
+    assert len(waits) == 1 and waits[0][1] == 0 and 0 < waits[0][0] <= 0.1
+    assert len(setup.provider.sent) == 2

@@ -52,6 +52,11 @@ class BackgroundRelay:
     def __init__(self, outbox: Outbox, depth: int = DEPTH) -> None:
         self.outbox = outbox
         self._batches: queue.Queue[list[OutgoingMessage] | None] = queue.Queue(maxsize=depth)
+        self._handed = 0
+        """Batches handed over so far."""
+        self._relayed = 0
+        """Of them, how many the thread has published (or given back to the sweep)."""
+        self._progress = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
         self._thread.start()
 
@@ -61,8 +66,18 @@ class BackgroundRelay:
             return True
         batch = list(messages)
         self.outbox.hold([m.message_id for m in batch])
+        with self._progress:
+            self._handed += 1
         self._batches.put(batch)
         return True
+
+    def wait_relayed(self, timeout: float) -> bool:
+        """Wait until what was handed over so far is published (or left to the sweep); False if
+        ``timeout`` passed first. Nothing depends on it: it lets a caller step aside while the relay
+        publishes (its confirms then wait on the broker, not on this process's interpreter lock)."""
+        with self._progress:
+            target = self._handed
+            return self._progress.wait_for(lambda: self._relayed >= target, timeout)
 
     def close(self, timeout: float = 30.0) -> bool:
         """Publish what was handed over, then stop; False if that took longer than ``timeout``
@@ -76,7 +91,7 @@ class BackgroundRelay:
         """Published and confirmed, not marked sent yet (held until they are)."""
         stopping = False
         while True:
-            batch, stop = self._waiting(block=not unmarked and not stopping)
+            batch, rounds, stop = self._waiting(block=not unmarked and not stopping)
             stopping = stopping or stop
             if batch:
                 try:
@@ -89,6 +104,9 @@ class BackgroundRelay:
                     unmarked += ids
                 else:
                     self.outbox.release(ids)  # pending: the sweep publishes them
+                with self._progress:
+                    self._relayed += rounds
+                    self._progress.notify_all()
                 if len(unmarked) < MARK_AFTER:
                     continue  # what was committed meanwhile is published before the marking
             if unmarked:
@@ -102,22 +120,25 @@ class BackgroundRelay:
             if stopping:
                 return
 
-    def _waiting(self, block: bool) -> tuple[list[OutgoingMessage], bool]:
+    def _waiting(self, block: bool) -> tuple[list[OutgoingMessage], int, bool]:
         """What was handed over (waiting for it if ``block``), all of it in one round, in commit order:
-        one confirm wait for all of it; and whether ``close`` asked to stop."""
+        one confirm wait for all of it; how many batches it joins; and whether ``close`` asked to stop."""
         batch: list[OutgoingMessage] = []
+        rounds = 0
         try:
             first = self._batches.get(block=block)
         except queue.Empty:
-            return batch, False
+            return batch, rounds, False
         if first is None:
-            return batch, True
+            return batch, rounds, True
         batch += first
+        rounds += 1
         while True:
             try:
                 more = self._batches.get_nowait()
             except queue.Empty:
-                return batch, False
+                return batch, rounds, False
             if more is None:
-                return batch, True
+                return batch, rounds, True
             batch += more
+            rounds += 1
