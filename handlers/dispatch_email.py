@@ -52,6 +52,7 @@ from handlers.unit_of_work import AbstractUnitOfWork
 log = structlog.get_logger(__name__)
 
 MAX_REASON_CHARS = 1000
+NOT_CLAIMED = "not claimed (absent, not queued, busy or asked twice)"
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,7 @@ def _claim(
                 email = claimed.get(email_id) if email_id not in asked else None
                 asked.add(email_id)
                 if email is None or not email.is_due(now):
-                    status = email.status.value if email else "not claimed (absent, busy or asked twice)"
+                    status = email.status.value if email else NOT_CLAIMED
                     log.info("dispatch.not_due", email_id=email_id, status=status)
                     continue
                 uow.context = dispatch.context

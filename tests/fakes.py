@@ -272,7 +272,7 @@ class _FakeEmails:
 
     def claim(self, email_ids: Iterable[str]) -> list[Email]:
         free = sorted(set(email_ids) - self.store.locked)
-        found = [e for e in (self.get(i) for i in free) if e is not None]
+        found = [e for e in (self.get(i) for i in free) if e is not None and e.status is EmailStatus.QUEUED]
         self.claimed |= {e.id for e in found}
         self.store.locked |= self.claimed  # held until this transaction ends
         return found

@@ -331,6 +331,18 @@ def test_a_claim_leaves_out_what_another_transaction_holds(new_uow: NewUow, cloc
         assert sorted(e.id for e in uow.emails.claim([held.id, free.id])) == sorted([held.id, free.id])
 
 
+def test_a_claim_takes_only_queued_emails(new_uow: NewUow, clock: FakeClock) -> None:
+    """An email that cannot be attempted any more (here cancelled) is left out, and not held."""
+    queued, cancelled = queue(clock), queue(clock)
+    cancelled.cancel("changed my mind", clock.now())
+    store(new_uow, queued, "m-1")
+    store(new_uow, cancelled, "m-2")
+    with new_uow() as uow:
+        assert [e.id for e in uow.emails.claim([queued.id, cancelled.id])] == [queued.id]
+        stored = uow.emails.get(cancelled.id)  # still readable in the same transaction
+        assert stored is not None and stored.status is EmailStatus.CANCELLED
+
+
 @pytest.mark.parametrize("new_uow", OVERLAPPING_WRITERS, indirect=True)
 def test_a_change_made_meanwhile_to_one_of_several_emails_is_a_conflict_and_saves_none(
     new_uow: NewUow, clock: FakeClock

@@ -64,9 +64,9 @@ class SqlEmailRepository:
         self._absent |= wanted - self._identity.keys()
 
     def claim(self, email_ids: Iterable[str]) -> list[Email]:
-        """``preload`` with the email rows locked, skipping the rows another transaction holds (in id
-        order, so two claims never wait on each other; SQLite has no row locks and serialises writers,
-        and the version check on flush still catches a concurrent change there)."""
+        """``preload`` of the queued ones with their rows locked, skipping the rows another transaction
+        holds (in id order, so two claims never wait on each other; SQLite has no row locks and
+        serialises writers, and the version check on flush still catches a concurrent change there)."""
         wanted = sorted(set(email_ids))
         if not wanted:
             return []
@@ -240,10 +240,10 @@ def _statement(conn: Connection, name: str) -> Select[Any]:
 
 _STATEMENTS: dict[tuple[str, str], Select[Any]] = {}
 _BUILDERS: dict[str, Callable[[Connection], Select[Any]]] = {
-    # The claim: the emails locked, skipping those another transaction holds, in id order.
+    # The claim: the queued emails locked, skipping those another transaction holds, in id order.
     "claim": lambda conn: (
         select(emails)
-        .where(among_keys(conn, emails.c.id, "ids"))
+        .where(among_keys(conn, emails.c.id, "ids"), emails.c.status == EmailStatus.QUEUED.value)
         .order_by(emails.c.id)
         .with_for_update(skip_locked=True)
     ),
