@@ -254,11 +254,17 @@ def _claim(
 ) -> list[_Attempt]:
     """Mark the attempts in one transaction; the attempts to make. Both requests are built first, ours
     and the provider's own: an email that cannot be expressed fails for good with the reason, before any
-    attempt is committed. A conflict (SQLite has no row locks) is retried on fresh state."""
+    attempt is committed. A conflict (SQLite has no row locks) is retried on fresh state.
+
+    The emails ``uow.offered`` holds for this batch (as the accept committed them) are offered to the
+    first try's claim only: a try that fails may have changed them in memory."""
+    ids = [d.command.email_id for d in batch]
+    offered = {i: uow.offered.pop(i) for i in ids if i in uow.offered}
     for retry in conflict_retrying(ConcurrencyConflict):
         with retry, uow:
             attempts: list[_Attempt] = []
-            claimed = {e.id: e for e in uow.emails.claim(d.command.email_id for d in batch)}
+            claimed = {e.id: e for e in uow.emails.claim(ids, offered)}
+            offered = {}
             asked: set[str] = set()
             now = clock.now()
             for index, dispatch in enumerate(batch):

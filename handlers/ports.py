@@ -88,14 +88,18 @@ class EmailRepository(Protocol):
     def preload(self, email_ids: Iterable[str]) -> None:
         """Load these emails in one round trip (a batch hint); ``get`` then answers from memory."""
 
-    def claim(self, email_ids: Iterable[str]) -> list[Email]:
+    def claim(self, email_ids: Iterable[str], offered: Mapping[str, Email] | None = None) -> list[Email]:
         """Load the queued ones of these emails to attempt them, in one round trip, locked for this
         transaction where the database can (``FOR UPDATE SKIP LOCKED``): an email another transaction
         is changing right now (the scheduler, a callback, another worker) is left out rather than
         waited for or conflicted with. An email in any other status cannot be attempted and is left
         out too, unread: a DispatchEmail that comes round after its email was attempted (the local
         dispatch, a redelivery) costs one query that returns nothing. ``get`` then answers from
-        memory for those it returned."""
+        memory for those it returned.
+
+        ``offered``: emails as an earlier transaction of this process committed them (the accept's,
+        to the local dispatch). One whose row is still at that version is taken as it is, locked
+        but not read again (its content, recipients and attachments); any other is loaded."""
 
     def keep(self, emails: Iterable[Email]) -> None:
         """Take emails as an earlier transaction of this unit of work committed them (no query): their

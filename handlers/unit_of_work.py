@@ -90,6 +90,9 @@ class AbstractUnitOfWork(abc.ABC):
         """If set, what each commit wrote goes to it at once (the relay), instead of into ``committed``:
         a handler that commits many times (a dispatch batch, a slice at a time) has its first events
         published while it goes on, not all at its end."""
+        self.offered: dict[str, Email] = {}
+        """Emails as a transaction of this process committed them, for this unit of work's next claim
+        (``EmailRepository.claim``): taken without reading them again where their rows are unchanged."""
         self._open = False
 
     # ------------------------------------------------------------ transaction
@@ -205,6 +208,10 @@ class AbstractUnitOfWork(abc.ABC):
 
     @abc.abstractmethod
     def _begin(self) -> None: ...
+
+    def touched(self) -> list[Email]:
+        """The emails added or loaded in the last transaction; after its commit, as it saved them."""
+        return self._touched()
 
     @abc.abstractmethod
     def _touched(self) -> list[Email]:

@@ -6,7 +6,7 @@ import copy
 import hashlib
 import io
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -270,8 +270,12 @@ class _FakeEmails:
         for email_id in email_ids:
             self.get(email_id)
 
-    def claim(self, email_ids: Iterable[str]) -> list[Email]:
+    def claim(self, email_ids: Iterable[str], offered: Mapping[str, Email] | None = None) -> list[Email]:
         free = sorted(set(email_ids) - self.store.locked)
+        for email_id in free:  # an offered email whose stored version is still its own is taken as it is
+            mine, stored = (offered or {}).get(email_id), self.store.emails.get(email_id)
+            if mine and stored and email_id not in self.seen and stored.version == mine.version:
+                self.keep([mine])
         found = [e for e in (self.get(i) for i in free) if e is not None and e.status is EmailStatus.QUEUED]
         self.claimed |= {e.id for e in found}
         self.store.locked |= self.claimed  # held until this transaction ends

@@ -48,6 +48,7 @@ import structlog
 
 from contracts import DispatchEmail
 from emailer import redaction
+from emailer.domain import Email
 from handlers.ports import MessageContext, OutgoingMessage
 from handlers.unit_of_work import AbstractUnitOfWork
 
@@ -87,7 +88,9 @@ class LocalDispatch:
         self._load = 0.75 * self._load + 0.25 * self.batch_in_hand()
         return 2 * self._load >= self.batch_size
 
-    def __call__(self, written: Sequence[OutgoingMessage]) -> None:
+    def __call__(self, written: Sequence[OutgoingMessage], emails: Sequence[Email] = ()) -> None:
+        """``emails``: as the commit that wrote ``written`` left them; its claim takes those whose rows
+        are unchanged without reading them again (``EmailRepository.claim``)."""
         if self.backlog():
             return  # acceptance first: the messages come round once the backlog is taken in
         items = [
@@ -105,6 +108,7 @@ class LocalDispatch:
             # for the interpreter lock by the dispatch (bounded; the dispatch goes on regardless).
             self.wait_relayed(RELAY_WAIT)
         uow = self.uow_factory()
+        uow.offered = {e.id: e for e in emails}
         uow.relay_each_commit = self.publish_committed  # each slice's events as it is recorded
         try:
             errors = self.batch(items, uow)

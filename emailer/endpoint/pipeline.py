@@ -48,7 +48,7 @@ import structlog
 from contracts import Message
 from contracts.wire import H, type_name
 from emailer import redaction
-from emailer.domain import DomainError
+from emailer.domain import DomainError, Email
 from emailer.endpoint.codec import Decoded, IncomingDelivery, decode
 from emailer.endpoint.faults import AFTER_COMMIT_BEFORE_PUBLISH, crash_point, failure_point
 from emailer.endpoint.recoverability import (
@@ -147,8 +147,9 @@ class MessagePipeline(Generic[D]):
             ThreadPoolExecutor(concurrency, thread_name_prefix="dispatch") if concurrency > 1 else None
         )
         self._lock = threading.Lock()
-        self.after_publish: Callable[[Sequence[OutgoingMessage]], None] | None = None
-        """Given what a commit wrote once it is published (the worker's local dispatch)."""
+        self.after_publish: Callable[[Sequence[OutgoingMessage], Sequence[Email]], None] | None = None
+        """Given what a commit wrote once it is handed to the relay, and the emails as that commit left
+        them (the worker's local dispatch)."""
         self.batch_in_hand = 0
         """How many deliveries the batch being handled has (a full batch: a backlog is waiting)."""
 
@@ -197,7 +198,7 @@ class MessagePipeline(Generic[D]):
 
     def _handle_together(self, items: list[tuple[D, Decoded]]) -> None:
         try:
-            written = self._run_transaction([x for _, x in items])
+            written, emails = self._run_transaction([x for _, x in items])
         except Exception as exc:
             if len(items) == 1 or unavailable_dependency(exc) is not None:
                 for delivery, decoded in items:
@@ -207,9 +208,10 @@ class MessagePipeline(Generic[D]):
                 for pair in items:
                     self._handle_together([pair])
             return
-        self._after_commit([d for d, _ in items], written)
+        self._after_commit([d for d, _ in items], written, emails)
 
-    def _run_transaction(self, items: list[Decoded]) -> list[OutgoingMessage]:
+    def _run_transaction(self, items: list[Decoded]) -> tuple[list[OutgoingMessage], list[Email]]:
+        """What the commit wrote to the outbox, and the emails it saved (as it left them)."""
         uow = self.uow_factory()
         with uow:
             self._prefetch(uow, items)
@@ -227,7 +229,8 @@ class MessagePipeline(Generic[D]):
                     item.route.handler(item.message, uow)
                     uow.inbox.record(item.context.message_id, item.context.message_type)
                     uow.collect()
-            return uow.commit()
+            written = uow.commit()
+        return written, uow.touched()
 
     @staticmethod
     def _prefetch(uow: AbstractUnitOfWork, items: list[Decoded]) -> None:
@@ -303,12 +306,14 @@ class MessagePipeline(Generic[D]):
                 return uow.take_committed(), exc
         return uow.take_committed(), None
 
-    def _after_commit(self, deliveries: list[D], written: list[OutgoingMessage]) -> None:
+    def _after_commit(
+        self, deliveries: list[D], written: list[OutgoingMessage], emails: Sequence[Email] = ()
+    ) -> None:
         crash_point(AFTER_COMMIT_BEFORE_PUBLISH, self.crash_at)
         if deliveries:
             self._ack_all(deliveries)
         if self.relay.publish_committed(written) and written and self.after_publish is not None:
-            self.after_publish(written)
+            self.after_publish(written, emails)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -321,7 +326,7 @@ class MessagePipeline(Generic[D]):
         route = self.registry.route(message.type_name())
         if route is None or not route.transactional:
             raise InvalidMessage(f"{message.type_name()} cannot be handled in process")
-        written = self._run_transaction([Decoded(route, message, context)])
+        written, _ = self._run_transaction([Decoded(route, message, context)])
         crash_point(AFTER_COMMIT_BEFORE_PUBLISH, self.crash_at)
         self.relay.publish_committed(written)
 

@@ -331,6 +331,47 @@ def test_a_claim_leaves_out_what_another_transaction_holds(new_uow: NewUow, cloc
         assert sorted(e.id for e in uow.emails.claim([held.id, free.id])) == sorted([held.id, free.id])
 
 
+def test_a_claim_takes_an_offered_email_as_it_is_while_its_row_is_unchanged(
+    new_uow: NewUow, clock: FakeClock
+) -> None:
+    """Offered (as the accept committed them): one unchanged is taken without being read again; one
+    changed meanwhile is read again (its new state); one no longer queued is left out."""
+    unchanged, woken, cancelled = queue(clock), queue(clock), queue(clock)
+    for n, email in enumerate((unchanged, woken, cancelled)):
+        store(new_uow, email, f"m-{n}")
+    with new_uow() as uow:  # meanwhile: one is woken (still queued), one cancelled
+        w, c = uow.emails.get(woken.id), uow.emails.get(cancelled.id)
+        assert w is not None and c is not None
+        assert w.wake(clock.now(), POLICY)
+        c.cancel("changed my mind", clock.now())
+        uow.collect()
+        uow.commit()
+    offered = {e.id: e for e in (unchanged, woken, cancelled)}
+    with new_uow() as uow:
+        claimed = {e.id: e for e in uow.emails.claim(offered, offered)}
+        assert sorted(claimed) == sorted([unchanged.id, woken.id])
+        assert claimed[unchanged.id] is unchanged
+        assert claimed[woken.id] is not woken
+        assert claimed[woken.id].version == woken.version + 1 and claimed[woken.id].due_at is not None
+        claimed[unchanged.id].start_attempt(clock.now(), POLICY)  # saved with the version check
+        uow.collect()
+        uow.commit()
+    with new_uow() as uow:
+        stored = uow.emails.get(unchanged.id)
+        assert stored is not None and stored.status is EmailStatus.DISPATCHING and stored.version == 2
+
+
+@pytest.mark.parametrize("new_uow", OVERLAPPING_WRITERS, indirect=True)
+def test_an_offered_email_another_transaction_holds_is_left_out(new_uow: NewUow, clock: FakeClock) -> None:
+    held = queue(clock)
+    store(new_uow, held)
+    first, second = new_uow(), new_uow()
+    with first, second:
+        assert [e.id for e in first.emails.claim([held.id])] == [held.id]
+        assert second.emails.claim([held.id], {held.id: held}) == []  # no wait, no conflict
+        first.commit()
+
+
 def test_a_claim_takes_only_queued_emails(new_uow: NewUow, clock: FakeClock) -> None:
     """An email that cannot be attempted any more (here cancelled) is left out, and not held."""
     queued, cancelled = queue(clock), queue(clock)

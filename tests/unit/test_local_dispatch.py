@@ -137,3 +137,21 @@ def test_the_dispatch_first_lets_the_relay_publish_what_the_accept_committed(set
     setup.local(written)
     assert len(waits) == 1 and waits[0][1] == 0 and 0 < waits[0][0] <= 0.1
     assert len(setup.provider.sent) == 2
+
+
+def test_the_emails_as_the_accept_committed_them_are_claimed_without_being_read_again(setup: Setup) -> None:
+    uow, emails = setup.new_uow(), []
+    with uow:
+        for i in range(2):
+            command = send_email()
+            uow.context = MessageContext(f"send-{i}", "SendEmail")
+            handle_send_email(command, uow, setup.blobs, setup.clock, POLICY)
+            uow.collect()
+        written = uow.commit()
+    emails = uow.touched()
+    setup.relay.publish_committed(written)
+    setup.local(written, emails)
+    assert sorted(e.email_id for e in setup.provider.sent) == sorted(e.id for e in emails)
+    # The objects the accept left are the ones the dispatch went on with (the store holds copies).
+    assert all(e.status is EmailStatus.ACCEPTED for e in emails)
+    assert all(setup.store.emails[e.id].status is EmailStatus.ACCEPTED for e in emails)

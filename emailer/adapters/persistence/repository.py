@@ -10,7 +10,7 @@ ones updated with a version check (a concurrent change raises
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -63,14 +63,32 @@ class SqlEmailRepository:
             self._load_many(select(emails).where(among(self.conn, emails.c.id, wanted)))
         self._absent |= wanted - self._identity.keys()
 
-    def claim(self, email_ids: Iterable[str]) -> list[Email]:
+    def claim(self, email_ids: Iterable[str], offered: Mapping[str, Email] | None = None) -> list[Email]:
         """``preload`` of the queued ones with their rows locked, skipping the rows another transaction
         holds (in id order, so two claims never wait on each other; SQLite has no row locks and
-        serialises writers, and the version check on flush still catches a concurrent change there)."""
+        serialises writers, and the version check on flush still catches a concurrent change there).
+
+        The ``offered`` among them are locked first by a query of their versions alone: one still at
+        the offered email's version is that email (every change of a row raises its version), which
+        is kept as it is. The others, and one changed meanwhile, are loaded (a row this transaction
+        locked is not skipped)."""
         wanted = sorted(set(email_ids))
         if not wanted:
             return []
-        return self._load_many(_statement(self.conn, "claim"), {"ids": wanted})
+        kept: list[Email] = []
+        known = [i for i in wanted if offered and i in offered and i not in self._identity]
+        if known:
+            assert offered is not None
+            locked = self.conn.execute(_statement(self.conn, "lock"), {"ids": known})
+            versions: dict[str, int] = {row.id: row.version for row in locked}
+            kept = [offered[i] for i in known if versions.get(i) == offered[i].version]
+            self.keep(kept)
+        if len(kept) == len(wanted):
+            return kept
+        taken = {e.id for e in kept}
+        rest = [i for i in wanted if i not in taken]
+        loaded = self._load_many(_statement(self.conn, "claim"), {"ids": rest})
+        return sorted(kept + loaded, key=lambda e: e.id) if kept else loaded
 
     def keep(self, emails: Iterable[Email]) -> None:
         for email in emails:
@@ -243,6 +261,13 @@ _BUILDERS: dict[str, Callable[[Connection], Select[Any]]] = {
     # The claim: the queued emails locked, skipping those another transaction holds, in id order.
     "claim": lambda conn: (
         select(emails)
+        .where(among_keys(conn, emails.c.id, "ids"), emails.c.status == EmailStatus.QUEUED.value)
+        .order_by(emails.c.id)
+        .with_for_update(skip_locked=True)
+    ),
+    # The same lock, the versions alone: the emails offered by the transaction that committed them.
+    "lock": lambda conn: (
+        select(emails.c.id, emails.c.version)
         .where(among_keys(conn, emails.c.id, "ids"), emails.c.status == EmailStatus.QUEUED.value)
         .order_by(emails.c.id)
         .with_for_update(skip_locked=True)
