@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -94,6 +95,11 @@ class Worker:
             self.threads.append(
                 Ticker("reconciler", s.reconcile_interval, self.reconcile_once, self.stopping)
             )
+        # What start-up made (modules, models, schemas, statements, pools) lives as long as the process:
+        # out of the collector's sight, a full collection does not walk it again (~100k objects, tens
+        # of ms on the consumer's path every few seconds).
+        gc.collect()
+        gc.freeze()
         for t in self.threads:
             t.start()
         log.info("worker.started", queue=s.input_queue, prefetch=s.prefetch, batch=s.batch_size)
