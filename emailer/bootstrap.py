@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from emailer.domain import RetryPolicy
 from emailer.endpoint import trusted
 from emailer.endpoint.faults import AFTER_PROVIDER_CALL_BEFORE_COMMIT, crash_point
 from emailer.endpoint.pipeline import MessagePipeline
+from emailer.endpoint.recent import RecentEmails
 from emailer.endpoint.recoverability import RecoverabilityPolicy
 from emailer.endpoint.registry import Registry, Route, qualified_name
 from emailer.signing import Signer
@@ -50,6 +51,8 @@ class App:
     """Signs what Emailer sends itself and verifies internal commands (``emailer.signing``)."""
     provider_state: ProviderStateStore
     """The providers' shared state (pauses, configuration errors, drain rate): ``providers/gate.py``."""
+    recent: RecentEmails = field(default_factory=RecentEmails)
+    """The accept's emails, kept for the claim of their dispatch (``endpoint/recent.py``)."""
 
     def new_uow(self) -> AbstractUnitOfWork:
         from emailer.adapters.persistence.unit_of_work import SqlUnitOfWork
@@ -218,6 +221,7 @@ def bootstrap(
         crash_point(AFTER_PROVIDER_CALL_BEFORE_COMMIT, crash_at)
 
     outbox = Outbox(engine, bus, clock)
+    recent = RecentEmails()
     registry = Registry(
         [
             Route(
@@ -244,7 +248,7 @@ def bootstrap(
                 transactional=False,
                 batch=lambda items, uow: dispatch_messages(
                     items,
-                    uow,
+                    recent.offer(items, uow),  # the accept's emails, kept under a backlog
                     blobs,
                     gate,
                     clock,
@@ -280,5 +284,6 @@ def bootstrap(
         ),
         signer=signer,
         provider_state=provider_state,
+        recent=recent,
     )
     return app

@@ -49,6 +49,7 @@ import structlog
 from contracts import DispatchEmail
 from emailer import redaction
 from emailer.domain import Email
+from emailer.endpoint.recent import RecentEmails
 from handlers.ports import MessageContext, OutgoingMessage
 from handlers.unit_of_work import AbstractUnitOfWork
 
@@ -72,6 +73,7 @@ class LocalDispatch:
         batch_in_hand: Callable[[], int],
         batch_size: int,
         wait_relayed: Callable[[float], bool] | None = None,
+        recent: RecentEmails | None = None,
     ) -> None:
         self.batch = batch
         self.uow_factory = uow_factory
@@ -80,6 +82,8 @@ class LocalDispatch:
         self.batch_in_hand = batch_in_hand
         self.batch_size = batch_size
         self.wait_relayed = wait_relayed
+        self.recent = recent
+        """Where the accept's emails wait for their messages, under a backlog (``recent.py``)."""
         self._load = 0.0
         """The consumer's batches, how full on average (recent ones weigh most)."""
 
@@ -92,6 +96,8 @@ class LocalDispatch:
         """``emails``: as the commit that wrote ``written`` left them; its claim takes those whose rows
         are unchanged without reading them again (``EmailRepository.claim``)."""
         if self.backlog():
+            if self.recent is not None:
+                self.recent.keep(emails)  # for the claim of their messages
             return  # acceptance first: the messages come round once the backlog is taken in
         items = [
             (

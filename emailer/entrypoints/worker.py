@@ -138,6 +138,7 @@ class Worker:
             batch_in_hand=lambda: self.app.pipeline.batch_in_hand,
             batch_size=s.batch_size,
             wait_relayed=self.relay.wait_relayed,
+            recent=self.app.recent,
         )
 
     def schedule_once(self) -> int:

@@ -18,6 +18,7 @@ from contracts import DispatchEmail
 from contracts.wire import ENDPOINT, H
 from emailer.domain import EmailStatus, RetryPolicy
 from emailer.endpoint.local_dispatch import LocalDispatch
+from emailer.endpoint.recent import RecentEmails
 from handlers.dispatch_email import Dispatch, dispatch_emails, dispatch_messages
 from handlers.ports import MessageContext, OutgoingMessage
 from handlers.send_email import send_email as handle_send_email
@@ -34,8 +35,15 @@ class Setup:
         self.clock, self.store, self.blobs = FakeClock(), _Store(), FakeBlobStore()
         self.provider, self.relay = RecordingProvider(), FakeRelay()
         self.in_hand = 1
+        self.recent = RecentEmails()
         self.local = LocalDispatch(
-            self.batch, self.new_uow, self.relay.publish_committed, ENDPOINT, lambda: self.in_hand, BATCH
+            self.batch,
+            self.new_uow,
+            self.relay.publish_committed,
+            ENDPOINT,
+            lambda: self.in_hand,
+            BATCH,
+            recent=self.recent,
         )
 
     def new_uow(self) -> FakeUnitOfWork:
@@ -44,7 +52,8 @@ class Setup:
     def batch(
         self, items: list[tuple[DispatchEmail, MessageContext]], uow: AbstractUnitOfWork
     ) -> list[Exception | None]:
-        return dispatch_messages(items, uow, self.blobs, self.provider, self.clock, POLICY)
+        offered = self.recent.offer(items, uow)  # as the worker's DispatchEmail route does (bootstrap)
+        return dispatch_messages(items, offered, self.blobs, self.provider, self.clock, POLICY)
 
     def accept(self, n: int) -> tuple[list[str], list[OutgoingMessage]]:
         """n SendEmails accepted in one commit, handed to the relay: their ids and what the commit wrote."""
@@ -155,3 +164,27 @@ def test_the_emails_as_the_accept_committed_them_are_claimed_without_being_read_
     # The objects the accept left are the ones the dispatch went on with (the store holds copies).
     assert all(e.status is EmailStatus.ACCEPTED for e in emails)
     assert all(setup.store.emails[e.id].status is EmailStatus.ACCEPTED for e in emails)
+
+
+def test_under_a_backlog_the_accepts_emails_wait_for_their_messages_claim_as_they_were_committed(
+    setup: Setup,
+) -> None:
+    setup.in_hand = BATCH
+    for _ in range(3):
+        setup.local([])
+    uow = setup.new_uow()
+    with uow:
+        for i in range(2):
+            uow.context = MessageContext(f"send-{i}", "SendEmail")
+            handle_send_email(send_email(), uow, setup.blobs, setup.clock, POLICY)
+            uow.collect()
+        written = uow.commit()
+    emails = uow.touched()
+    setup.relay.publish_committed(written)
+    setup.local(written, emails)
+    assert setup.provider.sent == [] and len(setup.recent) == 2  # kept for the messages
+    (message,) = [m for m in written if m.message_type == "DispatchEmail"]
+    command = DispatchEmail.model_validate_json(message.body)
+    errors = setup.batch([(command, MessageContext(message.message_id, "DispatchEmail"))], setup.new_uow())
+    assert errors == [None] and len(setup.provider.sent) == 2 and len(setup.recent) == 0
+    assert all(e.status is EmailStatus.ACCEPTED for e in emails)  # the kept objects went on
