@@ -254,7 +254,7 @@ def bootstrap(
                     clock,
                     policy,
                     after_call,
-                    in_flight=settings.dispatch_concurrency,
+                    slice_size=settings.dispatch_slice,
                 ),
                 handler_name=qualified_name(dispatch_email),
             ),

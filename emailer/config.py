@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     prefetch: int = Field(50, ge=1, le=10000, description="unacknowledged messages a worker takes at once")
     batch_size: int = Field(50, ge=1, le=10000, description="messages handled in one transaction")
     dispatch_concurrency: int = Field(32, ge=1, le=256, description="provider calls in flight per worker")
+    dispatch_slice: int = Field(
+        128,
+        ge=1,
+        le=1000,
+        description="emails a worker claims, sends and records together (the calls at most "
+        "dispatch_concurrency at once); a crash leaves at most two slices waiting for the provider's "
+        "callback or a lookup, never resent blind",
+    )
     dispatch_locally: bool = Field(
         True,
         description="the worker that accepted emails dispatches them right after the commit, before its "

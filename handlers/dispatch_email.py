@@ -99,7 +99,7 @@ def dispatch_messages(
     clock: Clock,
     policy: RetryPolicy,
     after_provider_call: Callable[[], None] | None = None,
-    in_flight: int | None = None,
+    slice_size: int | None = None,
 ) -> list[Exception | None]:
     """The emails of every message as one batch (``dispatch_emails``); for each message, in order: None
     (done: settle it) or the first exception that stopped one of its emails (retry the message: the
@@ -117,7 +117,7 @@ def dispatch_messages(
             )
             owners.append(index)
     errors: list[Exception | None] = [None] * len(messages)
-    found = dispatch_emails(batch, uow, blobs, provider, clock, policy, after_provider_call, in_flight)
+    found = dispatch_emails(batch, uow, blobs, provider, clock, policy, after_provider_call, slice_size)
     for owner, error in zip(owners, found, strict=True):
         if error is not None and errors[owner] is None:
             errors[owner] = error
@@ -132,21 +132,21 @@ def dispatch_emails(
     clock: Clock,
     policy: RetryPolicy,
     after_provider_call: Callable[[], None] | None = None,
-    in_flight: int | None = None,
+    slice_size: int | None = None,
 ) -> list[Exception | None]:
     """Claim, send, record (see the module's docstring). For each dispatch of ``batch``, in order: None
     (done: settle it) or the exception that stopped it (retry it). What the transactions wrote to the
     outbox is in ``uow.committed``, or went to ``uow.relay_each_commit`` as each committed.
 
-    ``in_flight`` (the worker's provider calls in flight) is the size of a slice: a larger batch goes
-    claim-send-record a slice at a time, so a crash never leaves a whole consumer batch, most of it not
-    sent yet, with an unknown outcome. The slices overlap: while one slice's calls are in flight (on
-    the sender thread), the previous slice's outcomes are recorded and the next slice is claimed, so
-    the database's round trips hide behind the provider's. At any moment at most two slices are
-    between their claim and their record (one sent or being sent, one claimed or being recorded), and
-    at most one slice's calls are in flight.
+    ``slice_size`` (``EMAILER_DISPATCH_SLICE``): a larger batch goes claim-send-record a slice at a time,
+    so a crash never leaves a whole consumer batch, most of it not sent yet, with an unknown outcome (the
+    provider gate makes a slice's calls, ``EMAILER_DISPATCH_CONCURRENCY`` at once). The slices overlap:
+    while one slice's calls are in flight (on the sender thread), the previous slice's outcomes are
+    recorded and the next slice is claimed, so the database's round trips hide behind the provider's.
+    At any moment at most two slices are between their claim and their record (one sent or being sent,
+    one claimed or being recorded), and at most one slice's calls are in flight.
     """
-    size = in_flight or len(batch) or 1
+    size = slice_size or len(batch) or 1
     slices = [batch[start : start + size] for start in range(0, len(batch), size)]
     if len(slices) == 1:
         claimed = _claimed_slice(batch, uow, blobs, provider, clock, policy)

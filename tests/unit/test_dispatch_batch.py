@@ -279,7 +279,7 @@ def test_a_crash_leaves_unknown_only_the_emails_whose_calls_could_have_been_unde
         raise Crash
 
     with pytest.raises(Crash):
-        dispatch_emails(batch_of(ids), uow, blobs, provider, clock, POLICY, die, in_flight=2)
+        dispatch_emails(batch_of(ids), uow, blobs, provider, clock, POLICY, die, slice_size=2)
     assert [e.email_id for e in provider.sent] == ids[:2]
     statuses = [uow.store.emails[i].status for i in ids]
     assert statuses == [EmailStatus.DISPATCHING] * 4 + [EmailStatus.QUEUED] * 2
@@ -290,7 +290,7 @@ def test_slices_of_the_calls_in_flight_answer_for_every_dispatch_in_order(
 ) -> None:
     ids = accepted_emails(uow, clock, 5, blobs)
     commits_before = uow.commits
-    assert dispatch_emails(batch_of(ids), uow, blobs, provider, clock, POLICY, in_flight=2) == [None] * 5
+    assert dispatch_emails(batch_of(ids), uow, blobs, provider, clock, POLICY, slice_size=2) == [None] * 5
     assert uow.commits - commits_before == 6  # three slices: a claim and a record each
     assert all(uow.store.emails[i].status is EmailStatus.ACCEPTED for i in ids)
     assert sorted(e.email_id for e in provider.sent) == sorted(ids)
@@ -327,7 +327,7 @@ def test_the_next_slice_is_claimed_and_the_last_one_recorded_while_calls_are_in_
     flight the second slice is claimed, and while the second's is in flight the first is recorded."""
     first, second = accepted_emails(uow, clock, 2, blobs)
     provider = WatchingProvider(uow, first, second)
-    assert dispatch_emails(batch_of([first, second]), uow, blobs, provider, clock, POLICY, in_flight=1) == [
+    assert dispatch_emails(batch_of([first, second]), uow, blobs, provider, clock, POLICY, slice_size=1) == [
         None,
         None,
     ]
@@ -493,7 +493,7 @@ def test_a_big_batch_has_its_first_events_published_while_it_goes_on(
         DispatchEmail,
         lambda m, u: None,  # never used: the batch handler takes them
         transactional=False,
-        batch=lambda items, u: dispatch_messages(items, u, blobs, provider, clock, POLICY, in_flight=1),
+        batch=lambda items, u: dispatch_messages(items, u, blobs, provider, clock, POLICY, slice_size=1),
     )
     pipeline: MessagePipeline[FakeDelivery] = MessagePipeline(
         Registry([route]), lambda: FakeUnitOfWork(clock, store), relay, FakeErrorQueue(), signer=signer
