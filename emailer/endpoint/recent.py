@@ -68,9 +68,8 @@ class RecentEmails:
         with self._lock:
             taken: dict[str, Email] = {}
             for email_id in email_ids:
-                if email_id in self._kept:
-                    taken[email_id] = self._kept[email_id][0]
-                    self._drop(email_id)
+                if (email := self._drop(email_id)) is not None:
+                    taken[email_id] = email
             return taken
 
     def offer(
@@ -80,10 +79,12 @@ class RecentEmails:
         uow.offered.update(self.take(email_id for command, _ in messages for email_id in command.email_ids()))
         return uow
 
-    def _drop(self, email_id: str) -> None:
+    def _drop(self, email_id: str) -> Email | None:
         entry = self._kept.pop(email_id, None)
-        if entry is not None:
-            self._bytes -= entry[1]
+        if entry is None:
+            return None
+        self._bytes -= entry[1]
+        return entry[0]
 
 
 def weight(email: Email) -> int:

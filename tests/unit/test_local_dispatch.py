@@ -16,7 +16,7 @@ import pytest
 
 from contracts import DispatchEmail
 from contracts.wire import ENDPOINT, H
-from emailer.domain import EmailStatus, RetryPolicy
+from emailer.domain import Email, EmailStatus, RetryPolicy
 from emailer.endpoint.local_dispatch import LocalDispatch
 from emailer.endpoint.recent import RecentEmails
 from handlers.dispatch_email import Dispatch, dispatch_emails, dispatch_messages
@@ -57,6 +57,11 @@ class Setup:
 
     def accept(self, n: int) -> tuple[list[str], list[OutgoingMessage]]:
         """n SendEmails accepted in one commit, handed to the relay: their ids and what the commit wrote."""
+        ids, written, _ = self.accepted(n)
+        return ids, written
+
+    def accepted(self, n: int) -> tuple[list[str], list[OutgoingMessage], list[Email]]:
+        """``accept``, and the emails as the commit left them."""
         uow, ids = self.new_uow(), []
         with uow:
             for i in range(n):
@@ -67,7 +72,7 @@ class Setup:
                 ids.append(command.email_id)
             written = uow.commit()
         self.relay.publish_committed(written)
-        return ids, written
+        return ids, written, uow.touched()
 
 
 @pytest.fixture
@@ -149,16 +154,7 @@ def test_the_dispatch_first_lets_the_relay_publish_what_the_accept_committed(set
 
 
 def test_the_emails_as_the_accept_committed_them_are_claimed_without_being_read_again(setup: Setup) -> None:
-    uow, emails = setup.new_uow(), []
-    with uow:
-        for i in range(2):
-            command = send_email()
-            uow.context = MessageContext(f"send-{i}", "SendEmail")
-            handle_send_email(command, uow, setup.blobs, setup.clock, POLICY)
-            uow.collect()
-        written = uow.commit()
-    emails = uow.touched()
-    setup.relay.publish_committed(written)
+    _, written, emails = setup.accepted(2)
     setup.local(written, emails)
     assert sorted(e.email_id for e in setup.provider.sent) == sorted(e.id for e in emails)
     # The objects the accept left are the ones the dispatch went on with (the store holds copies).
@@ -172,15 +168,7 @@ def test_under_a_backlog_the_accepts_emails_wait_for_their_messages_claim_as_the
     setup.in_hand = BATCH
     for _ in range(3):
         setup.local([])
-    uow = setup.new_uow()
-    with uow:
-        for i in range(2):
-            uow.context = MessageContext(f"send-{i}", "SendEmail")
-            handle_send_email(send_email(), uow, setup.blobs, setup.clock, POLICY)
-            uow.collect()
-        written = uow.commit()
-    emails = uow.touched()
-    setup.relay.publish_committed(written)
+    _, written, emails = setup.accepted(2)
     setup.local(written, emails)
     assert setup.provider.sent == [] and len(setup.recent) == 2  # kept for the messages
     (message,) = [m for m in written if m.message_type == "DispatchEmail"]

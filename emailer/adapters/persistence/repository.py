@@ -256,22 +256,23 @@ def _statement(conn: Connection, name: str) -> Select[Any]:
     return statement
 
 
+def _queued_locked(conn: Connection, *columns: Any) -> Select[Any]:
+    """``columns`` of the queued emails among ``ids``, locked, skipping those another transaction
+    holds, in id order (two claims never wait on each other)."""
+    return (
+        select(*columns)
+        .where(among_keys(conn, emails.c.id, "ids"), emails.c.status == EmailStatus.QUEUED.value)
+        .order_by(emails.c.id)
+        .with_for_update(skip_locked=True)
+    )
+
+
 _STATEMENTS: dict[tuple[str, str], Select[Any]] = {}
 _BUILDERS: dict[str, Callable[[Connection], Select[Any]]] = {
     # The claim: the queued emails locked, skipping those another transaction holds, in id order.
-    "claim": lambda conn: (
-        select(emails)
-        .where(among_keys(conn, emails.c.id, "ids"), emails.c.status == EmailStatus.QUEUED.value)
-        .order_by(emails.c.id)
-        .with_for_update(skip_locked=True)
-    ),
+    "claim": lambda conn: _queued_locked(conn, emails),
     # The same lock, the versions alone: the emails offered by the transaction that committed them.
-    "lock": lambda conn: (
-        select(emails.c.id, emails.c.version)
-        .where(among_keys(conn, emails.c.id, "ids"), emails.c.status == EmailStatus.QUEUED.value)
-        .order_by(emails.c.id)
-        .with_for_update(skip_locked=True)
-    ),
+    "lock": lambda conn: _queued_locked(conn, emails.c.id, emails.c.version),
     "recipients": lambda conn: (
         select(recipients)
         .where(among_keys(conn, recipients.c.email_id, "ids"))
