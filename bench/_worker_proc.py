@@ -4,7 +4,8 @@
 Run by throughput.py as ``python _worker_proc.py SETTINGS_JSON OUT_JSON``. It talks
 over its standard streams so that every worker starts consuming at the same moment:
 
-  it prints ``ready`` once the app is built and instrumented,
+  it prints ``ready`` once the app is built and instrumented and the worker prepared
+  (``Worker.prepare``: connected, declared, its database connections open),
   starts the worker when it reads ``go``,
   stops it when it reads ``stop`` (or its stdin closes), then writes the
   recorder's snapshot to OUT_JSON and prints ``done``.
@@ -39,6 +40,7 @@ def main(settings_path: str, out_path: str) -> int:
     recorder.instrument(app)
     profile = _cpu_profile(app) if os.environ.get("BENCH_CPROFILE") else None
     worker = Worker(app)
+    worker.prepare()  # connected, declared, its database connections open: "go" starts only threads
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         app.close()

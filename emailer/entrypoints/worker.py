@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import structlog
@@ -26,16 +26,36 @@ from handlers.unit_of_work import AbstractUnitOfWork
 log = structlog.get_logger(__name__)
 
 
-class Ticker(threading.Thread):
-    """Runs ``step`` every ``interval`` seconds until stopped; a failing step is logged and retried."""
+WARM_CONNECTIONS = 4
+"""Database connections opened before the threads start: the consumer's, the relay's, the scheduler's
+and the sweep's (each of them would otherwise open its own in its first step, the consumer in its
+first batch)."""
+STAGGER = 1.0
+"""The tickers' first steps are spread over this many seconds (at most their interval), not all at
+start-up, where they would share the interpreter and the database with the consumer's first batch."""
 
-    def __init__(self, name: str, interval: float, step: Callable[[], object], stop: threading.Event) -> None:
+
+class Ticker(threading.Thread):
+    """Runs ``step`` every ``interval`` seconds until stopped, the first time after ``first_after``
+    seconds; a failing step is logged and retried."""
+
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        step: Callable[[], object],
+        stop: threading.Event,
+        first_after: float = 0.0,
+    ) -> None:
         super().__init__(name=name, daemon=True)
         self.interval = interval
         self.step = step
         self.stop = stop
+        self.first_after = first_after
 
     def run(self) -> None:
+        if self.first_after > 0:
+            self.stop.wait(self.first_after)
         while not self.stop.is_set():
             try:
                 self.step()
@@ -57,6 +77,12 @@ class Ticker(threading.Thread):
             self.stop.wait(self.interval)
 
 
+def staggered(intervals: Sequence[float], over: float = STAGGER) -> list[float]:
+    """When each ticker takes its first step: the first at once, the others spread over ``over``
+    seconds, each within its own interval."""
+    return [min(interval, over) * i / len(intervals) for i, interval in enumerate(intervals)]
+
+
 def purge_rules(app: App) -> PurgeRules:
     s = app.settings
     return PurgeRules(
@@ -70,36 +96,64 @@ class Worker:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.relay: BackgroundRelay | None = None
+        self._prepared = False
 
-    def start(self) -> None:
-        s = self.app.settings
+    def prepare(self) -> None:
+        """What comes before the threads (``start`` calls it if nobody did): connect to the broker,
+        declare, open the database connections the threads will use, and put what start-up made out of
+        the collector's sight. Then the first messages pay for none of it."""
+        if self._prepared:
+            return
         self.app.bus.connect()
         self.reprobe_provider()
         self.app.bus.declare_delay_queues()
-        # The consumer relays what it commits in the background: the broker's confirms and the
-        # marking of the rows overlap with its next transaction (background_relay.py).
-        self.relay = BackgroundRelay(self.app.outbox)
-        self.app.pipeline.relay = self.relay
-        consumer = threading.Thread(target=self._consume, name="consumer", daemon=True)
-        self.threads = [
-            consumer,
-            Ticker("scheduler", s.scheduler_interval, self.schedule_once, self.stopping),
-            Ticker("outbox-sweep", s.outbox_sweep_interval, self.sweep_once, self.stopping),
-            Ticker("housekeeping", s.housekeeping_interval, self.housekeeping_once, self.stopping),
-            Ticker(
-                "attachment-purge", s.attachment_purge_interval, self.purge_attachments_once, self.stopping
-            ),
-        ]
-        self.app.pipeline.after_publish = self._local_dispatch()
-        if self.app.policy.resend_needs_lookup:
-            self.threads.append(
-                Ticker("reconciler", s.reconcile_interval, self.reconcile_once, self.stopping)
-            )
+        self.warm_database()
         # What start-up made (modules, models, schemas, statements, pools) lives as long as the process:
         # out of the collector's sight, a full collection does not walk it again (~100k objects, tens
         # of ms on the consumer's path every few seconds).
         gc.collect()
         gc.freeze()
+        self._prepared = True
+
+    def warm_database(self, count: int = WARM_CONNECTIONS) -> int:
+        """Open ``count`` pooled connections at once and give them back; how many opened. A database
+        that does not answer is no reason not to start: the threads wait for it as they would anyway."""
+        opened = []
+        try:
+            for _ in range(count):
+                connection = self.app.engine.connect()
+                opened.append(connection)
+                connection.exec_driver_sql("SELECT 1")
+                connection.rollback()
+        except Exception as exc:  # noqa: BLE001 - the consumer pauses until the database answers
+            log.warning("worker.warm_database_failed", error=redaction.describe(exc))
+        finally:
+            for connection in opened:
+                connection.close()
+        return len(opened)
+
+    def start(self) -> None:
+        s = self.app.settings
+        self.prepare()
+        # The consumer relays what it commits in the background: the broker's confirms and the
+        # marking of the rows overlap with its next transaction (background_relay.py).
+        self.relay = BackgroundRelay(self.app.outbox)
+        self.app.pipeline.relay = self.relay
+        consumer = threading.Thread(target=self._consume, name="consumer", daemon=True)
+        steps: list[tuple[str, float, Callable[[], object]]] = [
+            ("scheduler", s.scheduler_interval, self.schedule_once),
+            ("outbox-sweep", s.outbox_sweep_interval, self.sweep_once),
+            ("housekeeping", s.housekeeping_interval, self.housekeeping_once),
+            ("attachment-purge", s.attachment_purge_interval, self.purge_attachments_once),
+        ]
+        if self.app.policy.resend_needs_lookup:
+            steps.append(("reconciler", s.reconcile_interval, self.reconcile_once))
+        firsts = staggered([interval for _, interval, _ in steps])
+        self.threads = [consumer] + [
+            Ticker(name, interval, step, self.stopping, first_after)
+            for (name, interval, step), first_after in zip(steps, firsts, strict=True)
+        ]
+        self.app.pipeline.after_publish = self._local_dispatch()
         for t in self.threads:
             t.start()
         log.info("worker.started", queue=s.input_queue, prefetch=s.prefetch, batch=s.batch_size)
