@@ -39,8 +39,6 @@ def make_command(i: int, run_id: str) -> Command:
     return Command(str(uuid.uuid4()), body["email_id"], encoded)
 
 
-
-
 def sendgrid_body(command: dict[str, Any]) -> dict[str, Any]:
     """The v3 Mail Send body for a command (as Emailer's SendGrid adapter builds it), for the peers."""
     custom_args = {"email_id": command["email_id"]}

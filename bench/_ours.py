@@ -17,6 +17,7 @@ from typing import Any
 from _commands import Command, make_command
 from _recorder import Stamps, path_figures, worker_time
 from _stack import (
+    AMQP_URL,
     Stack,
     checks_pass,
     emailer_settings,
@@ -44,6 +45,9 @@ class RunOptions:
     stall_timeout: float
     settings: tuple[tuple[str, str], ...] = ()
     """Emailer settings given with ``--setting NAME=VALUE`` (over the benchmark's own), as strings."""
+    subscriber: str = "queue"
+    """``queue``: the events pile up on the subscriber queue, nobody takes them; ``consume``: a
+    subscriber process takes them as they come (``_subscriber.py``)."""
 
 
 class WorkerProcs:
@@ -56,7 +60,10 @@ class WorkerProcs:
         self.procs = [
             subprocess.Popen(
                 [python, str(HERE / "_worker_proc.py"), str(settings_path), str(out)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=HERE,
             )  # fmt: skip
             for out in self.out_paths
         ]
@@ -96,6 +103,33 @@ class WorkerProcs:
     def kill(self) -> None:
         for proc in self.procs:
             stop_process(proc)
+
+
+class SubscriberEvents:
+    """The events the subscriber side holds: on its queue (``queue``), or taken off it by a subscriber
+    process that consumes it (``consume``: ``_subscriber.py``, started here and ready on return)."""
+
+    def __init__(self, s: Stack, mode: str, python: str, cleanup: contextlib.ExitStack) -> None:
+        self.stack, self.mode = s, mode
+        self.count_file = s.workdir / "subscriber-count"
+        if mode == "queue":
+            return
+        proc = subprocess.Popen(
+            [python, str(HERE / "_subscriber.py"), AMQP_URL, s.sink_queue, str(self.count_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=HERE,
+        )  # fmt: skip
+        cleanup.callback(quietly, "stop the subscriber", stop_process, proc)
+        deadline = time.monotonic() + 30.0
+        while not self.count_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                error = proc.stderr.read() if proc.stderr and proc.poll() is not None else "(still starting)"
+                raise BenchError(f"the subscriber did not start consuming {s.sink_queue}: {error[-500:]}")
+            time.sleep(0.02)
+
+    def count(self, channel: Any) -> int:
+        if self.mode == "queue":
+            return queue_depth(channel, self.stack.sink_queue)
+        return int(self.count_file.read_text() or 0)
 
 
 class CpuProbe:
@@ -161,11 +195,12 @@ def run_ours(o: RunOptions, python: str, rate: float | None = None) -> dict[str,
         preload_s = preload(s.conn, s.topology.input_queue, commands) if rate is None else 0.0
         procs = WorkerProcs(python, settings, o.workers, s.workdir)
         cleanup.callback(quietly, "stop the worker processes", procs.kill)
+        events = SubscriberEvents(s, o.subscriber, python, cleanup)
         cpu = CpuProbe(procs.pids, s.sandbox.proc.pid)
         cpu.start()
         procs.go()
         sending = send_at_rate(s, commands, rate) if rate is not None else None
-        wait_until_done(s, o, app.engine)
+        wait_until_done(s, o, app.engine, events)
         cpu_use = cpu.stop()
         stamps = procs.stop()
         got = stamps.received
@@ -179,12 +214,13 @@ def run_ours(o: RunOptions, python: str, rate: float | None = None) -> dict[str,
             "prefetch": o.prefetch,
             "batch_size": o.batch_size,
             "settings": dict(o.settings),
+            "subscriber": o.subscriber,
             "command_bytes": round(sum(len(c.body) for c in commands) / len(commands)),
             "preload_s": round(preload_s, 3),
             **path_figures(stamps, received),
             "worker_time": worker_time(stamps),
             "cpu": cpu_use,
-            "check": end_state(app, s, commands),
+            "check": end_state(app, s, commands, events.count),
         }
         if sending is not None:
             result["open_loop"] = open_loop_figures(stamps, received, sending)
@@ -237,8 +273,8 @@ def open_loop_figures(stamps: Stamps, received: dict[str, float], sending: Sendi
     return out
 
 
-def wait_until_done(s: Stack, o: RunOptions, engine: Any) -> None:
-    """Until the subscriber queue holds 2N events; BenchError on an error, a failed email, a stall."""
+def wait_until_done(s: Stack, o: RunOptions, engine: Any, events: SubscriberEvents) -> None:
+    """Until the subscriber side holds 2N events; BenchError on an error, a failed email, a stall."""
     from sqlalchemy import func, select
 
     from emailer.adapters.persistence.tables import emails
@@ -248,9 +284,9 @@ def wait_until_done(s: Stack, o: RunOptions, engine: Any) -> None:
     start = last_change = next_probe = time.monotonic()
     last = -1
     try:
-        while (events := queue_depth(channel, s.sink_queue)) < want:
+        while (held := events.count(channel)) < want:
             now = time.monotonic()
-            state = f"{events}/{want} events on the subscriber queue"
+            state = f"{held}/{want} events at the subscriber"
             if now >= next_probe:
                 next_probe = now + 1.0
                 if errors := queue_depth(channel, s.topology.error_queue):
@@ -262,8 +298,8 @@ def wait_until_done(s: Stack, o: RunOptions, engine: Any) -> None:
                     ).scalar_one()
                 if failed:
                     raise BenchError(f"{failed} email(s) failed ({state}): is the sandbox failing?")
-            if events != last:
-                last, last_change = events, now
+            if held != last:
+                last, last_change = held, now
             elif now - last_change > o.stall_timeout:
                 waiting = queue_depth(channel, s.topology.input_queue)
                 raise BenchError(f"no progress for {o.stall_timeout:.0f}s: {state}; {waiting} in the input")

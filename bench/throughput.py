@@ -31,6 +31,13 @@ full-path emails/s (the rate the whole path sustains). Printed: p50/p99 of the
 accept and the full path from the command's receipt by a worker, and from its
 sending (what the sender sees, including the time in the input queue).
 
+The subscriber (``--subscriber``): ``queue`` (default) leaves the events on the
+subscriber queue, where the round counts them; ``consume`` starts a subscriber
+process (``_subscriber.py``) that takes them as they come and counts the
+distinct ones, as a deployed subscriber keeps up. It matters to latency: the
+broker confirms an event nobody has taken only once it is on disk, and those
+confirms now and then take 10-17 ms at 400 events/s here (``bench/README.md``).
+
 Figures
   accept path  command received (handle_batch entry) -> its EmailQueued confirmed
   full path    command received -> its EmailDeliveryStarted confirmed (through the sandbox)
@@ -39,7 +46,7 @@ Figures
 
 Options: --n (2000), --rounds (3), --workers (1), --rate R|auto, --prefetch (50),
 --batch-size (50), --baseline PATH, --no-baseline, --no-celery,
---celery-concurrency (2), --no-sandbox-capacity, --scheduler, --json PATH
+--celery-concurrency (2), --subscriber queue|consume, --no-sandbox-capacity, --scheduler, --json PATH
 (append the whole result as one JSON line), --keep (keep our databases),
 --timeout (600 s per timed phase), --stall-timeout (60 s without progress).
 Environment: BENCH_AMQP_URL (default amqp://guest:guest@127.0.0.1:5672//),
@@ -91,6 +98,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-baseline", action="store_true", help="do not run the baseline")
     ap.add_argument("--no-celery", action="store_true", help="do not run the Celery full-path peer")
     ap.add_argument("--celery-concurrency", type=int, default=2, help="Celery worker -c (default 2)")
+    ap.add_argument(
+        "--subscriber",
+        choices=("queue", "consume"),
+        default="queue",
+        help="the events: left on the subscriber queue (default), or taken by a consuming subscriber",
+    )
     ap.add_argument("--no-sandbox-capacity", action="store_true", help="skip the sandbox's capacity")
     ap.add_argument("--scheduler", action="store_true", help="also time scheduler passes, 1k vs 100k waiting")
     ap.add_argument("--json", default=None, metavar="PATH", help="append the result as one JSON line")
@@ -117,7 +130,7 @@ def options(args: argparse.Namespace) -> RunOptions:
     settings = tuple((name, value) for name, _, value in (s.partition("=") for s in args.setting))
     return RunOptions(
         args.n, args.workers, args.prefetch, args.batch_size, args.keep, args.timeout, args.stall_timeout,
-        settings,
+        settings, args.subscriber,
     )  # fmt: skip
 
 
@@ -253,7 +266,8 @@ def print_open_loop(r: dict[str, Any]) -> None:
 
 def print_ours(r: dict[str, Any]) -> None:
     print(
-        f"Emailer ({r['mode'].replace('_', ' ')}), {r['date']}: N={r['n']} SendEmail "
+        f"Emailer ({r['mode'].replace('_', ' ')}, subscriber: {r.get('subscriber', 'queue')}), {r['date']}: "
+        f"N={r['n']} SendEmail "
         f"(~{r['command_bytes']} B), "
         f"{r['workers']} worker process(es), prefetch {r['prefetch']}, batch {r['batch_size']}"
         + "".join(f", {k}={v}" for k, v in r.get("settings", {}).items())
@@ -280,11 +294,12 @@ def print_ours(r: dict[str, Any]) -> None:
         f"{groups.get('cores', os.cpu_count())} cores"
     )
     c, n = r["check"], r["n"]
+    where = "taken by the subscriber" if r.get("subscriber") == "consume" else "on subscriber queue"
     print(
         f"  checks: emails in DB {c['emails_in_db']}/{n} "
         f"(accepted {c['email_statuses'].get('accepted', 0)}), "
         f"sandbox accepted {c['sandbox_accepted']}/{n} ({c['sandbox_distinct_emails']} distinct), "
-        f"outbox pending {c['outbox_pending']}, events on subscriber queue "
+        f"outbox pending {c['outbox_pending']}, events {where} "
         f"{c['events_on_subscriber_queue']}/{2 * n}, error queue {c['error_queue']}"
         f" -> {'OK' if r['ok'] else 'FAILED'}"
     )
