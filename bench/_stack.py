@@ -119,8 +119,9 @@ def delete_topology(topology: Any, sink_queue: str) -> None:
 
     with Connection(AMQP_URL, connect_timeout=10) as conn:
         channel = conn.channel()
-        for queue in (topology.input_queue, topology.error_queue, sink_queue):
-            channel.queue_delete(queue)
+        delay_queues = [topology.delay_queue_name(seconds) for seconds in sorted(set(topology.delays))]
+        for queue in (topology.input_queue, topology.error_queue, sink_queue, *delay_queues):
+            channel.queue_delete(queue)  # the delay queues: the workers declared them
         channel.exchange_delete(topology.events_exchange)
 
 
