@@ -60,10 +60,7 @@ class WorkerProcs:
         self.procs = [
             subprocess.Popen(
                 [python, str(HERE / "_worker_proc.py"), str(settings_path), str(out)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                cwd=HERE,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE,
             )  # fmt: skip
             for out in self.out_paths
         ]

@@ -162,13 +162,10 @@ def first_error_reason(channel: Any, queue: str) -> str:
     return str((message.headers or {}).get("NServiceBus.ExceptionInfo.Message", "(no reason header)"))
 
 
-def end_state(
-    app: Any, s: Stack, commands: list[Command], events: Callable[[Any], int] | None = None
-) -> dict[str, Any]:
+def end_state(app: Any, s: Stack, commands: list[Command], events: Callable[[Any], int]) -> dict[str, Any]:
     """What the run left behind: database, outbox, sandbox, the subscriber's events, error queue.
 
-    ``events(channel)``: how many events the subscriber holds (by default: its queue's depth)."""
-    count = events or (lambda channel: queue_depth(channel, s.sink_queue))
+    ``events(channel)``: how many events the subscriber holds (``_ours.SubscriberEvents.count``)."""
     from sqlalchemy import func, select
 
     from emailer.adapters.persistence.tables import emails
@@ -183,7 +180,7 @@ def end_state(
         sent_ids = {m["body"].get("custom_args", {}).get("email_id") for m in sandbox.messages()}
     channel = s.conn.channel()
     deadline = time.monotonic() + 10.0
-    while count(channel) < 2 * len(commands) and time.monotonic() < deadline:  # a shortfall shows below
+    while events(channel) < 2 * len(commands) and time.monotonic() < deadline:  # a shortfall shows below
         time.sleep(0.05)
     check = {
         "emails_in_db": sum(statuses.values()),
@@ -191,7 +188,7 @@ def end_state(
         "sandbox_accepted": accepted,
         "sandbox_distinct_emails": len(sent_ids & ours),
         "outbox_pending": app.outbox.pending_count(),
-        "events_on_subscriber_queue": count(channel),
+        "events_on_subscriber_queue": events(channel),
         "error_queue": queue_depth(channel, s.topology.error_queue),
     }
     channel.close()

@@ -123,8 +123,7 @@ class Worker:
             for _ in range(count):
                 connection = self.app.engine.connect()
                 opened.append(connection)
-                connection.exec_driver_sql("SELECT 1")
-                connection.rollback()
+                connection.exec_driver_sql("SELECT 1")  # rolled back as it goes back to the pool
         except Exception as exc:  # noqa: BLE001 - the consumer pauses until the database answers
             log.warning("worker.warm_database_failed", error=redaction.describe(exc))
         finally:
