@@ -53,12 +53,18 @@ def queue_depth(channel: Any, queue: str) -> int:
     return int(channel.queue_declare(queue=queue, passive=True).message_count)
 
 
-def wait_depth(channel: Any, queue: str, n: int, timeout: float, what: str) -> int:
+def wait_count(count: Callable[[], int], n: int, timeout: float) -> int:
+    """``count()`` every 50 ms until it reaches ``n`` or ``timeout`` seconds have passed; its last value."""
     deadline = time.monotonic() + timeout
-    while (depth := queue_depth(channel, queue)) < n:
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what}: queue {queue} holds {depth} messages, not {n}, after {timeout}s")
+    while (got := count()) < n and time.monotonic() <= deadline:
         time.sleep(0.05)
+    return got
+
+
+def wait_depth(channel: Any, queue: str, n: int, timeout: float, what: str) -> int:
+    depth = wait_count(lambda: queue_depth(channel, queue), n, timeout)
+    if depth < n:
+        raise BenchError(f"{what}: queue {queue} holds {depth} messages, not {n}, after {timeout}s")
     return depth
 
 
@@ -179,16 +185,14 @@ def end_state(app: Any, s: Stack, commands: list[Command], events: Callable[[Any
         accepted = sandbox.stats()["accepted"]
         sent_ids = {m["body"].get("custom_args", {}).get("email_id") for m in sandbox.messages()}
     channel = s.conn.channel()
-    deadline = time.monotonic() + 10.0
-    while events(channel) < 2 * len(commands) and time.monotonic() < deadline:  # a shortfall shows below
-        time.sleep(0.05)
+    held = wait_count(lambda: events(channel), 2 * len(commands), 10.0)  # a shortfall shows below
     check = {
         "emails_in_db": sum(statuses.values()),
         "email_statuses": statuses,
         "sandbox_accepted": accepted,
         "sandbox_distinct_emails": len(sent_ids & ours),
         "outbox_pending": app.outbox.pending_count(),
-        "events_on_subscriber_queue": events(channel),
+        "events_on_subscriber_queue": held,
         "error_queue": queue_depth(channel, s.topology.error_queue),
     }
     channel.close()
