@@ -23,10 +23,11 @@ email's message (each email's own events still carry its own correlation ids).
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self
@@ -204,6 +205,12 @@ class AbstractUnitOfWork(abc.ABC):
         finally:
             self.context = current
 
+    def lookups_together(self) -> contextlib.AbstractContextManager[None]:
+        """The repositories' ``preload`` lookups made inside may be answered together at its end (one round
+        trip, the SQL unit of work's ``bulk.deferred_lookups``); what they found is known after it. In
+        memory, at once."""
+        return _at_once()
+
     # ------------------------------------------------------- adapter hooks
 
     @abc.abstractmethod
@@ -226,6 +233,11 @@ class AbstractUnitOfWork(abc.ABC):
 
     @abc.abstractmethod
     def _rollback(self) -> None: ...
+
+
+@contextlib.contextmanager
+def _at_once() -> Iterator[None]:
+    yield
 
 
 def context_of(email: Email, current: MessageContext) -> MessageContext:

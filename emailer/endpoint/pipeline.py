@@ -238,15 +238,16 @@ class MessagePipeline(Generic[D]):
 
         A route's prefetch runs for a single message too: one RecordDeliveryReports carries up to
         1,000 reports, whose lookups are a batch of their own."""
-        if len(items) > 1:
-            uow.inbox.preload(item.context.message_id for item in items)
         by_route: dict[str, list[Decoded]] = {}
         for item in items:
             by_route.setdefault(item.context.message_type, []).append(item)
-        for group in by_route.values():
-            prefetch = group[0].route.prefetch
-            if prefetch is not None:
-                prefetch([item.message for item in group], uow)
+        with uow.lookups_together():  # the transaction's BEGIN and its lookups: one round trip
+            if len(items) > 1:
+                uow.inbox.preload(item.context.message_id for item in items)
+            for group in by_route.values():
+                prefetch = group[0].route.prefetch
+                if prefetch is not None:
+                    prefetch([item.message for item in group], uow)
 
     def _handle_alone(self, items: list[tuple[D, Decoded]]) -> None:
         """Handlers that commit on their own (DispatchEmail). A route with a ``batch`` handler gets the

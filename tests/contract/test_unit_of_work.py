@@ -269,6 +269,37 @@ def test_preloading_answers_like_getting_one_by_one(new_uow: NewUow, clock: Fake
         assert uow.emails.get("not-there") is None
 
 
+def test_lookups_made_together_answer_as_made_one_by_one(new_uow: NewUow, clock: FakeClock) -> None:
+    """A batch's inbox, email id and suppression lookups, made together (on PostgreSQL one round trip at
+    the block's end, ``bulk.deferred_lookups``): what they found is what each finds alone, a stored
+    email whole with its recipients, a listed address with its entry."""
+    email = queue(clock, to=[{"email": "ana@example.com"}, {"email": "Bob@Example.com"}])
+    store(new_uow, email, message_id="m-seen")
+    with new_uow() as uow:
+        uow.suppressions.add(Suppression("ana@example.com", SuppressionReason.BOUNCED, clock.now(), "e-1"))
+        uow.commit()
+    with new_uow() as uow:
+        with uow.lookups_together():
+            uow.inbox.preload(["m-seen", "m-new", "m-\u00e9\u200d\U0001f4e7"])
+            uow.emails.preload([email.id, "not-there"])
+            uow.suppressions.preload(["ANA@example.com", "bob@example.com"])
+        assert uow.inbox.seen("m-seen") and not uow.inbox.seen("m-new")
+        assert not uow.inbox.seen("m-\u00e9\u200d\U0001f4e7")
+        found = uow.emails.get(email.id)
+        assert found is not None and [r.address for r in found.recipients] == [
+            r.address for r in email.recipients
+        ]
+        assert uow.emails.get("not-there") is None
+        listed = uow.suppressions.find(["ana@example.com", "bob@example.com"])
+        assert [(s.address, s.reason, s.source_email_id) for s in listed] == [
+            ("ana@example.com", SuppressionReason.BOUNCED, "e-1")
+        ]
+        with uow.lookups_together():  # nothing to look up: no statement at all
+            uow.inbox.preload(["m-seen"])
+            uow.emails.preload([email.id])
+        assert uow.inbox.seen("m-seen")
+
+
 # SQLite serialises writers (BEGIN IMMEDIATE): two of its transactions never overlap, so only the
 # adapters whose transactions can overlap take part in the conflict test.
 OVERLAPPING_WRITERS = [p for p in UNITS_OF_WORK if p.id != "sqlite"]

@@ -1,6 +1,6 @@
-"""``bulk.deferred_inserts`` and ``bulk.raw_cursor`` on a real PostgreSQL.
+"""``bulk.deferred_inserts``, ``bulk.deferred_lookups`` and ``bulk.raw_cursor`` on a real PostgreSQL.
 
-A commit's inserts reach the server together at the end (one pipeline), and
+A commit's inserts, and a batch's lookups, reach the server together at the end (one pipeline), and
 whatever psycopg raises on the way comes out as SQLAlchemy's error, so that the
 worker tells a database outage (pause, no retry spent) from a message's own
 failure: a duplicate key is an ``IntegrityError``, a server that is gone an
@@ -10,13 +10,23 @@ failure: a duplicate key is an ``IntegrityError``, a server that is gone an
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from psycopg import pq
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from emailer.adapters.persistence.bulk import COPY_FROM_ROWS, deferred_inserts, insert_rows
-from emailer.adapters.persistence.tables import inbox
+from emailer.adapters.persistence import schema
+from emailer.adapters.persistence.bulk import (
+    COPY_FROM_ROWS,
+    deferred_inserts,
+    deferred_lookups,
+    insert_rows,
+    when_present,
+)
+from emailer.adapters.persistence.engine import make_engine
+from emailer.adapters.persistence.tables import emails, inbox
 from emailer.infrastructure import DATABASE, unavailable_dependency
 
 pytestmark = pytest.mark.postgres
@@ -73,4 +83,52 @@ def test_a_server_that_is_gone_is_a_database_outage_not_the_messages_failure(
             insert_rows(conn, inbox, rows(*ids))
     assert raised.value.connection_invalidated
     assert unavailable_dependency(raised.value) == DATABASE
+    assert count(pg_engine) == 0  # and the pool hands out a live connection again
+
+
+def test_lookups_made_inside_go_with_the_transactions_begin_and_are_answered_at_the_end(
+    pg_engine: Engine,
+) -> None:
+    with pg_engine.begin() as conn:
+        insert_rows(conn, inbox, rows("a", "b", "\u00e9\u200d\U0001f4e7"))
+    answers: list[tuple[str, set[object]]] = []
+    with pg_engine.connect() as conn, conn.begin():
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with deferred_lookups(conn):
+            assert when_present(
+                conn,
+                inbox.c.message_id,
+                ["a", "z", "\u00e9\u200d\U0001f4e7"],
+                lambda f: answers.append(("inbox", f)),
+            )
+            assert when_present(conn, emails.c.id, ["e-1"], lambda f: answers.append(("emails", f)))
+            assert answers == []  # asked, not sent: not even the transaction's BEGIN
+            assert raw.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        assert answers == [("inbox", {"a", "\u00e9\u200d\U0001f4e7"}), ("emails", set())]
+        assert raw.pgconn.transaction_status == pq.TransactionStatus.INTRANS
+        assert not when_present(conn, inbox.c.message_id, ["a"], lambda f: answers.append(("late", f)))
+
+
+def test_lookups_outside_the_block_or_on_sqlite_are_left_to_the_caller(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'lookups.db'}")
+    schema.upgrade(engine)
+    try:
+        with engine.begin() as conn, deferred_lookups(conn):
+            assert not when_present(conn, inbox.c.message_id, ["a"], lambda found: None)
+    finally:
+        engine.dispose()
+
+
+def test_a_server_gone_before_the_lookups_is_a_database_outage(pg_engine: Engine) -> None:
+    answers: list[set[object]] = []
+    with pytest.raises(OperationalError) as raised, pg_engine.begin() as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with pg_engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with deferred_lookups(conn):
+            when_present(conn, inbox.c.message_id, ["a"], answers.append)
+    assert raised.value.connection_invalidated
+    assert unavailable_dependency(raised.value) == DATABASE
+    assert answers == []
     assert count(pg_engine) == 0  # and the pool hands out a live connection again

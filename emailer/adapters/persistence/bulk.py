@@ -20,6 +20,11 @@ type: a row reads back the same either way.
 ``update_from_rows``: many rows updated by key in one statement (PostgreSQL),
 the rows as one JSON parameter too.
 
+``deferred_lookups`` and ``when_present``: which of many keys a column holds,
+for several lookups at once (PostgreSQL): a batch's inbox, email id and
+suppression lookups, with the transaction's ``BEGIN``, in one round trip
+where they were four.
+
 ``among``: ``column IN (...)`` for a list of thousands of keys. SQLAlchemy
 expands the list into one parameter per key, and psycopg then parses a new
 statement of thousands of placeholders on every call (a tenth of a worker's
@@ -30,13 +35,24 @@ goes as one array parameter (``= ANY(...)``, served by the same index).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, cast
 
 import psycopg
 from psycopg.types.json import Jsonb
 from pydantic_core import to_json
-from sqlalchemy import JSON, ColumnElement, Connection, Table, TextClause, any_, bindparam, insert, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Connection,
+    Table,
+    TextClause,
+    any_,
+    bindparam,
+    insert,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
@@ -105,6 +121,61 @@ def deferred_inserts(conn: Connection) -> Iterator[None]:
                 cursor.execute(statement, (parameter,))
 
 
+Found = Callable[[set[Any]], None]
+"""What ``when_present`` calls with the keys found."""
+
+
+@contextmanager
+def deferred_lookups(conn: Connection) -> Iterator[None]:
+    """PostgreSQL: the ``when_present`` lookups made inside go to the server together at the end, in one
+    round trip (psycopg's pipeline mode; the transaction's ``BEGIN`` goes with them when they are its
+    first statements, where psycopg otherwise waits for it alone), and each one's ``then`` is called
+    with what it found, in order. Errors come out as ``raw_cursor``'s do. Elsewhere, a no-op."""
+    if conn.dialect.name != "postgresql" or _LOOKUPS in conn.info:
+        yield
+        return
+    pending: list[tuple[str, list[Any], Found]] = []
+    conn.info[_LOOKUPS] = pending
+    try:
+        yield
+    finally:
+        del conn.info[_LOOKUPS]
+    if not pending:
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None  # an open SQLAlchemy connection has its DBAPI connection
+    with _as_sqlalchemy_errors(conn), ExitStack() as cursors:
+        each = [cursors.enter_context(raw.cursor()) for _ in pending]
+        with raw.pipeline():
+            for cursor, (statement, keys, _) in zip(each, pending, strict=True):
+                cursor.execute(statement, (keys,))
+        answers = [{row[0] for row in cursor.fetchall()} for cursor in each]
+    for (_, _, then), found in zip(pending, answers, strict=True):
+        then(found)
+
+
+def when_present(conn: Connection, column: Column[Any], keys: Collection[Any], then: Found) -> bool:
+    """Inside ``deferred_lookups`` (PostgreSQL): look up which of ``keys`` (values of ``column``, as
+    psycopg sends them: strings) ``column`` holds with the others at its end, ``then`` called with
+    those found; True. Elsewhere nothing is done, False: the caller looks up as it always does."""
+    pending: list[tuple[str, list[Any], Found]] | None = conn.info.get(_LOOKUPS)
+    if pending is None:
+        return False
+    statement = _LOOKUP_STATEMENTS.get(column)
+    if statement is None:
+        quote = conn.dialect.identifier_preparer.quote
+        name, kind, table = quote(column.name), column.type.compile(conn.dialect), quote(column.table.name)
+        statement = f"SELECT {name} FROM {table} WHERE {name} = ANY(CAST(%s AS {kind}[]))"
+        _LOOKUP_STATEMENTS[column] = statement
+    pending.append((statement, list(keys), then))
+    return True
+
+
+_LOOKUPS = "emailer.deferred_lookups"
+_LOOKUP_STATEMENTS: dict[Column[Any], str] = {}
+"""``when_present``'s statements, made once per column (PostgreSQL's: the only dialect it runs on)."""
+
+
 @contextmanager
 def raw_cursor(conn: Connection) -> Iterator[Any]:
     """A psycopg cursor on ``conn``'s connection, in its transaction, skipping SQLAlchemy's per-statement
@@ -114,9 +185,15 @@ def raw_cursor(conn: Connection) -> Iterator[Any]:
     worker tells a database outage from a message's failure by them (``emailer.infrastructure``)."""
     raw = conn.connection.driver_connection
     assert raw is not None  # an open SQLAlchemy connection has its DBAPI connection
+    with _as_sqlalchemy_errors(conn), raw.cursor() as cursor:
+        yield cursor
+
+
+@contextmanager
+def _as_sqlalchemy_errors(conn: Connection) -> Iterator[None]:
+    """psycopg's errors raised inside as SQLAlchemy's, a lost connection invalidated (``raw_cursor``)."""
     try:
-        with raw.cursor() as cursor:
-            yield cursor
+        yield
     except psycopg.Error as exc:
         gone = conn.dialect.is_disconnect(cast(Any, exc), conn.connection.dbapi_connection, None)
         if gone:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, delete, or_, select, text, tuple_
 
-from emailer.adapters.persistence.bulk import among, insert_rows
+from emailer.adapters.persistence.bulk import among, insert_rows, when_present
 from emailer.adapters.persistence.tables import INBOX_ID_CHARS, inbox, provider_events
 from handlers.ports import Clock
 
@@ -50,6 +50,13 @@ class SeenIds:
         wanted = set(keys) - self._checked.keys()
         if not wanted:
             return
+        if len(self.key_columns) == 1 and when_present(
+            self.conn,
+            self.key_columns[0],
+            [key[0] for key in wanted],
+            lambda found: self._checked.update({key: key[0] in found for key in wanted}),
+        ):
+            return  # with the transaction's other lookups (``bulk.deferred_lookups``)
         query = select(*self.key_columns).where(self._among(wanted))
         found = {tuple(row) for row in self.conn.execute(query)}
         self._checked.update({key: key in found for key in wanted})

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, select, update
 
-from emailer.adapters.persistence.bulk import among, among_keys, insert_rows, update_from_rows
+from emailer.adapters.persistence.bulk import among, among_keys, insert_rows, update_from_rows, when_present
 from emailer.adapters.persistence.mapping import (
     Row,
     attachment_row,
@@ -59,8 +59,15 @@ class SqlEmailRepository:
     def preload(self, email_ids: Iterable[str]) -> None:
         """Three queries for the whole batch: the emails, all their recipients, all their attachments."""
         wanted = set(email_ids) - self._identity.keys()
-        if wanted:
-            self._load_many(select(emails).where(among(self.conn, emails.c.id, wanted)))
+        if not wanted:
+            return
+        if not when_present(self.conn, emails.c.id, wanted, lambda found: self._found(wanted, found)):
+            self._found(wanted, wanted)
+
+    def _found(self, wanted: set[str], found: set[str]) -> None:
+        """``preload``'s end: ``found`` of ``wanted`` (or all of them, not looked up yet) are loaded."""
+        if found:
+            self._load_many(select(emails).where(among(self.conn, emails.c.id, found)))
         self._absent |= wanted - self._identity.keys()
 
     def claim(self, email_ids: Iterable[str], offered: Mapping[str, Email] | None = None) -> list[Email]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from emailer.adapters.persistence.bulk import among
+from emailer.adapters.persistence.bulk import among, when_present
 from emailer.adapters.persistence.tables import suppressions
 from emailer.domain.suppression import Suppression, SuppressionReason, normalize
 
@@ -28,7 +28,17 @@ class SqlSuppressions:
 
     def preload(self, addresses: Iterable[str]) -> None:
         """Look these addresses up in one round trip; ``find`` then answers them from memory."""
-        self._look_up({normalize(a) for a in addresses} - self._known.keys())
+        wanted = {normalize(a) for a in addresses} - self._known.keys()
+        if wanted and when_present(self.conn, suppressions.c.address, wanted, self._listed_among(wanted)):
+            return  # with the transaction's other lookups (``bulk.deferred_lookups``)
+        self._look_up(wanted)
+
+    def _listed_among(self, wanted: set[str]) -> Callable[[set[str]], None]:
+        def found(listed: set[str]) -> None:
+            self._known.update(dict.fromkeys(wanted - listed))
+            self._look_up(listed)  # their entries: one more query, only when some are listed
+
+        return found
 
     def find(self, addresses: Iterable[str]) -> list[Suppression]:
         wanted = sorted({normalize(a) for a in addresses})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from sqlalchemy import Connection, Engine
 
 from emailer.adapters.persistence import outbox
 from emailer.adapters.persistence.blob_refs import SqlBlobReferences
-from emailer.adapters.persistence.bulk import deferred_inserts
+from emailer.adapters.persistence.bulk import deferred_inserts, deferred_lookups
 from emailer.adapters.persistence.inbox import SqlInbox, SqlProviderEvents
 from emailer.adapters.persistence.repository import SqlEmailRepository
 from emailer.adapters.persistence.suppressions import SqlSuppressions
@@ -38,6 +40,10 @@ class SqlUnitOfWork(AbstractUnitOfWork):
         self.provider_events = SqlProviderEvents(self._conn, self.clock)
         self.blob_refs = SqlBlobReferences(self._conn, self.clock)
         self.suppressions = SqlSuppressions(self._conn)
+
+    def lookups_together(self) -> contextlib.AbstractContextManager[None]:
+        assert self._conn is not None
+        return deferred_lookups(self._conn)
 
     def _touched(self) -> list[Email]:
         return self.emails.touched()
