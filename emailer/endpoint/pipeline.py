@@ -241,7 +241,7 @@ class MessagePipeline(Generic[D]):
         by_route: dict[str, list[Decoded]] = {}
         for item in items:
             by_route.setdefault(item.context.message_type, []).append(item)
-        with uow.lookups_together():  # the transaction's BEGIN and its lookups: one round trip
+        with uow.lookups_together():  # its lookups in one round trip (after the transaction's BEGIN)
             if len(items) > 1:
                 uow.inbox.preload(item.context.message_id for item in items)
             for group in by_route.values():

@@ -86,7 +86,7 @@ def test_a_server_that_is_gone_is_a_database_outage_not_the_messages_failure(
     assert count(pg_engine) == 0  # and the pool hands out a live connection again
 
 
-def test_lookups_made_inside_go_with_the_transactions_begin_and_are_answered_at_the_end(
+def test_lookups_made_inside_go_to_the_server_together_and_are_answered_at_the_end(
     pg_engine: Engine,
 ) -> None:
     with pg_engine.begin() as conn:

@@ -22,8 +22,8 @@ the rows as one JSON parameter too.
 
 ``deferred_lookups`` and ``when_present``: which of many keys a column holds,
 for several lookups at once (PostgreSQL): a batch's inbox, email id and
-suppression lookups, with the transaction's ``BEGIN``, in one round trip
-where they were four.
+suppression lookups in one round trip, where each was one (two, with the
+transaction's ``BEGIN``, where they were four).
 
 ``among``: ``column IN (...)`` for a list of thousands of keys. SQLAlchemy
 expands the list into one parameter per key, and psycopg then parses a new
@@ -128,8 +128,8 @@ Found = Callable[[set[Any]], None]
 @contextmanager
 def deferred_lookups(conn: Connection) -> Iterator[None]:
     """PostgreSQL: the ``when_present`` lookups made inside go to the server together at the end, in one
-    round trip (psycopg's pipeline mode; the transaction's ``BEGIN`` goes with them when they are its
-    first statements, where psycopg otherwise waits for it alone), and each one's ``then`` is called
+    round trip (psycopg's pipeline mode; when they are the transaction's first statements, psycopg
+    sends its ``BEGIN`` first and waits for it, in a pipeline too), and each one's ``then`` is called
     with what it found, in order. Errors come out as ``raw_cursor``'s do. Elsewhere, a no-op."""
     if conn.dialect.name != "postgresql" or _LOOKUPS in conn.info:
         yield
