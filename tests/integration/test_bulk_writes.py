@@ -64,6 +64,48 @@ def test_a_duplicate_key_among_them_is_sqlalchemys_integrity_error_and_rolls_bac
     assert count(pg_engine) == 2
 
 
+def test_with_commit_the_transaction_commits_in_the_same_round_trip_and_the_callers_commit_sends_nothing(
+    pg_engine: Engine,
+) -> None:
+    with pg_engine.connect() as conn:
+        conn.begin()
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with deferred_inserts(conn, commit=True):
+            insert_rows(conn, inbox, rows("a"))
+            assert raw.pgconn.transaction_status == pq.TransactionStatus.IDLE  # nothing sent yet
+        assert raw.pgconn.transaction_status == pq.TransactionStatus.IDLE  # committed: no transaction
+        assert count(pg_engine) == 1  # seen by another connection before the caller's commit
+        conn.commit()  # finds nothing to commit
+        with conn.begin():  # the connection goes on as usual
+            insert_rows(conn, inbox, rows("b"))
+    assert count(pg_engine) == 2
+
+
+def test_with_commit_a_duplicate_key_commits_nothing(pg_engine: Engine) -> None:
+    with pg_engine.begin() as conn:
+        insert_rows(conn, inbox, rows("a"))
+    with pytest.raises(IntegrityError), pg_engine.begin() as conn, deferred_inserts(conn, commit=True):
+        insert_rows(conn, inbox, rows("b"))
+        insert_rows(conn, inbox, rows("a"))
+    assert count(pg_engine) == 1  # "b" rolled back with the rest: the COMMIT after the error never ran
+    with pg_engine.begin() as conn:
+        insert_rows(conn, inbox, rows("c"))
+    assert count(pg_engine) == 2
+
+
+def test_with_commit_and_nothing_deferred_the_caller_commits(pg_engine: Engine) -> None:
+    with pg_engine.connect() as conn:
+        conn.begin()
+        conn.execute(text("SELECT 1"))
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with deferred_inserts(conn, commit=True):
+            pass
+        assert raw.pgconn.transaction_status == pq.TransactionStatus.INTRANS
+        conn.rollback()
+
+
 @pytest.mark.parametrize(
     ("deferred", "many"), [(True, 2), (False, 2), (False, COPY_FROM_ROWS)], ids=["pipelined", "json", "copy"]
 )

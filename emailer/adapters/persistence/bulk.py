@@ -92,13 +92,20 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
 
 
 @contextmanager
-def deferred_inserts(conn: Connection) -> Iterator[None]:
+def deferred_inserts(conn: Connection, *, commit: bool = False) -> Iterator[None]:
     """PostgreSQL: the ``insert_rows`` made inside go to the server together at the end, in order, in one
     round trip (psycopg's pipeline mode; JSON, never COPY, which a pipeline cannot carry). For the
     writes of a commit, which read nothing back: an accepting transaction's emails, recipients,
     timeline, inbox and outbox rows were five round trips and five statements through SQLAlchemy. An
     error (a duplicate key, the server gone) is raised at the end, as ``raw_cursor`` raises it.
-    Elsewhere (SQLite) each insert is made at once, as always."""
+    Elsewhere (SQLite) each insert is made at once, as always.
+
+    With ``commit``, and something deferred, the transaction's ``COMMIT`` follows them in the same
+    round trip (a statement of the pipeline: ``connection.commit()`` would wait for it on its own).
+    What the server does is what a commit after them does: the inserts, then ``COMMIT``, which an
+    error before it leaves unexecuted (the transaction is aborted, and the caller's rollback ends it).
+    The caller's own commit afterwards finds the connection idle and sends nothing (psycopg's
+    ``commit`` returns at once outside a transaction)."""
     if conn.dialect.name != "postgresql" or _DEFERRED in conn.info:
         yield
         return
@@ -113,12 +120,14 @@ def deferred_inserts(conn: Connection) -> Iterator[None]:
     raw = conn.connection.driver_connection
     assert raw is not None  # an open SQLAlchemy connection has its DBAPI connection
     with raw_cursor(conn) as cursor:
-        if len(deferred) == 1:
+        if len(deferred) == 1 and not commit:
             cursor.execute(deferred[0][0], (deferred[0][1],))
             return
         with raw.pipeline():
             for statement, parameter in deferred:
                 cursor.execute(statement, (parameter,))
+            if commit:
+                cursor.execute("COMMIT")
 
 
 Found = Callable[[set[Any]], None]

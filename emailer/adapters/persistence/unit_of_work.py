@@ -50,10 +50,11 @@ class SqlUnitOfWork(AbstractUnitOfWork):
 
     def _flush(self, messages: list[OutgoingMessage]) -> None:
         """The transaction's writes; the inserts among them go to the server together at the end, in one
-        round trip (``bulk.deferred_inserts``; the version-checked updates, which must read their row
-        counts, are made at once)."""
+        round trip with the transaction's COMMIT (``bulk.deferred_inserts``; the version-checked updates,
+        which must read their row counts, are made at once). ``commit`` follows at once: nothing else
+        runs between the two, and its commit then sends nothing."""
         assert self._conn is not None
-        with deferred_inserts(self._conn):
+        with deferred_inserts(self._conn, commit=True):
             self.emails.flush()
             self.inbox.flush()
             self.provider_events.flush()
