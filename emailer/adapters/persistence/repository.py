@@ -57,7 +57,9 @@ class SqlEmailRepository:
         return self._load(row)
 
     def preload(self, email_ids: Iterable[str]) -> None:
-        """Three queries for the whole batch: the emails, all their recipients, all their attachments."""
+        """Three queries for the whole batch: the emails, all their recipients, all their attachments.
+        Inside ``lookups_together`` (PostgreSQL) first which of them exist, with the transaction's other
+        lookups; the three queries then only for those (a batch of new emails: none)."""
         wanted = set(email_ids) - self._identity.keys()
         if not wanted:
             return
