@@ -106,15 +106,9 @@ def deferred_inserts(conn: Connection, *, commit: bool = False) -> Iterator[None
     error before it leaves unexecuted (the transaction is aborted, and the caller's rollback ends it).
     The caller's own commit afterwards finds the connection idle and sends nothing (psycopg's
     ``commit`` returns at once outside a transaction)."""
-    if conn.dialect.name != "postgresql" or _DEFERRED in conn.info:
+    deferred: list[tuple[str, str]] | None
+    with _collecting(conn, _DEFERRED) as deferred:
         yield
-        return
-    deferred: list[tuple[str, str]] = []
-    conn.info[_DEFERRED] = deferred
-    try:
-        yield
-    finally:
-        del conn.info[_DEFERRED]
     if not deferred:
         return
     raw = conn.connection.driver_connection
@@ -130,6 +124,22 @@ def deferred_inserts(conn: Connection, *, commit: bool = False) -> Iterator[None
                 cursor.execute("COMMIT")
 
 
+@contextmanager
+def _collecting(conn: Connection, key: str) -> Iterator[Any]:
+    """PostgreSQL: a list at ``conn.info[key]`` for the block's statements to be put in (``insert_rows``,
+    ``when_present``), for the caller to send when the block has ended; None elsewhere, or inside an
+    outer block of the same kind (which sends them)."""
+    if conn.dialect.name != "postgresql" or key in conn.info:
+        yield None
+        return
+    collected: list[Any] = []
+    conn.info[key] = collected
+    try:
+        yield collected
+    finally:
+        del conn.info[key]
+
+
 Found = Callable[[set[Any]], None]
 """What ``when_present`` calls with the keys found."""
 
@@ -140,15 +150,9 @@ def deferred_lookups(conn: Connection) -> Iterator[None]:
     round trip (psycopg's pipeline mode; when they are the transaction's first statements, psycopg
     sends its ``BEGIN`` first and waits for it, in a pipeline too), and each one's ``then`` is called
     with what it found, in order. Errors come out as ``raw_cursor``'s do. Elsewhere, a no-op."""
-    if conn.dialect.name != "postgresql" or _LOOKUPS in conn.info:
+    pending: list[tuple[str, list[Any], Found]] | None
+    with _collecting(conn, _LOOKUPS) as pending:
         yield
-        return
-    pending: list[tuple[str, list[Any], Found]] = []
-    conn.info[_LOOKUPS] = pending
-    try:
-        yield
-    finally:
-        del conn.info[_LOOKUPS]
     if not pending:
         return
     raw = conn.connection.driver_connection

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, delete, select
@@ -29,16 +29,16 @@ class SqlSuppressions:
     def preload(self, addresses: Iterable[str]) -> None:
         """Look these addresses up in one round trip; ``find`` then answers them from memory."""
         wanted = {normalize(a) for a in addresses} - self._known.keys()
-        if wanted and when_present(self.conn, suppressions.c.address, wanted, self._listed_among(wanted)):
+        if wanted and when_present(
+            self.conn, suppressions.c.address, wanted, lambda listed: self._listed(wanted, listed)
+        ):
             return  # with the transaction's other lookups (``bulk.deferred_lookups``)
         self._look_up(wanted)
 
-    def _listed_among(self, wanted: set[str]) -> Callable[[set[str]], None]:
-        def found(listed: set[str]) -> None:
-            self._known.update(dict.fromkeys(wanted - listed))
-            self._look_up(listed)  # their entries: one more query, only when some are listed
-
-        return found
+    def _listed(self, wanted: set[str], listed: set[str]) -> None:
+        """``preload``'s end inside ``lookups_together``: ``listed`` of ``wanted`` are on the list."""
+        self._known.update(dict.fromkeys(wanted - listed))
+        self._look_up(listed)  # their entries: one more query, only when some are listed
 
     def find(self, addresses: Iterable[str]) -> list[Suppression]:
         wanted = sorted({normalize(a) for a in addresses})
