@@ -117,13 +117,19 @@ class Worker:
 
     def warm_database(self, count: int = WARM_CONNECTIONS) -> int:
         """Open ``count`` pooled connections at once and give them back; how many opened. A database
-        that does not answer is no reason not to start: the threads wait for it as they would anyway."""
+        that does not answer is no reason not to start: the threads wait for it as they would anyway.
+
+        The driver's own connections, outside SQLAlchemy's transactions: a SQLite connection of
+        ``make_engine`` begins with ``BEGIN IMMEDIATE``, and a second one held open beside it would wait
+        out the whole busy timeout for the first one's write lock (30 s at every ``emailer run``)."""
         opened = []
         try:
             for _ in range(count):
-                connection = self.app.engine.connect()
+                connection = self.app.engine.raw_connection()
                 opened.append(connection)
-                connection.exec_driver_sql("SELECT 1")  # rolled back as it goes back to the pool
+                cursor = connection.cursor()
+                cursor.execute("SELECT 1")  # rolled back as it goes back to the pool
+                cursor.close()
         except Exception as exc:  # noqa: BLE001 - the consumer pauses until the database answers
             log.warning("worker.warm_database_failed", error=redaction.describe(exc))
         finally:

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.pool import QueuePool
 
+from emailer.adapters.persistence.engine import make_engine
 from emailer.bootstrap import App
 from emailer.entrypoints.worker import STAGGER, Ticker, Worker, staggered
 
@@ -27,6 +28,18 @@ def test_warming_opens_the_connections_at_once_and_gives_them_back(tmp_path: Pat
         assert worker_on(engine).warm_database(4) == 4
         pool = cast(QueuePool, engine.pool)
         assert pool.checkedin() == 4 and pool.checkedout() == 0
+    finally:
+        engine.dispose()
+
+
+def test_warming_our_sqlite_engine_takes_no_write_lock(tmp_path: Path) -> None:
+    """make_engine's SQLite connections begin with BEGIN IMMEDIATE: connections held open together
+    must not begin, or the second waits out the busy timeout for the first's lock and fails."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        assert worker_on(engine).warm_database(4) == 4
+        with engine.begin() as connection:  # nothing was left holding the write lock
+            connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
     finally:
         engine.dispose()
 
